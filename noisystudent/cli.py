@@ -1,0 +1,134 @@
+"""The ``noisystudent`` command: each subcommand is a thin wrapper over the Python function of
+the same name. Bad input prints one line and exits with code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from .config import TrainConfig, field_type, load_config
+from .errors import UserError
+
+EXIT_USAGE = 2
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per config field, with the field's help; only given flags override."""
+    group = parser.add_argument_group(f"settings (override --config; defaults in brackets)")
+    for f in dataclasses.fields(cls):
+        kind = field_type(cls, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} [{f.default}]"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
+                               metavar=kind.__name__.upper(), help=help_text)
+    parser.add_argument("--set", dest="dotted", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, dotted for nested sections (repeatable)")
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                 if hasattr(args, f.name)}
+    for item in args.dotted:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    overrides = config_overrides(args, TrainConfig)
+    if args.resume and (overrides or args.config):
+        print("note: --resume continues with the run's saved config.yaml; other settings ignored",
+              file=sys.stderr)
+    config = load_config(TrainConfig, args.config, overrides) if not args.resume else None
+    metrics = train(config, args.out, resume=args.resume, quiet=args.quiet)
+    top1 = metrics["test_top1"]
+    print(f"test top-1: {top1:.4f}" if top1 is not None else "no test set", f"-> {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    result = evaluate(args.run_dir, device=args.device, quiet=args.quiet)
+    print(f"test top-1: {result['top1']:.4f}  ECE: {result['ece']:.4f}  "
+          f"({result['test_images']} images)")
+    for name, acc in result["per_class"].items():
+        print(f"  {name:<16} {acc:.4f}")
+    print(f"wrote {args.run_dir}/evaluation.json and confusion.png")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import predict
+
+    results = predict(args.run_dir, args.images, device=args.device, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        alternatives = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
+        extra = f"  ({alternatives})" if alternatives else ""
+        print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}{extra}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="noisystudent",
+        description="Transfer learning, knowledge distillation and Noisy Student self-training.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="fine-tune a pretrained model on a few labels",
+                           description="Supervised transfer learning into a run directory.")
+    train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    train.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run in --out from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(train, TrainConfig)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy, confusion matrix, calibration")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="class and probability for image files")
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=1, help="also list the next k-1 classes")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def run_safely(func: Callable[[], None]) -> int:
+    """Turn the expected failures into one line on stderr and exit code 2."""
+    try:
+        func()
+    except UserError as err:
+        print(f"noisystudent: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("noisystudent: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_safely(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

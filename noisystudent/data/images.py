@@ -1,0 +1,252 @@
+"""Load the user's own images: an ImageFolder tree, an unlabeled folder, or a CSV manifest."""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from noisystudent.data.imageset import ImageSet
+from noisystudent.errors import UserError
+
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class UnreadableImage(Exception):
+    """A file that is missing, not an image, or truncated; loaders skip (or, strict, reject) it."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """High-bit-depth single-channel modes -> "L", scaled by bit depth rather than clipped."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        bits = 16
+    elif img.mode == "I":
+        # Pillow uses "I" for 16-bit PGM (already scaled to 0..65535) and 32-bit TIFF.
+        tag = img.tag_v2.get(258) if hasattr(img, "tag_v2") else None  # TIFF BitsPerSample
+        bits = int(tag[0]) if tag else 16
+        if arr.size and arr.max() > 65535:
+            bits = 32
+    else:  # "F": floats are taken as already being on the 0..255 scale
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    scaled = np.clip(arr.astype(np.float64), 0, None) / (2**bits - 1) * 255.0
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def open_image(path: str | Path, channels: int) -> Image.Image:
+    """Open, fully decode and convert to "L" (channels=1) or "RGB" (channels=3)."""
+    if channels not in (1, 3):
+        raise UserError(f"channels must be 1 or 3, got {channels}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now so truncated files fail here, not later
+            img = ImageOps.exif_transpose(img)  # phone photos are stored rotated
+            if img.mode.startswith("I") or img.mode == "F":
+                img = _to_8bit(img)
+            elif img.mode == "1":
+                img = img.convert("L")
+            if img.mode in _ALPHA_MODES or "transparency" in img.info:
+                # Composite onto white: transparent background should not turn black.
+                rgba = img.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(white, rgba).convert("RGB")
+            elif img.mode not in ("L", "RGB"):
+                img = img.convert("RGB")  # P, CMYK, YCbCr, ...
+            return img.convert("L" if channels == 1 else "RGB")
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"{path}: {e}") from e
+
+
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Scale the shorter side to size (bilinear, antialiased) and center crop a square."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    # resize(box=...) crops and scales in one pass, so the crop is exact at subpixel level.
+    return img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def _decode(path: str, size: int, channels: int) -> np.ndarray:
+    img = resize_center_crop(open_image(path, channels), size)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _load_files(
+    paths: list[str], labels: list[int], classes: list[str], size: int, channels: int, strict: bool
+) -> ImageSet:
+    if size <= 0:
+        raise UserError(f"image size must be positive, got {size}")
+    if channels not in (1, 3):
+        raise UserError(f"channels must be 1 or 3, got {channels}")
+
+    def work(p: str):
+        try:
+            return _decode(p, size, channels)
+        except UnreadableImage as e:
+            return e
+
+    out = np.empty((len(paths), size, size, channels), dtype=np.uint8)
+    ok: list[int] = []
+    skipped: list[str] = []
+    # Threads overlap file I/O with decoding; PIL releases the GIL while decoding.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i, result in enumerate(pool.map(work, paths)):
+            if isinstance(result, UnreadableImage):
+                if strict:
+                    raise UserError(
+                        f"unreadable image {paths[i]} ({result.__cause__}); "
+                        "fix or remove it, or drop --strict to skip it"
+                    )
+                skipped.append(paths[i])
+            else:
+                out[i] = result
+                ok.append(i)
+
+    if skipped:
+        names = ", ".join(skipped[:10]) + (
+            f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        )
+        warnings.warn(f"skipped {len(skipped)} unreadable images: {names}", stacklevel=3)
+    if not ok:
+        raise UserError(f"none of the {len(paths)} images could be read; check the files")
+    keep = np.asarray(ok, dtype=np.int64)
+    return ImageSet(
+        images=torch.from_numpy(out[keep]).permute(0, 3, 1, 2).contiguous(),
+        labels=torch.as_tensor(np.asarray(labels, dtype=np.int64)[keep]),
+        classes=classes,
+        paths=[paths[i] for i in ok],
+        skipped=skipped,
+    )
+
+
+def _visible(path: Path, root: Path) -> bool:
+    # Skip hidden files/dirs, e.g. macOS "._photo.jpg" resource forks that aren't images.
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _find_images(root: Path) -> list[Path]:
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and is_image_file(p) and _visible(p, root)
+    )
+
+
+def _check_dir(root: Path, what: str) -> None:
+    if not root.exists():
+        raise UserError(f"{what} {root} does not exist; check the path")
+    if not root.is_dir():
+        raise UserError(f"{what} {root} is not a directory; pass a folder of images")
+
+
+def load_image_folder(
+    root: str | Path, size: int, channels: int = 3, strict: bool = False
+) -> ImageSet:
+    """ImageFolder layout root/<class>/...images (nested allowed); classes sorted by name."""
+    root = Path(root).expanduser()
+    _check_dir(root, "image folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise UserError(f"{root} has no class folders; expected {root}/<class name>/<images>")
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, d in enumerate(class_dirs):
+        files = _find_images(d)
+        paths += [str(p) for p in files]
+        labels += [label] * len(files)
+    if not paths:
+        raise UserError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}"
+        )
+    return _load_files(paths, labels, [d.name for d in class_dirs], size, channels, strict)
+
+
+def load_unlabeled_folder(
+    root: str | Path, size: int, channels: int = 3, strict: bool = False
+) -> ImageSet:
+    """Every image below root (flat or nested), in sorted path order, with label -1."""
+    root = Path(root).expanduser()
+    _check_dir(root, "unlabeled folder")
+    files = _find_images(root)
+    if not files:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    return _load_files([str(p) for p in files], [-1] * len(files), [], size, channels, strict)
+
+
+def load_manifest(
+    csv_path: str | Path,
+    size: int,
+    channels: int = 3,
+    strict: bool = False,
+    classes: list[str] | None = None,
+) -> ImageSet:
+    """CSV with header path,label; paths are relative to the CSV; empty label = unlabeled."""
+    csv_path = Path(csv_path).expanduser()
+    if not csv_path.is_file():
+        raise UserError(f"manifest {csv_path} does not exist; check the path")
+    rows: list[tuple[int, str, str]] = []
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        missing = [c for c in ("path", "label") if c not in header]
+        if missing:
+            raise UserError(
+                f"{csv_path} line 1: header is missing column(s) {', '.join(missing)}; "
+                "the first line must be 'path,label'"
+            )
+        ip, il = header.index("path"), header.index("label")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            if len(row) <= ip:
+                raise UserError(
+                    f"{csv_path} line {reader.line_num}: no path column; expected 'path,label'"
+                )
+            path = row[ip].strip()
+            label = row[il].strip() if len(row) > il else ""
+            if not path:
+                raise UserError(f"{csv_path} line {reader.line_num}: empty path")
+            rows.append((reader.line_num, path, label))
+    if not rows:
+        raise UserError(
+            f"manifest {csv_path} lists no images; add lines 'path,label' after the header"
+        )
+
+    if classes is None:
+        classes = sorted({label for _, _, label in rows if label})
+    index = {name: i for i, name in enumerate(classes)}
+    paths: list[str] = []
+    labels: list[int] = []
+    for line, path, label in rows:
+        if label and label not in index:
+            raise UserError(
+                f"{csv_path} line {line}: label {label!r} is not one of the classes "
+                f"{', '.join(classes)}; fix the label or the class list"
+            )
+        p = Path(path).expanduser()
+        paths.append(str(p if p.is_absolute() else csv_path.parent / p))
+        labels.append(index[label] if label else -1)
+    return _load_files(paths, labels, list(classes), size, channels, strict)

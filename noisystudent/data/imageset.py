@@ -1,0 +1,49 @@
+"""In-memory image collection shared by every data source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 (N, C, H, W), C is 1 or 3
+    labels: torch.Tensor  # int64 (N,), -1 where the label is unknown
+    classes: list[str]  # class names, index = label
+    paths: list[str] | None = None  # source file per image when loaded from files
+    skipped: list[str] = field(default_factory=list)  # files skipped as unreadable
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, indices) -> ImageSet:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(-1))
+        paths = None if self.paths is None else [self.paths[i] for i in idx.tolist()]
+        return ImageSet(
+            images=self.images[idx],
+            labels=self.labels[idx],
+            classes=list(self.classes),
+            paths=paths,
+            skipped=list(self.skipped),
+        )
+
+
+class ImageSetDataset(Dataset):
+    """Yields (uint8 image, int64 label, index) so default collate batches are cheap."""
+
+    def __init__(self, imageset: ImageSet):
+        self.imageset = imageset
+
+    def __len__(self) -> int:
+        return len(self.imageset)
+
+    def __getitem__(self, i: int):
+        return self.imageset.images[i], self.imageset.labels[i], i

@@ -1,0 +1,221 @@
+"""The one training loop. A task turns a batch into a dict with ``loss``; the loop never asks
+which method it is running (supervised, distillation, Noisy Student all plug in here).
+
+Each epoch ends with an atomic checkpoint; ``fit(resume=True)`` continues after the last one.
+Randomness is re-seeded from (seed, epoch), so a resumed run repeats what the lost run did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import torch
+from timm.utils import ModelEmaV3
+from tqdm.auto import tqdm
+
+from . import runs
+from .errors import UserError
+
+
+class Task(Protocol):
+    model: torch.nn.Module
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. 'auto' takes bf16 where the hardware has it."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # On CPUs without native bf16, autocast emulates it and runs slower than fp32.
+    return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class InMemoryLoader:
+    """Batches of uint8 images straight from an in-memory tensor, shuffled per epoch.
+
+    Slicing one tensor is far cheaper than collating samples through a DataLoader, and the
+    per-(seed, epoch) permutation makes the order reproducible across resumes.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 device: torch.device, shuffle: bool = False, drop_last: bool = False,
+                 seed: int = 0):
+        self.images, self.labels = images, labels
+        self.batch_size, self.device = batch_size, device
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.epoch = 0
+        if drop_last and len(images) < batch_size:
+            self.batch_size = len(images)  # a tiny labeled set still yields one batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.images)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield {
+                "images": self.images[idx].to(self.device, non_blocking=True),
+                "labels": self.labels[idx].to(self.device, non_blocking=True),
+                "index": idx,
+            }
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,
+                       warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup then cosine to zero, stepped per batch. LambdaLR scales each group's own
+    initial lr, so layer-wise lr scales survive."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(name: str, groups: list[dict], lr: float, momentum: float):
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, device,
+                    dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None = None,
+                    ema: ModelEmaV3 | None = None, progress: bool = True,
+                    description: str = "") -> dict[str, float]:
+    """One pass over the loader; returns the mean of every scalar the task reported."""
+    task.model.train()
+    sums: dict[str, float] = defaultdict(float)
+    steps, images_seen, start = 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=description, leave=False, disable=not progress, dynamic_ncols=True)
+    for batch in bar:
+        with autocast(device, dtype):
+            out = task(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(task.model)
+        for key, value in out.items():
+            if key != "logits" and value.dim() == 0:
+                sums[key] += value.item()
+        steps += 1
+        images_seen += batch.get("num_images", len(batch.get("images", ())))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    elapsed = time.perf_counter() - start
+    metrics = {k: v / max(1, steps) for k, v in sums.items()}
+    metrics.update(lr=optimizer.param_groups[-1]["lr"], seconds=elapsed,
+                   images_per_s=images_seen / max(elapsed, 1e-9))
+    return metrics
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, pipeline: Callable, loader: Iterable[dict], device,
+                   dtype: torch.dtype | None, progress: bool = False,
+                   description: str = "predict") -> torch.Tensor:
+    """fp32 logits on the CPU for every batch of the loader, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
+        with autocast(device, dtype):
+            chunks.append(model(pipeline(batch["images"])).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def fit(task: Task, optimizer, scheduler, loader: InMemoryLoader, epochs: int, run_dir: Path,
+        device: torch.device, dtype: torch.dtype | None, seed: int, ema: ModelEmaV3 | None = None,
+        resume: bool = False, progress: bool = True,
+        on_epoch_end: Callable[[int], dict] | None = None) -> int:
+    """Train for ``epochs``, checkpointing after each; returns the number of epochs run now."""
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    checkpoint_path = run_dir / runs.CHECKPOINT
+    start_epoch = 0
+    if resume and checkpoint_path.is_file():
+        state = runs.load_checkpoint(checkpoint_path)
+        task.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"])
+        _truncate_log(run_dir / runs.METRICS_LOG, start_epoch)
+    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
+                     disable=not progress, dynamic_ncols=True)
+    for epoch in epoch_bar:
+        torch.manual_seed(seed * 1_000_003 + epoch)
+        loader.set_epoch(epoch)
+        metrics = train_one_epoch(task, loader, optimizer, scheduler, device, dtype, scaler, ema,
+                                  progress, description=f"epoch {epoch + 1}/{epochs}")
+        if on_epoch_end is not None:
+            metrics.update(on_epoch_end(epoch))
+        state = {"model": task.model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1}
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        runs.save_checkpoint(checkpoint_path, state)
+        # Logged after the checkpoint; a resume drops lines past the checkpoint's epoch.
+        runs.append_jsonl(run_dir / runs.METRICS_LOG, {"epoch": epoch + 1, **metrics})
+        epoch_bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+    return epochs - start_epoch
+
+
+def _truncate_log(path: Path, last_epoch: int) -> None:
+    """Drop metric lines of epochs the checkpoint does not hold (they will be rerun)."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= last_epoch]
+    runs.write_text(path, "".join(ln + "\n" for ln in kept))

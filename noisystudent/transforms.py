@@ -1,0 +1,83 @@
+"""Batch pipelines: uint8 images on the device in, normalised model input out.
+
+Images stay uint8 in memory and are augmented a whole batch at a time on the device; per-sample
+PIL transforms in DataLoader workers would cost more than the model on a 2-core CPU. Two
+explicit pipelines: the clean one (evaluation, teachers) and the augmented one (training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: resolution, channels and normalisation."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
+
+
+def to_model_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float (B, 3, size, size), resized and normalised."""
+    x = images.float().div_(255.0)
+    if x.shape[1] == 1:
+        # Grayscale through an RGB-pretrained stem: repeat the channel, keep the weights.
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (spec.size, spec.size):
+        shrinking = x.shape[-1] > spec.size
+        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear",
+                          align_corners=False, antialias=shrinking)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_crop_flip(images: torch.Tensor, pad_fraction: float = 0.125,
+                     flip: bool = True) -> torch.Tensor:
+    """Per-image random translation (zero-padded crop) and horizontal flip, on uint8."""
+    b, _, h, w = images.shape
+    pad = max(1, round(h * pad_fraction))
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    if flip:
+        flip_mask = torch.rand(b, device=images.device) < 0.5
+        out = torch.where(flip_mask.view(b, 1, 1, 1), out.flip(-1), out)
+    return out
+
+
+class CleanPipeline:
+    """No randomness: what evaluation and a pseudo-labeling teacher see."""
+
+    def __init__(self, spec: InputSpec):
+        self.spec = spec
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return to_model_input(images, self.spec)
+
+
+class LightAugmentPipeline:
+    """Pad-crop and flip: the standard light augmentation for supervised training."""
+
+    def __init__(self, spec: InputSpec):
+        self.spec = spec
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return to_model_input(random_crop_flip(images), self.spec)
+
+
+def train_pipeline(name: str, spec: InputSpec):
+    return {"light": LightAugmentPipeline, "none": CleanPipeline}[name](spec)

@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .config import TrainConfig, field_type, load_config
 from .errors import UserError
@@ -17,7 +18,7 @@ EXIT_USAGE = 2
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One ``--flag`` per config field, with the field's help; only given flags override."""
-    group = parser.add_argument_group(f"settings (override --config; defaults in brackets)")
+    group = parser.add_argument_group("settings (override --config; defaults in brackets)")
     for f in dataclasses.fields(cls):
         kind = field_type(cls, f.name)
         flag = "--" + f.name.replace("_", "-")

@@ -151,7 +151,8 @@ def coerce(cls: type, name: str, value: Any) -> Any:
             return str(value)
     except ValueError:
         pass
-    raise UserError(f"{name} must be a {kind.__name__}; got {value!r}")
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    raise UserError(f"{name} must be {expected.get(kind, kind.__name__)}; got {value!r}")
 
 
 def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

@@ -25,7 +25,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
     size = max(5.0, 0.55 * len(classes) + 2)
     fig = Figure(figsize=(size, size))
     ax = fig.subplots()
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     for i in range(len(classes)):
@@ -50,7 +50,7 @@ def evaluate(run_dir: str | Path, device: str = "auto", quiet: bool = False) -> 
                                       cfg["strict"], cfg["data_dir"], cfg["test_data"])
     if test_set is None:
         raise UserError(f"{run_dir} was trained without test data; nothing to evaluate on")
-    dtype = resolve_precision(cfg["precision"], dev)
+    dtype = resolve_precision(cfg["precision"], dev, training=False)
     loader = InMemoryLoader(test_set.images, test_set.labels, cfg["eval_batch_size"], dev)
     logits = predict_logits(trained.model, CleanPipeline(trained.spec), loader, dev, dtype,
                             not quiet, "evaluate")

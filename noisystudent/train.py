@@ -9,10 +9,17 @@ from timm.utils import ModelEmaV3
 
 from . import runs
 from .config import TrainConfig, build, to_dict
-from .data.splits import load_split, make_split, save_split
 from .data.sources import load_train_and_test
-from .engine import (InMemoryLoader, cosine_with_warmup, fit, make_optimizer, predict_logits,
-                     resolve_device, resolve_precision)
+from .data.splits import load_split, make_split, save_split
+from .engine import (
+    InMemoryLoader,
+    cosine_with_warmup,
+    fit,
+    make_optimizer,
+    predict_logits,
+    resolve_device,
+    resolve_precision,
+)
 from .errors import UserError
 from .metrics import classification_metrics
 from .models import configure_finetune, create_model, model_input_config, param_groups
@@ -93,7 +100,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     run_dir, config = open_run(config, out, resume)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device)
+    dtype = resolve_precision(config.precision, device, training=True)
+    eval_dtype = resolve_precision(config.precision, device, training=False)
     train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
                                               config.strict, config.data_dir, config.test_data)
     split = labeled_split(run_dir, train_set.labels, config)
@@ -113,7 +121,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
         if val_loader is None:
             return {}
         logits = predict_logits(ema.module if ema else model, CleanPipeline(spec), val_loader,
-                                device, dtype)
+                                device, eval_dtype)
         return {"val_top1": (logits.argmax(1) == val_loader.labels).float().mean().item()}
 
     fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
@@ -123,6 +131,6 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
                (train_set.channels, train_set.images.shape[-1]))
     metrics = {"model": config.model, "pretrained": config.pretrained,
                "labeled_images": len(labeled), "epochs": config.epochs,
-               **test_metrics(final, spec, test_set, config, device, dtype, not quiet)}
+               **test_metrics(final, spec, test_set, config, device, eval_dtype, not quiet)}
     runs.write_json(run_dir / runs.METRICS, metrics)
     return metrics

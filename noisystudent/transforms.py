@@ -25,7 +25,7 @@ class InputSpec:
         return {"size": self.size, "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
 
 

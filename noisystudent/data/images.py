@@ -117,6 +117,7 @@ def _load_files(
         for i, result in enumerate(pool.map(work, paths)):
             if isinstance(result, UnreadableImage):
                 if strict:
+                    pool.shutdown(cancel_futures=True)  # don't decode the rest first
                     raise UserError(
                         f"unreadable image {paths[i]} ({result.__cause__}); "
                         "fix or remove it, or drop --strict to skip it"

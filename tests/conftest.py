@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny labeled image tree cut from Fashion-MNIST, and quick settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noisystudent.config import TrainConfig
+from noisystudent.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
+from noisystudent.errors import UserError
+
+
+def fashion_mnist_available() -> bool:
+    try:
+        find_fashion_mnist(download=False)
+        return True
+    except UserError:
+        return False
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not fashion_mnist_available(),
+    reason="Fashion-MNIST not found (make data, or apt-get install dataset-fashion-mnist)")
+
+
+def write_image_tree(root: Path, split: str, per_class: int, classes: int = 3) -> Path:
+    """root/<class>/<i>.png with real Fashion-MNIST images (RGB, 28x28)."""
+    images = load_fashion_mnist(split)
+    for c in range(classes):
+        folder = root / images.classes[c].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        picks = np.flatnonzero(images.labels.numpy() == c)[:per_class]
+        for i in picks:
+            Image.fromarray(images.images[i, 0].numpy()).convert("RGB").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory) -> tuple[Path, Path]:
+    """A small labeled ImageFolder train tree and a test tree."""
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST not found")
+    base = tmp_path_factory.mktemp("tree")
+    return write_image_tree(base / "train", "train", 12), write_image_tree(base / "test", "test", 8)
+
+
+def quick_config(**overrides) -> TrainConfig:
+    """A smoke-test budget: a tiny model, few images, one epoch, no pretrained download."""
+    settings = dict(model="resnet10t", pretrained="none", labels_per_class=4, epochs=1,
+                    batch_size=8, image_size=32, drop_path_rate=0.0, eval_batch_size=512)
+    settings.update(overrides)
+    config = TrainConfig(**settings)
+    config.validate()
+    return config

@@ -1,0 +1,60 @@
+"""The command line: help that teaches, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from noisystudent.cli import main
+
+from .conftest import needs_fashion_mnist
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "noisystudent", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_help_lists_the_options():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    for flag in ("--labels-per-class", "--model", "--pretrained", "--epochs", "--out",
+                 "--config", "--resume", "--finetune", "--layer-decay", "--ema-decay"):
+        assert flag in result.stdout
+
+
+def one_line_error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("noisystudent: error:") and "\n" not in err, err
+    return err
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "resnet_does_not_exist"], "unknown model"),
+    (["--labels-per-class", "7000"], "7000"),
+    (["--epochs", "-1"], "epochs must be in"),
+    (["--data", "/nowhere/at/all"], "data not found"),
+    (["--set", "no_such_key=1"], "unknown config key no_such_key"),
+    (["--pretrained", "weights.pth"], "safetensors"),
+])
+def test_bad_train_input_is_one_line(tmp_path, capsys, argv, message):
+    err = one_line_error(capsys, "train", "--out", str(tmp_path / "r"), "--model", "resnet10t",
+                         "--pretrained", "none", *argv)
+    assert message in err
+
+
+def test_evaluate_and_predict_on_a_missing_run(tmp_path, capsys):
+    assert "run directory not found" in one_line_error(capsys, "evaluate", str(tmp_path / "x"))
+    assert "run directory not found" in one_line_error(capsys, "predict", str(tmp_path / "x"),
+                                                       "a.png")
+
+
+def test_real_process_exits_2_without_traceback(tmp_path):
+    result = run_cli("train", "--out", str(tmp_path / "r"), "--config", str(tmp_path / "no.yaml"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from noisystudent.config import TrainConfig, load_config
+from noisystudent.errors import UserError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = write(tmp_path, "epochs: 5\nlr: 0.01\nmodel: resnet18\n")
+    config = load_config(TrainConfig, path, {"epochs": "7", "channels_last": "false"})
+    assert (config.epochs, config.lr, config.model, config.channels_last) == (7, 0.01, "resnet18",
+                                                                               False)
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(UserError, match=r"unknown config key epoch\b.*valid keys: .*epochs"):
+        load_config(TrainConfig, write(tmp_path, "epoch: 3\n"))
+
+
+def test_yaml_tags_that_build_objects_are_refused(tmp_path):
+    path = write(tmp_path, "model: !!python/object/apply:os.system ['touch /tmp/pwned']\n")
+    with pytest.raises(UserError, match="not plain YAML"):
+        load_config(TrainConfig, path)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("epochs", "0", "epochs must be in"),
+    ("lr", "-1", "lr must be in"),
+    ("batch_size", "many", "batch_size must be an integer"),
+    ("finetune", "half", "finetune must be one of"),
+    ("label_smoothing", "1.5", "label_smoothing must be in"),
+])
+def test_bad_values_are_one_line_errors(key, value, message):
+    with pytest.raises(UserError, match=message) as info:
+        load_config(TrainConfig, None, {key: value})
+    assert "\n" not in str(info.value)
+
+
+def test_config_must_be_a_mapping(tmp_path):
+    with pytest.raises(UserError, match="must be a mapping"):
+        load_config(TrainConfig, write(tmp_path, "- 1\n- 2\n"))

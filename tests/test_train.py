@@ -1,0 +1,83 @@
+"""One-epoch smoke runs of train + evaluate + predict, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from noisystudent import engine, runs
+from noisystudent.data.splits import load_split
+from noisystudent.evaluate import evaluate
+from noisystudent.predict import predict
+from noisystudent.train import train
+
+from .conftest import needs_fashion_mnist, quick_config
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_train_evaluate_predict(tmp_path, image_tree):
+    run = tmp_path / "run"
+    metrics = train(quick_config(), run, quiet=True)
+    for name in (runs.CONFIG, runs.SPLITS, runs.MODEL, runs.MODEL_INFO, runs.CHECKPOINT,
+                 runs.METRICS_LOG, runs.METRICS):
+        assert (run / name).is_file(), name
+    assert 0.0 <= metrics["test_top1"] <= 1.0
+    assert len(metrics["per_class"]) == 10
+    assert json.loads((run / runs.METRICS).read_text())["test_top1"] == metrics["test_top1"]
+    assert len(load_split(run / runs.SPLITS)["labeled"]) == 40
+
+    result = evaluate(run, quiet=True)
+    assert result["top1"] == pytest.approx(metrics["test_top1"], abs=2e-3)
+    assert len(result["confusion"]) == 10 and sum(map(sum, result["confusion"])) == 10_000
+    assert 0.0 <= result["ece"] <= 1.0
+    assert (run / "confusion.png").stat().st_size > 1000
+
+    image = next((image_tree[1]).rglob("*.png"))
+    [answer] = predict(run, [image], top_k=3)
+    assert answer["class"] in metrics["per_class"]
+    assert 0.0 < answer["probability"] <= 1.0 and len(answer["top"]) == 3
+
+
+def test_image_folder_run_with_validation(tmp_path, image_tree):
+    train_dir, test_dir = image_tree
+    config = quick_config(data=str(train_dir), test_data=str(test_dir), labels_per_class=6,
+                          val_per_class=2, image_size=32, ema_decay=0.9)
+    metrics = train(config, tmp_path / "run", quiet=True)
+    assert set(metrics["per_class"]) == {"T-shirt-top", "Trouser", "Pullover"}
+    lines = (tmp_path / "run" / runs.METRICS_LOG).read_text().splitlines()
+    assert "val_top1" in json.loads(lines[-1])
+
+
+@needs_fashion_mnist
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch):
+    config = quick_config(epochs=3, labels_per_class=2, drop_rate=0.2)
+    train(config, tmp_path / "whole", quiet=True)
+
+    real_epoch = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", quiet=True)
+    assert runs.load_checkpoint(tmp_path / "cut" / runs.CHECKPOINT)["epoch"] == 1
+    assert not (tmp_path / "cut" / runs.MODEL).exists()
+    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+
+    train(None, tmp_path / "cut", resume=True, quiet=True)
+    whole = runs.load_weights(tmp_path / "whole" / runs.MODEL)
+    resumed = runs.load_weights(tmp_path / "cut" / runs.MODEL)
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], msg=key)
+    epochs = [json.loads(x)["epoch"] for x in
+              (tmp_path / "cut" / runs.METRICS_LOG).read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert (load_split(tmp_path / "cut" / runs.SPLITS)["labeled"]
+            == load_split(tmp_path / "whole" / runs.SPLITS)["labeled"]).all()

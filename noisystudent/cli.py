@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,8 +127,14 @@ def run_safely(func: Callable[[], None]) -> int:
     return 0
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    # Warnings meant for the user (e.g. skipped unreadable images) as one plain line.
+    print(f"noisystudent: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _warning_line
     return run_safely(lambda: args.func(args))
 
 

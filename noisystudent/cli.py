@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import TrainConfig, field_type, load_config
+from .config import DistillConfig, TrainConfig, field_type, load_config
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -45,17 +45,28 @@ def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return overrides
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train
-
-    overrides = config_overrides(args, TrainConfig)
+def run_training(args: argparse.Namespace, config_cls: type, function: Callable) -> None:
+    """train and distill: settings from defaults < --config < flags, then the function."""
+    overrides = config_overrides(args, config_cls)
     if args.resume and (overrides or args.config):
         print("note: --resume continues with the run's saved config.yaml; other settings ignored",
               file=sys.stderr)
-    config = load_config(TrainConfig, args.config, overrides) if not args.resume else None
-    metrics = train(config, args.out, resume=args.resume, quiet=args.quiet)
+    config = load_config(config_cls, args.config, overrides) if not args.resume else None
+    metrics = function(config, args.out, resume=args.resume, quiet=args.quiet)
     top1 = metrics["test_top1"]
     print(f"test top-1: {top1:.4f}" if top1 is not None else "no test set", f"-> {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    run_training(args, TrainConfig, train)
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from .distill import distill
+
+    run_training(args, DistillConfig, distill)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -88,15 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transfer learning, knowledge distillation and Noisy Student self-training.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="fine-tune a pretrained model on a few labels",
-                           description="Supervised transfer learning into a run directory.")
-    train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    train.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run in --out from its last checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_flags(train, TrainConfig)
-    train.set_defaults(func=cmd_train)
+    for name, config_cls, func, summary, description in (
+        ("train", TrainConfig, cmd_train, "fine-tune a pretrained model on a few labels",
+         "Supervised transfer learning into a run directory."),
+        ("distill", DistillConfig, cmd_distill, "train a student to mimic a trained teacher",
+         "Knowledge distillation: KL to the teacher's softened outputs (x T^2) plus "
+         "cross-entropy on true labels, on labeled, unlabeled or both kinds of images."),
+    ):
+        command = sub.add_parser(name, help=summary, description=description)
+        command.add_argument("--out", required=True, metavar="RUN_DIR",
+                             help="run directory to write")
+        command.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
+        command.add_argument("--resume", action="store_true",
+                             help="continue an interrupted run in --out from its last checkpoint")
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_config_flags(command, config_cls)
+        command.set_defaults(func=func)
 
     evaluate = sub.add_parser("evaluate", help="test accuracy, confusion matrix, calibration")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")

@@ -91,6 +91,37 @@ class TrainConfig:
         _check_range("freeze_stages", self.freeze_stages, 0)
 
 
+@dataclass
+class DistillConfig(TrainConfig):
+    """A supervised run's settings plus the teacher and how the student learns from it."""
+
+    teacher: str = _help("run directory of the trained teacher (required)", default="")
+    data_mode: str = _help("'labeled' (labels + teacher), 'unlabeled' (teacher only, no labels) "
+                           "or 'both'", default="both")
+    unlabeled: str | None = _help("extra folder of unlabeled images for the student", default=None)
+    temperature: float = _help("softmax temperature of the distillation loss", default=1.0)
+    kd_weight: float = _help("weight of the distillation (KL) loss", default=1.0)
+    ce_weight: float = _help("weight of the cross-entropy with true labels", default=1.0)
+    feature_weight: float = _help("weight of the pooled-feature MSE (0 = off)", default=0.0)
+    consistent: bool = _help("teacher sees the student's augmented view (else the clean one)",
+                             default=True)
+    steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the images)",
+                                 default=0)
+    baseline: str | None = _help("run directory of the student trained without a teacher, "
+                                 "for the compression report", default=None)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.teacher:
+            raise UserError("distill needs --teacher RUN_DIR (a finished train run)")
+        _check_choice("data_mode", self.data_mode, ("labeled", "unlabeled", "both"))
+        _check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
+        _check_range("kd_weight", self.kd_weight, 0.0)
+        _check_range("ce_weight", self.ce_weight, 0.0)
+        _check_range("feature_weight", self.feature_weight, 0.0)
+        _check_range("steps_per_epoch", self.steps_per_epoch, 0)
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise UserError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")

@@ -75,10 +75,11 @@ class InMemoryLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  device: torch.device, shuffle: bool = False, drop_last: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, steps: int = 0):
         self.images, self.labels = images, labels
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.steps = steps  # > 0: a fixed number of batches per epoch, whatever the set's size
         self.epoch = 0
         if drop_last and len(images) < batch_size:
             self.batch_size = len(images)  # a tiny labeled set still yields one batch
@@ -88,13 +89,17 @@ class InMemoryLoader:
 
     def __len__(self) -> int:
         n = len(self.images)
+        if self.steps:
+            return self.steps
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
         n = len(self.images)
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=gen)
+            # Enough shuffled passes to fill a fixed number of steps.
+            passes = max(1, math.ceil(len(self) * self.batch_size / n))
+            order = torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])
         else:
             order = torch.arange(n)
         for b in range(len(self)):

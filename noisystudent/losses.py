@@ -30,6 +30,11 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
+def pooled_width(model: nn.Module) -> int:
+    """Width of pooled_features: timm's pre-logits size (as timm's feature distillation)."""
+    return getattr(model, "head_hidden_size", None) or model.num_features
+
+
 class FeatureDistillLoss(nn.Module):
     """MSE between the student's pooled features and the teacher's, through a learned
     linear projection when the widths differ (the projection trains with the student)."""

@@ -1,0 +1,125 @@
+"""``noisystudent distill``: a student learns a frozen teacher's temperature-softened outputs,
+in the same training loop as ``train``, and a compression report compares the two."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import runs
+from .compression import describe, markdown_table
+from .config import DistillConfig
+from .data.images import load_unlabeled_folder
+from .data.imageset import ImageSet
+from .data.sources import load_train_and_test
+from .engine import InMemoryLoader, fit, resolve_device, resolve_precision
+from .errors import UserError
+from .inference import load_trained
+from .losses import FeatureDistillLoss, pooled_width
+from .tasks import DistillTask
+from .train import build_student, labeled_split, open_run, optimization, save_model, test_metrics
+from .transforms import random_crop_flip
+
+COMPRESSION_MD = "compression.md"
+COMPRESSION_JSON = "compression.json"
+
+
+def student_pool(train_set: ImageSet, split: dict, mode: str,
+                 extra_unlabeled: ImageSet | None) -> ImageSet:
+    """The images the student sees: labeled, unlabeled (labels hidden as -1), or both."""
+    parts = []
+    if mode in ("labeled", "both"):
+        parts.append(train_set.subset(split["labeled"]))
+    if mode in ("unlabeled", "both"):
+        unlabeled = train_set.subset(split["unlabeled"])
+        parts.append(ImageSet(unlabeled.images, torch.full_like(unlabeled.labels, -1),
+                              train_set.classes))
+        if extra_unlabeled is not None:
+            parts.append(extra_unlabeled)
+    pool = ImageSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+                    train_set.classes)
+    if len(pool) == 0:
+        raise UserError(f"data_mode {mode} leaves no images for the student")
+    return pool
+
+
+def distill(config: DistillConfig, out: str | Path, resume: bool = False,
+            quiet: bool = False) -> dict:
+    """Train ``config.model`` to mimic the teacher run; returns metrics.json's content."""
+    run_dir, config = open_run(config, out, resume, DistillConfig)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device, training=True)
+    eval_dtype = resolve_precision(config.precision, device, training=False)
+    teacher = load_trained(config.teacher, device)
+    train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
+                                              config.strict, config.data_dir, config.test_data)
+    if teacher.classes != train_set.classes:
+        raise UserError(f"teacher classes {teacher.classes} differ from the data's "
+                        f"{train_set.classes}")
+    split = labeled_split(run_dir, train_set.labels, config)
+    extra = None
+    if config.unlabeled:
+        extra = load_unlabeled_folder(config.unlabeled, train_set.images.shape[-1],
+                                      train_set.channels, config.strict)
+        extra.labels = torch.full_like(extra.labels, -1)
+    pool = student_pool(train_set, split, config.data_mode, extra)
+
+    student, spec = build_student(config, len(train_set.classes), device)
+    loader = InMemoryLoader(pool.images, pool.labels, config.batch_size, device, shuffle=True,
+                            drop_last=True, seed=config.seed, steps=config.steps_per_epoch)
+    feature_loss = None
+    if config.feature_weight > 0:
+        feature_loss = FeatureDistillLoss(pooled_width(student),
+                                          pooled_width(teacher.model)).to(device)
+        # The projection is part of the trainable student, so it is optimized and checkpointed.
+        student.distill_projection = feature_loss
+    optimizer, scheduler, ema = optimization(student, config, len(loader))
+    augment = random_crop_flip if config.augment == "light" else (lambda images: images)
+    task = DistillTask(student, teacher.model, augment, spec, teacher.spec, config.temperature,
+                       config.kd_weight, config.ce_weight, config.feature_weight, feature_loss,
+                       config.consistent, eval_dtype, config.label_smoothing)
+    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
+        ema, resume, not quiet)
+
+    final = ema.module if ema is not None else student
+    if hasattr(final, "distill_projection"):
+        del final.distill_projection  # a training aid, not part of the deployed student
+    save_model(run_dir, final, config, spec, train_set.classes,
+               (train_set.channels, train_set.images.shape[-1]))
+    metrics = {"model": config.model, "teacher": str(config.teacher),
+               "data_mode": config.data_mode, "student_images": len(pool),
+               "epochs": config.epochs, "steps": config.epochs * len(loader),
+               **test_metrics(final, spec, test_set, config, device, eval_dtype, not quiet)}
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    report = compression_report(run_dir, config, metrics["test_top1"], device)
+    if not quiet:
+        print(report)
+    return metrics
+
+
+def _run_top1(run_dir: str | Path) -> float | None:
+    path = Path(run_dir) / runs.METRICS
+    return runs.read_json(path).get("test_top1") if path.is_file() else None
+
+
+def compression_report(run_dir: Path, config: DistillConfig, student_top1: float | None,
+                       device: torch.device) -> str:
+    """Teacher, student without a teacher (--baseline) and distilled student, side by side."""
+    cpu = torch.device("cpu")
+    dtype = resolve_precision(config.precision, cpu, training=False)
+    entries = [("teacher", config.teacher, _run_top1(config.teacher))]
+    if config.baseline:
+        entries.append(("student without teacher", config.baseline, _run_top1(config.baseline)))
+    entries.append(("distilled student", run_dir, student_top1))
+    rows = [describe(name, load_trained(path, cpu), top1, dtype) for name, path, top1 in entries]
+    runs.write_json(run_dir / COMPRESSION_JSON, rows)
+    teacher, student = rows[0], rows[-1]
+    text = (f"# Compression report\n\n{markdown_table(rows)}\n"
+            f"FLOPs ratio teacher/student: {teacher['mflops'] / student['mflops']:.1f}x; "
+            f"latency ratio @256: "
+            f"{teacher['latency_ms_batch256'] / student['latency_ms_batch256']:.1f}x. "
+            f"Latency measured on the CPU ({dtype or 'fp32'}), median of repeats.\n")
+    runs.write_text(run_dir / COMPRESSION_MD, text)
+    return text

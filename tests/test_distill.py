@@ -1,0 +1,66 @@
+"""Distillation end to end on a tiny budget, its data modes and its compression report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from noisystudent import runs
+from noisystudent.config import DistillConfig
+from noisystudent.data.imageset import ImageSet
+from noisystudent.distill import COMPRESSION_JSON, COMPRESSION_MD, distill, student_pool
+from noisystudent.errors import UserError
+from noisystudent.train import train
+
+from .conftest import needs_fashion_mnist, quick_config
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    train(quick_config(labels_per_class=3), run, quiet=True)
+    return run
+
+
+def distill_config(teacher, **overrides) -> DistillConfig:
+    settings = {**quick_config(labels_per_class=3).__dict__, "model": "mobilenetv3_small_050",
+                "teacher": str(teacher), "steps_per_epoch": 2, "temperature": 2.0}
+    settings.update(overrides)
+    config = DistillConfig(**settings)
+    config.validate()
+    return config
+
+
+def test_student_pool_modes_hide_labels_of_unlabeled_images():
+    images = ImageSet(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10) % 2,
+                      ["a", "b"])
+    split = {"labeled": np.array([0, 1]), "val": np.array([], dtype=np.int64),
+             "unlabeled": np.arange(2, 10)}
+    assert student_pool(images, split, "labeled", None).labels.tolist() == [0, 1]
+    assert (student_pool(images, split, "unlabeled", None).labels == -1).all()
+    both = student_pool(images, split, "both", None)
+    assert len(both) == 10 and (both.labels >= 0).sum() == 2
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("mode", ["both"])
+def test_distill_smoke_with_compression_report(tmp_path, teacher_run, mode):
+    baseline = tmp_path / "baseline"
+    train(quick_config(labels_per_class=3, model="mobilenetv3_small_050"), baseline, quiet=True)
+    run = tmp_path / "student"
+    metrics = distill(distill_config(teacher_run, data_mode=mode, baseline=str(baseline),
+                                     feature_weight=0.5), run, quiet=True)
+    assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["steps"] == 2
+    rows = runs.read_json(run / COMPRESSION_JSON)
+    assert [r["name"] for r in rows] == ["teacher", "student without teacher",
+                                         "distilled student"]
+    assert rows[0]["mflops"] > rows[2]["mflops"] > 0
+    assert "| teacher: resnet10t @32" in (run / COMPRESSION_MD).read_text()
+    # The deployed student holds no training-only projection.
+    assert not any(k.startswith("distill_projection") for k in runs.load_weights(run / runs.MODEL))
+
+
+def test_distill_requires_a_teacher():
+    with pytest.raises(UserError, match="--teacher"):
+        DistillConfig().validate()

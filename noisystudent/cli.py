@@ -7,11 +7,19 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import DistillConfig, TrainConfig, field_type, load_config
+from .config import (
+    DistillConfig,
+    PseudoLabelConfig,
+    SelfTrainConfig,
+    TrainConfig,
+    field_type,
+    load_config,
+)
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -22,14 +30,17 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group("settings (override --config; defaults in brackets)")
     for f in dataclasses.fields(cls):
         kind = field_type(cls, f.name)
+        if kind is dict:
+            continue  # sections are set in the YAML file or with --set section.key=value
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} [{f.default}]"
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
-                               metavar=kind.__name__.upper(), help=help_text)
+            metavar = "A,B,..." if typing.get_origin(kind) is list else kind.__name__.upper()
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+                               help=help_text)
     parser.add_argument("--set", dest="dotted", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, dotted for nested sections (repeatable)")
 
@@ -72,12 +83,44 @@ def cmd_distill(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    result = evaluate(args.run_dir, device=args.device, quiet=args.quiet)
+    result = evaluate(args.run_dir, device=args.device, quiet=args.quiet,
+                      corruptions=args.corruptions, baseline=args.baseline,
+                      corruption_images=args.corruption_images)
     print(f"test top-1: {result['top1']:.4f}  ECE: {result['ece']:.4f}  "
           f"({result['test_images']} images)")
     for name, acc in result["per_class"].items():
         print(f"  {name:<16} {acc:.4f}")
     print(f"wrote {args.run_dir}/evaluation.json and confusion.png")
+    if args.corruptions:
+        measured = result["corruptions"]
+        print(f"corruptions ({measured['images']} images each): clean error "
+              f"{measured['clean_error']:.4f}, mean corruption error {measured['mean_error']:.4f}"
+              + (f", mCE {measured['mce']:.1f} vs {args.baseline}" if args.baseline else ""))
+        for name, errors in measured["errors"].items():
+            print(f"  {name:<18} " + " ".join(f"{e:.3f}" for e in errors))
+        print(f"wrote {args.run_dir}/corruptions.json")
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from .pseudo_label import pseudo_label
+
+    config = load_config(PseudoLabelConfig, args.config, config_overrides(args,
+                                                                          PseudoLabelConfig))
+    summary = pseudo_label(args.teacher, args.out, config, args.unlabeled, args.quiet)
+    accuracy = summary["pseudo_label_accuracy"]
+    print(f"kept {summary['kept']} of {summary['unlabeled_images']} images "
+          f"(mean confidence {summary['mean_confidence']:.3f}"
+          + (f", teacher accuracy on them {accuracy:.4f}" if accuracy is not None else "")
+          + f") -> {args.out}")
+
+
+def cmd_self_train(args: argparse.Namespace) -> None:
+    from .selftrain import self_train
+
+    overrides = config_overrides(args, SelfTrainConfig)
+    config = None if args.resume else load_config(SelfTrainConfig, args.config, overrides)
+    report = self_train(config, args.out, resume=args.resume, quiet=args.quiet)
+    print(f"final test top-1: {report['final_test_top1']:.4f}; report: {args.out}/report.md")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -120,7 +163,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.add_argument("--corruptions", action="store_true",
+                          help="also error per corruption (15 types x 5 severities) and mCE")
+    evaluate.add_argument("--baseline", metavar="RUN_DIR",
+                          help="run whose corruption errors count as mCE = 100")
+    evaluate.add_argument("--corruption-images", type=int, default=0, metavar="N",
+                          help="corrupt only the first N test images (0 = all)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    label = sub.add_parser("pseudo-label", help="a clean teacher labels unlabeled images",
+                           description="Teacher inference on clean views: soft or hard labels, "
+                           "a confidence threshold and per-class balancing.")
+    label.add_argument("--teacher", required=True, metavar="RUN_DIR")
+    label.add_argument("--out", required=True, metavar="DIR")
+    label.add_argument("--unlabeled", metavar="PATH",
+                       help="folder of images (default: the teacher run's unlabeled split)")
+    label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
+    label.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(label, PseudoLabelConfig)
+    label.set_defaults(func=cmd_pseudo_label)
+
+    selftrain = sub.add_parser("self-train", help="the Noisy Student loop from a YAML config",
+                               description="Teacher -> pseudo-labels -> noised student -> "
+                               "student becomes teacher, for K iterations; resumable.")
+    selftrain.add_argument("config", nargs="?", metavar="CONFIG.yaml",
+                           help="self-training settings (see configs/)")
+    selftrain.add_argument("--out", required=True, metavar="RUN_DIR")
+    selftrain.add_argument("--resume", action="store_true",
+                           help="continue an interrupted run; finished steps are not redone")
+    selftrain.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(selftrain, SelfTrainConfig)
+    selftrain.set_defaults(func=cmd_self_train)
 
     predict = sub.add_parser("predict", help="class and probability for image files")
     predict.add_argument("run_dir", metavar="RUN_DIR")

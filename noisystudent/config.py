@@ -57,7 +57,11 @@ class TrainConfig:
     warmup_epochs: float = _help("linear warmup before the cosine decay", default=1.0)
     label_smoothing: float = _help("label smoothing of the cross-entropy", default=0.1)
     ema_decay: float = _help("EMA of weights per step (0 = off)", default=0.0)
-    augment: str = _help("'light' (pad-crop and flip) or 'none'", default="light")
+    augment: str = _help("'light' (pad-crop and flip), 'randaugment' (pad-crop, flip and "
+                         "RandAugment) or 'none'", default="light")
+    randaugment_ops: int = _help("RandAugment operations per image", default=2)
+    randaugment_magnitude: int = _help("RandAugment magnitude on torchvision's 0-30 scale",
+                                       default=9)
     precision: str = _help("'auto' (bf16/fp16 where supported), 'bf16', 'fp16' or 'fp32'",
                            default="auto")
     channels_last: bool = _help("channels_last memory format", default=True)
@@ -69,7 +73,9 @@ class TrainConfig:
     def validate(self) -> None:
         _check_choice("finetune", self.finetune, ("full", "linear", "freeze"))
         _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
-        _check_choice("augment", self.augment, ("light", "none"))
+        _check_choice("augment", self.augment, ("light", "randaugment", "none"))
+        _check_range("randaugment_ops", self.randaugment_ops, 0, 10)
+        _check_range("randaugment_magnitude", self.randaugment_magnitude, 0, 30)
         _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("channels", self.channels, (1, 3))
@@ -122,6 +128,132 @@ class DistillConfig(TrainConfig):
         _check_range("steps_per_epoch", self.steps_per_epoch, 0)
 
 
+@dataclass
+class StudentConfig(TrainConfig):
+    """A noised student: labeled batches plus pseudo-labeled batches under noise."""
+
+    drop_rate: float = _help("dropout before the classifier (noise)", default=0.3)
+    drop_path_rate: float = _help("stochastic depth rate (noise)", default=0.2)
+    augment: str = _help("'randaugment' (noise), 'light' (pad-crop, flip) or 'none'",
+                         default="randaugment")
+    pseudo_labels: str = _help("directory written by pseudo-label (required)", default="")
+    unlabeled_ratio: int = _help("pseudo-labeled images per labeled image in a step",
+                                 default=3)
+    unlabeled_weight: float = _help("weight of the soft cross-entropy on pseudo-labels",
+                                    default=1.0)
+    steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the "
+                                 "pseudo-labeled images)", default=0)
+    epochs: int = _help("training epochs", default=5)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.pseudo_labels:
+            raise UserError("a student needs pseudo_labels: a directory written by pseudo-label")
+        _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
+        _check_range("unlabeled_weight", self.unlabeled_weight, 0.0)
+        _check_range("steps_per_epoch", self.steps_per_epoch, 0)
+
+
+@dataclass
+class PseudoLabelConfig:
+    """How a clean teacher labels the unlabeled images (official Noisy Student defaults)."""
+
+    soft: bool = _help("soft labels (teacher probabilities) instead of one-hot", default=True)
+    temperature: float = _help("softmax temperature of the soft labels", default=1.0)
+    threshold: float = _help("drop images whose teacher confidence is below this", default=0.3)
+    balance: bool = _help("bring every predicted class to per_class images", default=True)
+    per_class: int = _help("images per class after balancing (0 = mean kept per class)",
+                           default=0)
+    batch_size: int = _help("teacher inference batch size", default=512)
+    max_images: int = _help("label only the first N unlabeled images (0 = all)", default=0)
+    precision: str = _help("'auto', 'bf16', 'fp16' or 'fp32'", default="auto")
+    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
+    seed: int = _help("seed of the random duplicates when balancing", default=0)
+
+    def validate(self) -> None:
+        _check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
+        _check_range("threshold", self.threshold, 0.0, 1.0)
+        _check_range("per_class", self.per_class, 0)
+        _check_range("batch_size", self.batch_size, 1)
+        _check_range("max_images", self.max_images, 0)
+        _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+
+
+# Settings every stage of a self-training run shares (the data and how it is split).
+SHARED_KEYS = ("data", "data_dir", "test_data", "labels_per_class", "val_per_class", "channels",
+               "seed", "device", "precision", "strict")
+
+
+@dataclass
+class SelfTrainConfig:
+    """The whole Noisy Student loop: a teacher, K iterations of pseudo-label + noised student."""
+
+    data: str = _help("'fashion-mnist', an ImageFolder directory or a CSV manifest",
+                      default="fashion-mnist")
+    data_dir: str | None = _help("where the Fashion-MNIST IDX files are", default=None)
+    test_data: str | None = _help("test set for your own data", default=None)
+    unlabeled: str | None = _help("folder of unlabeled images (default: the unlabeled split)",
+                                  default=None)
+    labels_per_class: int = _help("labeled images per class; the rest is unlabeled", default=100)
+    val_per_class: int = _help("validation images per class", default=0)
+    channels: int = _help("channels your own images are read with: 1 or 3", default=3)
+    seed: int = _help("seed of the split and of every stage", default=0)
+    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
+    precision: str = _help("'auto', 'bf16', 'fp16' or 'fp32'", default="auto")
+    strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
+    iterations: int = _help("Noisy Student iterations (students trained)", default=3)
+    teacher_run: str | None = _help("start from this finished run instead of training a teacher",
+                                    default=None)
+    teacher: dict = _help("train settings of the first teacher", default_factory=dict)
+    pseudo_label: dict = _help("pseudo-label settings", default_factory=dict)
+    student: dict = _help("student settings, the same for every iteration",
+                          default_factory=dict)
+    student_models: list[str] = _help("model per iteration, e.g. [tf_efficientnet_lite0, "
+                                      "tf_efficientnet_lite1]; the last one repeats",
+                                      default_factory=list)
+    corruptions: bool = _help("measure corruption error (mCE) of the teacher and the students",
+                              default=True)
+    corruption_images: int = _help("test images corrupted per type and severity (0 = all)",
+                                   default=0)
+
+    def shared(self) -> dict:
+        return {k: getattr(self, k) for k in SHARED_KEYS}
+
+    def teacher_config(self) -> TrainConfig:
+        config = build(TrainConfig, {**self.teacher, **self.shared()}, prefix="teacher.")
+        config.validate()
+        return config
+
+    def pseudo_label_config(self) -> PseudoLabelConfig:
+        values = {"seed": self.seed, "device": self.device, "precision": self.precision,
+                  **self.pseudo_label}
+        config = build(PseudoLabelConfig, values, prefix="pseudo_label.")
+        config.validate()
+        return config
+
+    def student_config(self, iteration: int, pseudo_labels: str) -> StudentConfig:
+        values = {**self.student, **self.shared(), "pseudo_labels": pseudo_labels}
+        if self.student_models:
+            values["model"] = self.student_models[min(iteration, len(self.student_models)) - 1]
+        config = build(StudentConfig, values, prefix="student.")
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        _check_range("iterations", self.iterations, 0, 20)
+        _check_range("corruption_images", self.corruption_images, 0)
+        for key in SHARED_KEYS:
+            for section in ("teacher", "student"):
+                if key in getattr(self, section):
+                    raise UserError(f"{section}.{key} is shared by every stage: set it at the "
+                                    f"top level of the config")
+        if self.teacher_run is None:
+            self.teacher_config()
+        self.pseudo_label_config()
+        self.student_config(1, "pending")
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise UserError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
@@ -152,10 +284,16 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     kind = field_type(cls, name)
     if value is None:
         return None
-    if dataclasses.is_dataclass(kind):
+    if kind is dict or typing.get_origin(kind) is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{name} must be a mapping of {kind.__name__} settings")
-        return build(kind, value, prefix=f"{name}.")
+            raise UserError(f"{name} must be a mapping of settings")
+        return dict(value)
+    if typing.get_origin(kind) is list:
+        if isinstance(value, str):  # from the command line: a,b,c
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+            raise UserError(f"{name} must be a list of names")
+        return [str(v) for v in value]
     try:
         if kind is bool:
             if isinstance(value, bool):

@@ -18,8 +18,8 @@ from .errors import UserError
 from .inference import load_trained
 from .losses import FeatureDistillLoss, pooled_width
 from .tasks import DistillTask
-from .train import build_student, labeled_split, open_run, optimization, save_model, test_metrics
-from .transforms import random_crop_flip
+from .train import build_student, finish, labeled_split, open_run, optimization
+from .transforms import make_augment
 
 COMPRESSION_MD = "compression.md"
 COMPRESSION_JSON = "compression.json"
@@ -76,7 +76,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
         # The projection is part of the trainable student, so it is optimized and checkpointed.
         student.distill_projection = feature_loss
     optimizer, scheduler, ema = optimization(student, config, len(loader))
-    augment = random_crop_flip if config.augment == "light" else (lambda images: images)
+    augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
     task = DistillTask(student, teacher.model, augment, spec, teacher.spec, config.temperature,
                        config.kd_weight, config.ce_weight, config.feature_weight, feature_loss,
                        config.consistent, eval_dtype, config.label_smoothing)
@@ -86,13 +86,10 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
     final = ema.module if ema is not None else student
     if hasattr(final, "distill_projection"):
         del final.distill_projection  # a training aid, not part of the deployed student
-    save_model(run_dir, final, config, spec, train_set.classes,
-               (train_set.channels, train_set.images.shape[-1]))
-    metrics = {"model": config.model, "teacher": str(config.teacher),
-               "data_mode": config.data_mode, "student_images": len(pool),
-               "epochs": config.epochs, "steps": config.epochs * len(loader),
-               **test_metrics(final, spec, test_set, config, device, eval_dtype, not quiet)}
-    runs.write_json(run_dir / runs.METRICS, metrics)
+    metrics = finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype,
+                     quiet, {"teacher": str(config.teacher), "data_mode": config.data_mode,
+                             "student_images": len(pool), "epochs": config.epochs,
+                             "steps": config.epochs * len(loader)})
     report = compression_report(run_dir, config, metrics["test_top1"], device)
     if not quiet:
         print(report)

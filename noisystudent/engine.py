@@ -233,3 +233,25 @@ def _truncate_log(path: Path, last_epoch: int) -> None:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= last_epoch]
     runs.write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+class PairedLoader:
+    """Each step: a labeled batch and a larger pseudo-labeled batch, drawn independently."""
+
+    def __init__(self, labeled: InMemoryLoader, pseudo: InMemoryLoader):
+        if len(labeled) != len(pseudo):
+            raise ValueError("both loaders must yield the same number of steps")
+        self.labeled, self.pseudo = labeled, pseudo
+
+    def set_epoch(self, epoch: int) -> None:
+        self.labeled.set_epoch(epoch)
+        self.pseudo.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.pseudo)
+
+    def __iter__(self):
+        for labeled, pseudo in zip(self.labeled, self.pseudo):
+            yield {"images": labeled["images"], "labels": labeled["labels"],
+                   "pseudo_images": pseudo["images"], "pseudo_probs": pseudo["labels"],
+                   "num_images": len(labeled["images"]) + len(pseudo["images"])}

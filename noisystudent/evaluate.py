@@ -13,9 +13,11 @@ from .engine import InMemoryLoader, predict_logits, resolve_device, resolve_prec
 from .errors import UserError
 from .inference import load_trained
 from .metrics import classification_metrics
+from .robustness import corruption_errors, mean_corruption_error
 from .transforms import CleanPipeline
 
 EVALUATION = "evaluation.json"
+CORRUPTIONS = "corruptions.json"
 CONFUSION_PNG = "confusion.png"
 
 
@@ -41,17 +43,26 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
     tmp.replace(path)
 
 
-def evaluate(run_dir: str | Path, device: str = "auto", quiet: bool = False) -> dict:
-    """Evaluate a finished run on its test set; writes evaluation.json and confusion.png."""
-    dev = resolve_device(device)
-    trained = load_trained(run_dir, dev)
+def load_test_set(trained):
     cfg = trained.config
     _, test_set = load_train_and_test(cfg["data"], cfg["image_size"], cfg["channels"],
                                       cfg["strict"], cfg["data_dir"], cfg["test_data"])
     if test_set is None:
-        raise UserError(f"{run_dir} was trained without test data; nothing to evaluate on")
-    dtype = resolve_precision(cfg["precision"], dev, training=False)
-    loader = InMemoryLoader(test_set.images, test_set.labels, cfg["eval_batch_size"], dev)
+        raise UserError(f"{trained.run_dir} was trained without test data; nothing to evaluate on")
+    return test_set
+
+
+def evaluate(run_dir: str | Path, device: str = "auto", quiet: bool = False,
+             corruptions: bool = False, baseline: str | Path | None = None,
+             corruption_images: int = 0) -> dict:
+    """Evaluate a finished run on its test set; writes evaluation.json and confusion.png, and
+    with ``corruptions`` corruptions.json (error per corruption and severity, mCE)."""
+    dev = resolve_device(device)
+    trained = load_trained(run_dir, dev)
+    test_set = load_test_set(trained)
+    dtype = resolve_precision(trained.config["precision"], dev, training=False)
+    loader = InMemoryLoader(test_set.images, test_set.labels, trained.config["eval_batch_size"],
+                            dev)
     logits = predict_logits(trained.model, CleanPipeline(trained.spec), loader, dev, dtype,
                             not quiet, "evaluate")
     result = classification_metrics(logits, test_set.labels, trained.classes)
@@ -59,4 +70,31 @@ def evaluate(run_dir: str | Path, device: str = "auto", quiet: bool = False) -> 
     run = Path(run_dir)
     runs.write_json(run / EVALUATION, result)
     plot_confusion(result["confusion"], trained.classes, run / CONFUSION_PNG)
+    if corruptions:
+        result["corruptions"] = evaluate_corruptions(run, dev, quiet, baseline, corruption_images)
     return result
+
+
+def evaluate_corruptions(run_dir: str | Path, device: torch.device, quiet: bool = True,
+                         baseline: str | Path | None = None, images: int = 0) -> dict:
+    """Corruption errors of a run (cached in its corruptions.json), and mCE against a baseline
+    run (measured the same way)."""
+    run = Path(run_dir)
+    path = run / CORRUPTIONS
+    measured = runs.read_json(path) if path.is_file() else None
+    if measured is None or measured["images"] != (images or measured["images"]):
+        trained = load_trained(run, device)
+        test_set = load_test_set(trained)
+        count = images or len(test_set)
+        if count > len(test_set):
+            raise UserError(f"corruption_images={count} but the test set has {len(test_set)}")
+        # A fixed, class-mixed subset when asked for fewer images: the first `count` images.
+        dtype = resolve_precision(trained.config["precision"], device, training=False)
+        measured = corruption_errors(trained, test_set.images[:count], test_set.labels[:count],
+                                     device, dtype, quiet=quiet)
+        measured["baseline"] = None
+    if baseline is not None:
+        reference = evaluate_corruptions(baseline, device, quiet, None, measured["images"])
+        measured.update(mean_corruption_error(measured, reference), baseline=str(baseline))
+    runs.write_json(path, measured)
+    return measured

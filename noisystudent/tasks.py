@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .engine import autocast
-from .losses import FeatureDistillLoss, kd_loss, pooled_features
+from .losses import FeatureDistillLoss, kd_loss, pooled_features, soft_target_ce
 from .transforms import InputSpec, to_model_input
 
 
@@ -79,3 +79,24 @@ class DistillTask:
             loss = loss + self.feature_weight * feature
             out["feature"] = feature.detach()
         return {"loss": loss, "logits": logits, **out}
+
+
+class NoisyStudentTask:
+    """CE on the labeled batch + unlabeled_weight x soft CE on the pseudo-labeled batch, both
+    through the noised pipeline in one forward pass (shared batch-norm statistics, as in the
+    official implementation). Dropout and stochastic depth live in the model."""
+
+    def __init__(self, model: torch.nn.Module, augment: Callable[[torch.Tensor], torch.Tensor],
+                 spec: InputSpec, unlabeled_weight: float = 1.0, label_smoothing: float = 0.0):
+        self.model, self.augment, self.spec = model, augment, spec
+        self.unlabeled_weight, self.label_smoothing = unlabeled_weight, label_smoothing
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        n = len(batch["images"])
+        images = torch.cat([batch["images"], batch["pseudo_images"]])
+        logits = self.model(to_model_input(self.augment(images), self.spec))
+        ce = F.cross_entropy(logits[:n].float(), batch["labels"],
+                             label_smoothing=self.label_smoothing)
+        pseudo = soft_target_ce(logits[n:], batch["pseudo_probs"])
+        loss = ce + self.unlabeled_weight * pseudo
+        return {"loss": loss, "logits": logits, "ce": ce.detach(), "pseudo": pseudo.detach()}

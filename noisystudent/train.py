@@ -9,6 +9,7 @@ from timm.utils import ModelEmaV3
 
 from . import runs
 from .config import TrainConfig, build, to_dict
+from .data.imageset import ImageSet
 from .data.sources import load_train_and_test
 from .data.splits import load_split, make_split, save_split
 from .engine import (
@@ -94,6 +95,18 @@ def test_metrics(model, spec, test_set, config, device, dtype, progress) -> dict
     return {"test_top1": result["top1"], "per_class": result["per_class"], "ece": result["ece"]}
 
 
+def finish(run_dir: Path, model: torch.nn.Module, config, spec: InputSpec,
+           train_set: ImageSet, test_set: ImageSet | None, device: torch.device,
+           eval_dtype: torch.dtype | None, quiet: bool, facts: dict) -> dict:
+    """Save the final model, test it once, write metrics.json (its presence marks the run done)."""
+    save_model(run_dir, model, config, spec, train_set.classes,
+               (train_set.channels, train_set.images.shape[-1]))
+    metrics = {"model": config.model, **facts,
+               **test_metrics(model, spec, test_set, config, device, eval_dtype, not quiet)}
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    return metrics
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False,
           quiet: bool = False) -> dict:
     """Fine-tune ``config.model`` on the labeled split; returns metrics.json's content."""
@@ -111,7 +124,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     loader = InMemoryLoader(labeled.images, labeled.labels, config.batch_size, device,
                             shuffle=True, drop_last=True, seed=config.seed)
     optimizer, scheduler, ema = optimization(model, config, len(loader))
-    task = SupervisedTask(model, train_pipeline(config.augment, spec), config.label_smoothing)
+    task = SupervisedTask(model, train_pipeline(config, spec), config.label_smoothing)
     val_loader = None
     if len(split["val"]):
         val = train_set.subset(split["val"])
@@ -127,10 +140,6 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
         ema, resume, not quiet, validate)
     final = ema.module if ema is not None else model
-    save_model(run_dir, final, config, spec, train_set.classes,
-               (train_set.channels, train_set.images.shape[-1]))
-    metrics = {"model": config.model, "pretrained": config.pretrained,
-               "labeled_images": len(labeled), "epochs": config.epochs,
-               **test_metrics(final, spec, test_set, config, device, eval_dtype, not quiet)}
-    runs.write_json(run_dir / runs.METRICS, metrics)
-    return metrics
+    return finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype, quiet,
+                  {"pretrained": config.pretrained, "labeled_images": len(labeled),
+                   "epochs": config.epochs})

@@ -7,10 +7,12 @@ explicit pipelines: the clean one (evaluation, teachers) and the augmented one (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,30 @@ def random_crop_flip(images: torch.Tensor, pad_fraction: float = 0.125,
     return out
 
 
+class RandAugmentNoise:
+    """Pad-crop, flip, then torchvision's RandAugment drawn independently for every image
+    (applied to a batch tensor, v2 transforms would give the whole batch the same ops)."""
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9):
+        self.randaugment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = random_crop_flip(images)
+        return torch.stack([self.randaugment(image) for image in images])
+
+
+def no_augment(images: torch.Tensor) -> torch.Tensor:
+    return images
+
+
+def make_augment(name: str, randaugment_ops: int = 2,
+                 randaugment_magnitude: int = 9) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 batch -> uint8 batch: 'light' (pad-crop, flip), 'randaugment' or 'none'."""
+    if name == "randaugment":
+        return RandAugmentNoise(randaugment_ops, randaugment_magnitude)
+    return {"light": random_crop_flip, "none": no_augment}[name]
+
+
 class CleanPipeline:
     """No randomness: what evaluation and a pseudo-labeling teacher see."""
 
@@ -69,15 +95,17 @@ class CleanPipeline:
         return to_model_input(images, self.spec)
 
 
-class LightAugmentPipeline:
-    """Pad-crop and flip: the standard light augmentation for supervised training."""
+class AugmentPipeline:
+    """The noised pipeline: a uint8 augmentation, then the model's resize and normalisation."""
 
-    def __init__(self, spec: InputSpec):
-        self.spec = spec
+    def __init__(self, augment: Callable[[torch.Tensor], torch.Tensor], spec: InputSpec):
+        self.augment, self.spec = augment, spec
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return to_model_input(random_crop_flip(images), self.spec)
+        return to_model_input(self.augment(images), self.spec)
 
 
-def train_pipeline(name: str, spec: InputSpec):
-    return {"light": LightAugmentPipeline, "none": CleanPipeline}[name](spec)
+def train_pipeline(config, spec: InputSpec) -> AugmentPipeline:
+    """The training pipeline a TrainConfig (or subclass) asks for."""
+    augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
+    return AugmentPipeline(augment, spec)

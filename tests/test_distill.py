@@ -16,11 +16,9 @@ from noisystudent.train import train
 from .conftest import needs_fashion_mnist, quick_config
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("teacher") / "run"
-    train(quick_config(labels_per_class=3), run, quiet=True)
-    return run
+@pytest.fixture
+def teacher_run(tiny_teacher):
+    return tiny_teacher
 
 
 def distill_config(teacher, **overrides) -> DistillConfig:

@@ -1,0 +1,161 @@
+"""``noisystudent pseudo-label``: a clean teacher labels the unlabeled images.
+
+As the official Noisy Student does it: the teacher in eval mode (no dropout, no stochastic
+depth, batch norm in inference; EMA weights when the run kept them, as those are what it saved)
+sees clean views; soft labels softmax(logits / T) or one-hot; images below a confidence
+threshold are dropped; each predicted class is brought to N images (the most confident N of a
+full class, whole copies plus a random fraction of a rare one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from . import runs
+from .config import PseudoLabelConfig, to_dict
+from .data.images import load_unlabeled_folder
+from .data.imageset import ImageSet
+from .data.sources import load_train_and_test
+from .data.splits import load_split
+from .engine import InMemoryLoader, predict_logits, resolve_device, resolve_precision
+from .errors import UserError
+from .inference import TrainedModel, load_trained
+from .transforms import CleanPipeline
+
+SUMMARY = "summary.json"
+SHARD = "pseudo-{:05d}.safetensors"
+
+
+def unlabeled_images(run_dir: str | Path, folder: str | None = None,
+                     max_images: int = 0) -> tuple[ImageSet, str]:
+    """The images a run's pseudo-labels index into, and where they come from: a folder, or by
+    default the run's unlabeled split (whose hidden true labels measure pseudo-label accuracy).
+    Students call this with the teacher's run to rebuild the very same ordered set."""
+    run = runs.require_run(run_dir, runs.CONFIG, runs.MODEL_INFO)
+    cfg, info = runs.read_yaml(run / runs.CONFIG), runs.read_json(run / runs.MODEL_INFO)
+    if folder:
+        images = load_unlabeled_folder(folder, info["stored_size"], info["stored_channels"],
+                                       cfg["strict"])
+        return _first(images, max_images), f"folder {folder}"
+    if not (run / runs.SPLITS).is_file():
+        raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
+    train_set, _ = load_train_and_test(cfg["data"], cfg["image_size"], cfg["channels"],
+                                       cfg["strict"], cfg["data_dir"], cfg["test_data"])
+    unlabeled = train_set.subset(load_split(run / runs.SPLITS)["unlabeled"])
+    return _first(unlabeled, max_images), f"unlabeled split of {cfg['data']} ({run / runs.SPLITS})"
+
+
+def _first(images: ImageSet, count: int) -> ImageSet:
+    return images.subset(range(count)) if 0 < count < len(images) else images
+
+
+def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_classes: int,
+                       threshold: float, per_class: int | None,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Indices kept after the confidence threshold and, when per_class is given, balancing."""
+    kept = torch.nonzero(confidence >= threshold).flatten()
+    if per_class is None:
+        return kept
+    chosen = []
+    for c in range(num_classes):
+        members = kept[predicted[kept] == c]
+        if len(members) == 0:
+            continue
+        members = members[confidence[members].argsort(descending=True, stable=True)]
+        if len(members) >= per_class:
+            chosen.append(members[:per_class])  # a full class keeps its most confident
+        else:
+            copies, remainder = divmod(per_class, len(members))
+            extra = members[torch.randperm(len(members), generator=generator)[:remainder]]
+            chosen.append(torch.cat([members.repeat(copies), extra]))
+    return torch.cat(chosen).sort().values if chosen else kept[:0]
+
+
+def pseudo_label(teacher_run: str | Path, out: str | Path,
+                 config: PseudoLabelConfig | None = None, unlabeled: str | None = None,
+                 quiet: bool = False) -> dict:
+    """Label the unlabeled images with the teacher; writes shards and summary.json in ``out``."""
+    config = config or PseudoLabelConfig()
+    config.validate()
+    out = Path(out)
+    if (out / SUMMARY).is_file():
+        raise UserError(f"{out} already holds pseudo-labels; choose another --out")
+    device = resolve_device(config.device)
+    teacher = load_trained(teacher_run, device)
+    images, source = unlabeled_images(teacher_run, unlabeled, config.max_images)
+    if len(images) == 0:
+        raise UserError(f"no unlabeled images in {source}")
+    loader = InMemoryLoader(images.images, images.labels, config.batch_size, device)
+    logits = predict_logits(teacher.model, CleanPipeline(teacher.spec), loader, device,
+                            resolve_precision(config.precision, device, training=False),
+                            progress=not quiet, description="pseudo-label")
+    num_classes = logits.shape[1]
+    confidence, predicted = logits.softmax(1).max(1)
+    probs = (logits / config.temperature).softmax(1) if config.soft \
+        else F.one_hot(predicted, num_classes).float()
+
+    above = int((confidence >= config.threshold).sum())
+    per_class = None
+    if config.balance:
+        per_class = config.per_class or max(1, round(above / num_classes))
+    generator = torch.Generator().manual_seed(config.seed)
+    index = select_and_balance(confidence, predicted, num_classes, config.threshold, per_class,
+                               generator)
+
+    out.mkdir(parents=True, exist_ok=True)
+    shard = out / SHARD.format(0)
+    tmp = shard.with_name(f".{shard.name}.tmp")
+    save_file({"index": index.to(torch.int64), "probs": probs[index].contiguous()}, str(tmp))
+    tmp.replace(shard)
+    summary = summarize(index, confidence, predicted, images, teacher, source, unlabeled,
+                        config, above, per_class)
+    runs.write_json(out / SUMMARY, summary)  # written last: its presence marks the step done
+    return summary
+
+
+def summarize(index, confidence, predicted, images: ImageSet, teacher: TrainedModel,
+              source: str, unlabeled: str | None, config: PseudoLabelConfig, above: int,
+              per_class: int | None) -> dict:
+    classes = teacher.classes
+    kept_pred = predicted[index]
+    summary = {
+        "teacher": {"run": str(teacher.run_dir), "model": teacher.info["model"]},
+        "unlabeled_source": source,
+        "unlabeled_folder": unlabeled,
+        "max_images": config.max_images,
+        "unlabeled_images": len(images),
+        "above_threshold": above,
+        "kept": len(index),
+        "unique_kept": int(index.unique().numel()),
+        "per_class": per_class,
+        "count_per_class": {c: int((kept_pred == i).sum()) for i, c in enumerate(classes)},
+        "mean_confidence": float(confidence[index].mean()) if len(index) else None,
+        "settings": to_dict(config),
+        "pseudo_label_accuracy": None,
+    }
+    truth = images.labels
+    if len(truth) and bool((truth >= 0).all()):
+        # True labels are known only when the unlabeled set is a split of labeled data; they
+        # measure the teacher and are never used for training.
+        summary["pseudo_label_accuracy"] = float((predicted == truth).float().mean())
+        unique = index.unique()
+        summary["kept_accuracy"] = float((predicted[unique] == truth[unique]).float().mean()) \
+            if len(unique) else None
+    return summary
+
+
+def read_pseudo_labels(directory: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """All shards of a pseudo-label directory, in index order: (index, probs, summary)."""
+    directory = runs.require_run(directory, SUMMARY)
+    shards = sorted(directory.glob("pseudo-*.safetensors"))
+    if not shards:
+        raise UserError(f"{directory} has no pseudo-*.safetensors shards")
+    parts = [load_file(str(p)) for p in shards]
+    index = torch.cat([p["index"] for p in parts])
+    probs = torch.cat([p["probs"] for p in parts])
+    order = index.argsort(stable=True)
+    return index[order], probs[order], runs.read_json(directory / SUMMARY)

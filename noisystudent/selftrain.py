@@ -1,0 +1,79 @@
+"""``noisystudent self-train``: the Noisy Student loop, read top to bottom like the seed.
+
+    1. train a teacher on the labeled images;
+    2. the teacher, without noise, pseudo-labels the unlabeled images;
+    3. a student (equal or larger) learns labeled + pseudo-labeled images under noise;
+    4. the student becomes the teacher;
+    5. repeat from 2.
+
+Each step runs in its own subdirectory and is skipped once finished; an interrupted step
+resumes from its checkpoint, so ``--resume`` never recomputes finished work.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from . import runs
+from .config import SelfTrainConfig, build, to_dict
+from .errors import UserError
+from .pseudo_label import SUMMARY, pseudo_label
+from .report import write_report
+from .student import train_student
+from .train import train
+
+
+def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = False,
+               quiet: bool = False) -> dict:
+    run = open_selftrain_run(config, out, resume)
+    config = build(SelfTrainConfig, runs.read_yaml(run / runs.CONFIG))
+    config.validate()
+
+    # 1. Train a teacher on the labeled images (or start from a finished run).
+    teacher = Path(config.teacher_run) if config.teacher_run else run_step(
+        run / "iter0-teacher", train, config.teacher_config(), quiet)
+    for k in range(1, config.iterations + 1):
+        iteration = run / f"iter{k}"
+        # 2. The clean teacher pseudo-labels the unlabeled images.
+        labels = iteration / "pseudo-labels"
+        if not (labels / SUMMARY).is_file():
+            shutil.rmtree(labels, ignore_errors=True)  # an unfinished labeling is redone
+            pseudo_label(teacher, labels, config.pseudo_label_config(), config.unlabeled, quiet)
+        # 3. A noised student learns the labeled and pseudo-labeled images.
+        student = iteration / "student"
+        share_split(teacher, student)
+        run_step(student, train_student, config.student_config(k, str(labels)), quiet)
+        # 4. The student becomes the teacher; 5. repeat.
+        teacher = student
+    return write_report(run, config, quiet)
+
+
+def open_selftrain_run(config: SelfTrainConfig | None, out: str | Path, resume: bool) -> Path:
+    run = Path(out)
+    if resume:
+        if not (run / runs.CONFIG).is_file():
+            raise UserError(f"nothing to resume in {run}: it has no {runs.CONFIG}")
+        return run
+    if (run / runs.CONFIG).exists():
+        raise UserError(f"{run} already holds a self-training run; pass --resume or another --out")
+    config.validate()
+    run.mkdir(parents=True, exist_ok=True)
+    runs.write_yaml(run / runs.CONFIG, to_dict(config))
+    return run
+
+
+def run_step(directory: Path, step: Callable, config, quiet: bool) -> Path:
+    """Run a training step once: skip it when finished, resume it when started."""
+    if not (directory / runs.METRICS).is_file():
+        step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet)
+    return directory
+
+
+def share_split(teacher: Path, student: Path) -> None:
+    """Students use the teacher's labeled split: the same labels in every iteration."""
+    source, target = teacher / runs.SPLITS, student / runs.SPLITS
+    if source.is_file() and not target.exists():
+        student.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)

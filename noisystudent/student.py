@@ -1,0 +1,57 @@
+"""Train a noised student on labeled + pseudo-labeled images (step 3 of Noisy Student)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import StudentConfig
+from .data.sources import load_train_and_test
+from .engine import InMemoryLoader, PairedLoader, fit, resolve_device, resolve_precision
+from .errors import UserError
+from .pseudo_label import read_pseudo_labels, unlabeled_images
+from .tasks import NoisyStudentTask
+from .train import build_student, finish, labeled_split, open_run, optimization
+from .transforms import make_augment
+
+
+def train_student(config: StudentConfig, out: str | Path, resume: bool = False,
+                  quiet: bool = False) -> dict:
+    """Noised student training into a run directory; returns metrics.json's content."""
+    run_dir, config = open_run(config, out, resume, StudentConfig)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device, training=True)
+    eval_dtype = resolve_precision(config.precision, device, training=False)
+    train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
+                                              config.strict, config.data_dir, config.test_data)
+    labeled = train_set.subset(labeled_split(run_dir, train_set.labels, config)["labeled"])
+
+    index, probs, summary = read_pseudo_labels(config.pseudo_labels)
+    if probs.shape[1] != len(train_set.classes):
+        raise UserError(f"pseudo-labels have {probs.shape[1]} classes, the data "
+                        f"{len(train_set.classes)}")
+    unlabeled, _ = unlabeled_images(summary["teacher"]["run"], summary["unlabeled_folder"],
+                                    summary["max_images"])
+    pseudo_images = unlabeled.images[index]
+
+    model, spec = build_student(config, len(train_set.classes), device)
+    pseudo_batch = config.batch_size * config.unlabeled_ratio
+    steps = config.steps_per_epoch or max(1, len(index) // pseudo_batch)
+    loader = PairedLoader(
+        InMemoryLoader(labeled.images, labeled.labels, config.batch_size, device, shuffle=True,
+                       drop_last=True, seed=config.seed, steps=steps),
+        InMemoryLoader(pseudo_images, probs, pseudo_batch, device, shuffle=True, drop_last=True,
+                       seed=config.seed + 1, steps=steps))
+    optimizer, scheduler, ema = optimization(model, config, len(loader))
+    augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
+    task = NoisyStudentTask(model, augment, spec, config.unlabeled_weight,
+                            config.label_smoothing)
+    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
+        ema, resume, not quiet)
+    final = ema.module if ema is not None else model
+    return finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype, quiet,
+                  {"pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
+                   "pseudo_labeled_images": len(index), "epochs": config.epochs,
+                   "steps": config.epochs * len(loader)})

@@ -20,9 +20,9 @@ data:
 	      && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null) \
 	  || echo "note: dataset-fashion-mnist not installed; noisystudent will download Fashion-MNIST"
 
+# Noisy Student on Fashion-MNIST, 100 labels per class, 2 iterations (about 13 min on 2 cores).
 demo: $(STAMP) data
-	$(BIN)/noisystudent train --data fashion-mnist --labels-per-class 100 \
-	  --model tf_efficientnet_lite0 --pretrained offline --epochs 30 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/noisystudent self-train configs/demo.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP) data
 	$(BIN)/python -m pytest -q

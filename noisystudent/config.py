@@ -49,6 +49,8 @@ class TrainConfig:
     freeze_stages: int = _help("stages frozen when finetune=freeze", default=0)
     layer_decay: float = _help("layer-wise LR decay factor (1.0 = off)", default=1.0)
     epochs: int = _help("training epochs", default=30)
+    steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the images)",
+                                 default=0)
     batch_size: int = _help("training batch size", default=64)
     optimizer: str = _help("'adamw' or 'sgd'", default="adamw")
     lr: float = _help("peak learning rate", default=2e-3)
@@ -83,6 +85,7 @@ class TrainConfig:
         _check_range("val_per_class", self.val_per_class, 0)
         _check_range("image_size", self.image_size, 8, 2048)
         _check_range("epochs", self.epochs, 1)
+        _check_range("steps_per_epoch", self.steps_per_epoch, 0)
         _check_range("batch_size", self.batch_size, 1)
         _check_range("eval_batch_size", self.eval_batch_size, 1)
         _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
@@ -111,8 +114,6 @@ class DistillConfig(TrainConfig):
     feature_weight: float = _help("weight of the pooled-feature MSE (0 = off)", default=0.0)
     consistent: bool = _help("teacher sees the student's augmented view (else the clean one)",
                              default=True)
-    steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the images)",
-                                 default=0)
     baseline: str | None = _help("run directory of the student trained without a teacher, "
                                  "for the compression report", default=None)
 
@@ -125,7 +126,6 @@ class DistillConfig(TrainConfig):
         _check_range("kd_weight", self.kd_weight, 0.0)
         _check_range("ce_weight", self.ce_weight, 0.0)
         _check_range("feature_weight", self.feature_weight, 0.0)
-        _check_range("steps_per_epoch", self.steps_per_epoch, 0)
 
 
 @dataclass
@@ -151,7 +151,6 @@ class StudentConfig(TrainConfig):
             raise UserError("a student needs pseudo_labels: a directory written by pseudo-label")
         _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
         _check_range("unlabeled_weight", self.unlabeled_weight, 0.0)
-        _check_range("steps_per_epoch", self.steps_per_epoch, 0)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from .errors import UserError
 from .inference import load_trained
 from .losses import FeatureDistillLoss, pooled_width
 from .tasks import DistillTask
-from .train import build_student, finish, labeled_split, open_run, optimization
+from .train import build_student, finish, labeled_split, open_run, optimization, share_split
 from .transforms import make_augment
 
 COMPRESSION_MD = "compression.md"
@@ -58,6 +58,9 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
     if teacher.classes != train_set.classes:
         raise UserError(f"teacher classes {teacher.classes} differ from the data's "
                         f"{train_set.classes}")
+    if teacher.config["data"] == config.data and \
+            teacher.config["labels_per_class"] == config.labels_per_class:
+        share_split(teacher.run_dir, run_dir)  # unlabeled mode must not see the teacher's labels
     split = labeled_split(run_dir, train_set.labels, config)
     extra = None
     if config.unlabeled:

@@ -106,6 +106,9 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     index = select_and_balance(confidence, predicted, num_classes, config.threshold, per_class,
                                generator)
 
+    if len(index) == 0:
+        raise UserError(f"no image reached the confidence threshold {config.threshold} "
+                        f"(highest {float(confidence.max()):.3f}); lower --threshold")
     out.mkdir(parents=True, exist_ok=True)
     shard = out / SHARD.format(0)
     tmp = shard.with_name(f".{shard.name}.tmp")

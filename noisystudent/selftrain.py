@@ -22,7 +22,7 @@ from .errors import UserError
 from .pseudo_label import SUMMARY, pseudo_label
 from .report import write_report
 from .student import train_student
-from .train import train
+from .train import share_split, train
 
 
 def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = False,
@@ -69,11 +69,3 @@ def run_step(directory: Path, step: Callable, config, quiet: bool) -> Path:
     if not (directory / runs.METRICS).is_file():
         step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet)
     return directory
-
-
-def share_split(teacher: Path, student: Path) -> None:
-    """Students use the teacher's labeled split: the same labels in every iteration."""
-    source, target = teacher / runs.SPLITS, student / runs.SPLITS
-    if source.is_file() and not target.exists():
-        student.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -52,6 +53,14 @@ def labeled_split(run_dir: Path, labels: torch.Tensor, config) -> dict:
     save_split(path, split, seed=config.seed, labels_per_class=config.labels_per_class,
                val_per_class=config.val_per_class)
     return split
+
+
+def share_split(teacher: Path, student: Path) -> None:
+    """A student uses its teacher's labeled split: the same labels, the same unlabeled pool."""
+    source, target = Path(teacher) / runs.SPLITS, Path(student) / runs.SPLITS
+    if source.is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def build_student(config, num_classes: int, device: torch.device) -> tuple[torch.nn.Module,
@@ -122,7 +131,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     model, spec = build_student(config, len(train_set.classes), device)
 
     loader = InMemoryLoader(labeled.images, labeled.labels, config.batch_size, device,
-                            shuffle=True, drop_last=True, seed=config.seed)
+                            shuffle=True, drop_last=True, seed=config.seed,
+                            steps=config.steps_per_epoch)
     optimizer, scheduler, ema = optimization(model, config, len(loader))
     task = SupervisedTask(model, train_pipeline(config, spec), config.label_smoothing)
     val_loader = None
@@ -142,4 +152,4 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     final = ema.module if ema is not None else model
     return finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype, quiet,
                   {"pretrained": config.pretrained, "labeled_images": len(labeled),
-                   "epochs": config.epochs})
+                   "epochs": config.epochs, "steps": config.epochs * len(loader)})

@@ -1,0 +1,68 @@
+"""The Noisy Student loop: configs/smoke.yaml end to end, and resume without recomputation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from noisystudent import runs, selftrain
+from noisystudent.config import SelfTrainConfig, load_config
+from noisystudent.errors import UserError
+from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD
+
+from .conftest import needs_fashion_mnist
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@needs_fashion_mnist
+def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
+    config = load_config(SelfTrainConfig, SMOKE)
+    real_student = selftrain.train_student
+    calls = {"n": 0}
+
+    def crash_in_second_student(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_student(*args, **kwargs)
+
+    monkeypatch.setattr(selftrain, "train_student", crash_in_second_student)
+    with pytest.raises(KeyboardInterrupt):
+        selftrain.self_train(config, tmp_path / "run", quiet=True)
+    first = tmp_path / "run" / "iter1" / "student" / runs.MODEL
+    labels = tmp_path / "run" / "iter2" / "pseudo-labels" / "summary.json"
+    stamps = {p: p.stat().st_mtime_ns for p in (first, labels)}
+    assert not (tmp_path / "run" / "iter2" / "student" / runs.MODEL).exists()
+
+    monkeypatch.setattr(selftrain, "train_student", real_student)
+    report = selftrain.self_train(None, tmp_path / "run", resume=True, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished steps not redone
+    assert [r["iteration"] for r in report["rows"]] == [0, 1, 2]
+    assert report["rows"][0]["mce"] == pytest.approx(100.0)
+    assert all(0 <= r["test_top1"] <= 1 for r in report["rows"])
+    assert all(r["pseudo_label_accuracy"] is not None for r in report["rows"][1:])
+    text = (tmp_path / "run" / REPORT_MD).read_text()
+    assert "| 2 (student 2) | resnet10t @32 |" in text
+    for png in (ACCURACY_PNG, CORRUPTIONS_PNG):
+        assert (tmp_path / "run" / png).stat().st_size > 1000
+    # Students learn the teacher's labeled split.
+    assert (tmp_path / "run" / "iter2" / "student" / runs.SPLITS).read_text() == \
+        (tmp_path / "run" / "iter0-teacher" / runs.SPLITS).read_text()
+
+
+def test_growing_student_schedule_and_shared_keys():
+    config = SelfTrainConfig(student_models=["tf_efficientnet_lite0", "tf_efficientnet_lite1"])
+    config.validate()
+    assert config.student_config(1, "x").model == "tf_efficientnet_lite0"
+    assert config.student_config(3, "x").model == "tf_efficientnet_lite1"  # the last repeats
+    with pytest.raises(UserError, match="student.seed is shared"):
+        SelfTrainConfig(student={"seed": 3}).validate()
+    with pytest.raises(UserError, match="unknown config key student.rate"):
+        SelfTrainConfig(student={"rate": 3}).validate()

@@ -12,13 +12,12 @@ from .compression import describe, markdown_table
 from .config import DistillConfig
 from .data.images import load_unlabeled_folder
 from .data.imageset import ImageSet
-from .data.sources import load_train_and_test
-from .engine import InMemoryLoader, fit, resolve_device, resolve_precision
+from .engine import InMemoryLoader, fit, resolve_precision
 from .errors import UserError
 from .inference import load_trained
 from .losses import FeatureDistillLoss, pooled_width
 from .tasks import DistillTask
-from .train import build_student, finish, labeled_split, open_run, optimization, share_split
+from .train import build_student, labeled_split, optimization, share_split, start_run
 from .transforms import make_augment
 
 COMPRESSION_MD = "compression.md"
@@ -47,14 +46,9 @@ def student_pool(train_set: ImageSet, split: dict, mode: str,
 def distill(config: DistillConfig, out: str | Path, resume: bool = False,
             quiet: bool = False) -> dict:
     """Train ``config.model`` to mimic the teacher run; returns metrics.json's content."""
-    run_dir, config = open_run(config, out, resume, DistillConfig)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device, training=True)
-    eval_dtype = resolve_precision(config.precision, device, training=False)
+    run = start_run(config, out, resume, DistillConfig)
+    run_dir, config, device, train_set = run.run_dir, run.config, run.device, run.train_set
     teacher = load_trained(config.teacher, device)
-    train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
-                                              config.strict, config.data_dir, config.test_data)
     if teacher.classes != train_set.classes:
         raise UserError(f"teacher classes {teacher.classes} differ from the data's "
                         f"{train_set.classes}")
@@ -82,17 +76,17 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
     augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
     task = DistillTask(student, teacher.model, augment, spec, teacher.spec, config.temperature,
                        config.kd_weight, config.ce_weight, config.feature_weight, feature_loss,
-                       config.consistent, eval_dtype, config.label_smoothing)
-    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
-        ema, resume, not quiet)
+                       config.consistent, run.eval_dtype, config.label_smoothing)
+    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, run.dtype,
+        config.seed, ema, resume, not quiet)
 
     final = ema.module if ema is not None else student
     if hasattr(final, "distill_projection"):
         del final.distill_projection  # a training aid, not part of the deployed student
-    metrics = finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype,
-                     quiet, {"teacher": str(config.teacher), "data_mode": config.data_mode,
-                             "student_images": len(pool), "epochs": config.epochs,
-                             "steps": config.epochs * len(loader)})
+    metrics = run.finish(final, spec, quiet, {
+        "teacher": str(config.teacher), "data_mode": config.data_mode,
+        "student_images": len(pool), "epochs": config.epochs,
+        "steps": config.epochs * len(loader)})
     report = compression_report(run_dir, config, metrics["test_top1"], device)
     if not quiet:
         print(report)

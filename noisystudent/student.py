@@ -4,28 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .config import StudentConfig
-from .data.sources import load_train_and_test
-from .engine import InMemoryLoader, PairedLoader, fit, resolve_device, resolve_precision
+from .engine import InMemoryLoader, PairedLoader, fit
 from .errors import UserError
 from .pseudo_label import read_pseudo_labels, unlabeled_images
 from .tasks import NoisyStudentTask
-from .train import build_student, finish, labeled_split, open_run, optimization
+from .train import build_student, labeled_split, optimization, start_run
 from .transforms import make_augment
 
 
 def train_student(config: StudentConfig, out: str | Path, resume: bool = False,
                   quiet: bool = False) -> dict:
     """Noised student training into a run directory; returns metrics.json's content."""
-    run_dir, config = open_run(config, out, resume, StudentConfig)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device, training=True)
-    eval_dtype = resolve_precision(config.precision, device, training=False)
-    train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
-                                              config.strict, config.data_dir, config.test_data)
+    run = start_run(config, out, resume, StudentConfig)
+    run_dir, config, device, train_set = run.run_dir, run.config, run.device, run.train_set
     labeled = train_set.subset(labeled_split(run_dir, train_set.labels, config)["labeled"])
 
     index, probs, summary = read_pseudo_labels(config.pseudo_labels)
@@ -48,10 +40,10 @@ def train_student(config: StudentConfig, out: str | Path, resume: bool = False,
     augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
     task = NoisyStudentTask(model, augment, spec, config.unlabeled_weight,
                             config.label_smoothing)
-    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
-        ema, resume, not quiet)
+    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, run.dtype,
+        config.seed, ema, resume, not quiet)
     final = ema.module if ema is not None else model
-    return finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype, quiet,
-                  {"pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
-                   "pseudo_labeled_images": len(index), "epochs": config.epochs,
-                   "steps": config.epochs * len(loader)})
+    return run.finish(final, spec, quiet, {
+        "pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
+        "pseudo_labeled_images": len(index), "epochs": config.epochs,
+        "steps": config.epochs * len(loader)})

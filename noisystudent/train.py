@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -104,28 +105,47 @@ def test_metrics(model, spec, test_set, config, device, dtype, progress) -> dict
     return {"test_top1": result["top1"], "per_class": result["per_class"], "ece": result["ece"]}
 
 
-def finish(run_dir: Path, model: torch.nn.Module, config, spec: InputSpec,
-           train_set: ImageSet, test_set: ImageSet | None, device: torch.device,
-           eval_dtype: torch.dtype | None, quiet: bool, facts: dict) -> dict:
-    """Save the final model, test it once, write metrics.json (its presence marks the run done)."""
-    save_model(run_dir, model, config, spec, train_set.classes,
-               (train_set.channels, train_set.images.shape[-1]))
-    metrics = {"model": config.model, **facts,
-               **test_metrics(model, spec, test_set, config, device, eval_dtype, not quiet)}
-    runs.write_json(run_dir / runs.METRICS, metrics)
-    return metrics
+@dataclass
+class Run:
+    """What every training command starts from: the run directory, the resolved config, the
+    device and precisions, and the data."""
+
+    run_dir: Path
+    config: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None          # autocast dtype for training (None = fp32)
+    eval_dtype: torch.dtype | None     # autocast dtype for inference
+    train_set: ImageSet
+    test_set: ImageSet | None
+
+    def finish(self, model: torch.nn.Module, spec: InputSpec, quiet: bool, facts: dict) -> dict:
+        """Save the final model, test it once, write metrics.json (which marks the run done)."""
+        save_model(self.run_dir, model, self.config, spec, self.train_set.classes,
+                   (self.train_set.channels, self.train_set.images.shape[-1]))
+        metrics = {"model": self.config.model, **facts,
+                   **test_metrics(model, spec, self.test_set, self.config, self.device,
+                                  self.eval_dtype, not quiet)}
+        runs.write_json(self.run_dir / runs.METRICS, metrics)
+        return metrics
+
+
+def start_run(config, out: str | Path, resume: bool, config_cls=TrainConfig) -> Run:
+    run_dir, config = open_run(config, out, resume, config_cls)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
+                                              config.strict, config.data_dir, config.test_data)
+    return Run(run_dir, config, device, resolve_precision(config.precision, device, True),
+               resolve_precision(config.precision, device, False), train_set, test_set)
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False,
           quiet: bool = False) -> dict:
     """Fine-tune ``config.model`` on the labeled split; returns metrics.json's content."""
-    run_dir, config = open_run(config, out, resume)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device, training=True)
-    eval_dtype = resolve_precision(config.precision, device, training=False)
-    train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,
-                                              config.strict, config.data_dir, config.test_data)
+    run = start_run(config, out, resume)
+    run_dir, config, device, dtype, eval_dtype = (run.run_dir, run.config, run.device, run.dtype,
+                                                  run.eval_dtype)
+    train_set = run.train_set
     split = labeled_split(run_dir, train_set.labels, config)
     labeled = train_set.subset(split["labeled"])
     model, spec = build_student(config, len(train_set.classes), device)
@@ -150,6 +170,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, dtype, config.seed,
         ema, resume, not quiet, validate)
     final = ema.module if ema is not None else model
-    return finish(run_dir, final, config, spec, train_set, test_set, device, eval_dtype, quiet,
-                  {"pretrained": config.pretrained, "labeled_images": len(labeled),
-                   "epochs": config.epochs, "steps": config.epochs * len(loader)})
+    return run.finish(final, spec, quiet, {"pretrained": config.pretrained,
+                                           "labeled_images": len(labeled),
+                                           "epochs": config.epochs,
+                                           "steps": config.epochs * len(loader)})

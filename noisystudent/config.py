@@ -108,6 +108,8 @@ class DistillConfig(TrainConfig):
     data_mode: str = _help("'labeled' (labels + teacher), 'unlabeled' (teacher only, no labels) "
                            "or 'both'", default="both")
     unlabeled: str | None = _help("extra folder of unlabeled images for the student", default=None)
+    unlabeled_ratio: int = _help("data_mode both: unlabeled images per labeled image in a step",
+                                 default=3)
     temperature: float = _help("softmax temperature of the distillation loss", default=1.0)
     kd_weight: float = _help("weight of the distillation (KL) loss", default=1.0)
     ce_weight: float = _help("weight of the cross-entropy with true labels", default=1.0)
@@ -126,6 +128,7 @@ class DistillConfig(TrainConfig):
         _check_range("kd_weight", self.kd_weight, 0.0)
         _check_range("ce_weight", self.ce_weight, 0.0)
         _check_range("feature_weight", self.feature_weight, 0.0)
+        _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
 
 
 @dataclass

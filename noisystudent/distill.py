@@ -12,7 +12,7 @@ from .compression import describe, markdown_table
 from .config import DistillConfig
 from .data.images import load_unlabeled_folder
 from .data.imageset import ImageSet
-from .engine import InMemoryLoader, fit, resolve_precision
+from .engine import ConcatLoader, InMemoryLoader, fit, resolve_precision
 from .errors import UserError
 from .inference import load_trained
 from .losses import FeatureDistillLoss, pooled_width
@@ -24,23 +24,40 @@ COMPRESSION_MD = "compression.md"
 COMPRESSION_JSON = "compression.json"
 
 
-def student_pool(train_set: ImageSet, split: dict, mode: str,
-                 extra_unlabeled: ImageSet | None) -> ImageSet:
-    """The images the student sees: labeled, unlabeled (labels hidden as -1), or both."""
-    parts = []
-    if mode in ("labeled", "both"):
-        parts.append(train_set.subset(split["labeled"]))
+def student_pools(train_set: ImageSet, split: dict, mode: str,
+                  extra_unlabeled: ImageSet | None) -> tuple[ImageSet | None, ImageSet | None]:
+    """(labeled, unlabeled) images the student sees; unlabeled ones carry the label -1."""
+    labeled = train_set.subset(split["labeled"]) if mode in ("labeled", "both") else None
+    unlabeled = None
     if mode in ("unlabeled", "both"):
-        unlabeled = train_set.subset(split["unlabeled"])
-        parts.append(ImageSet(unlabeled.images, torch.full_like(unlabeled.labels, -1),
-                              train_set.classes))
+        parts = [train_set.subset(split["unlabeled"])]
         if extra_unlabeled is not None:
             parts.append(extra_unlabeled)
-    pool = ImageSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
-                    train_set.classes)
-    if len(pool) == 0:
-        raise UserError(f"data_mode {mode} leaves no images for the student")
-    return pool
+        images = torch.cat([p.images for p in parts])
+        unlabeled = ImageSet(images, torch.full((len(images),), -1, dtype=torch.int64),
+                             train_set.classes)
+    for name, pool in (("labeled", labeled), ("unlabeled", unlabeled)):
+        if pool is not None and len(pool) == 0:
+            raise UserError(f"data_mode {mode} needs {name} images and there are none")
+    return labeled, unlabeled
+
+
+def student_loader(labeled: ImageSet | None, unlabeled: ImageSet | None, config,
+                   device: torch.device):
+    """labeled or unlabeled: batches of one kind. both: every step a labeled batch plus an
+    unlabeled_ratio times larger unlabeled one, so the labels keep their weight however large
+    the unlabeled pool is."""
+    def loader(pool: ImageSet, batch_size: int, seed: int, steps: int) -> InMemoryLoader:
+        return InMemoryLoader(pool.images, pool.labels, batch_size, device, shuffle=True,
+                              drop_last=True, seed=seed, steps=steps)
+
+    if labeled is None or unlabeled is None:
+        return loader(labeled or unlabeled, config.batch_size, config.seed,
+                      config.steps_per_epoch)
+    unlabeled_batch = config.batch_size * config.unlabeled_ratio
+    steps = config.steps_per_epoch or max(1, len(unlabeled) // unlabeled_batch)
+    return ConcatLoader(loader(labeled, config.batch_size, config.seed, steps),
+                        loader(unlabeled, unlabeled_batch, config.seed + 1, steps))
 
 
 def distill(config: DistillConfig, out: str | Path, resume: bool = False,
@@ -61,11 +78,10 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
         extra = load_unlabeled_folder(config.unlabeled, train_set.images.shape[-1],
                                       train_set.channels, config.strict)
         extra.labels = torch.full_like(extra.labels, -1)
-    pool = student_pool(train_set, split, config.data_mode, extra)
+    labeled, unlabeled = student_pools(train_set, split, config.data_mode, extra)
 
     student, spec = build_student(config, len(train_set.classes), device)
-    loader = InMemoryLoader(pool.images, pool.labels, config.batch_size, device, shuffle=True,
-                            drop_last=True, seed=config.seed, steps=config.steps_per_epoch)
+    loader = student_loader(labeled, unlabeled, config, device)
     feature_loss = None
     if config.feature_weight > 0:
         feature_loss = FeatureDistillLoss(pooled_width(student),
@@ -85,7 +101,8 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
         del final.distill_projection  # a training aid, not part of the deployed student
     metrics = run.finish(final, spec, quiet, {
         "teacher": str(config.teacher), "data_mode": config.data_mode,
-        "student_images": len(pool), "epochs": config.epochs,
+        "labeled_images": len(labeled) if labeled else 0,
+        "unlabeled_images": len(unlabeled) if unlabeled else 0, "epochs": config.epochs,
         "steps": config.epochs * len(loader)})
     report = compression_report(run_dir, config, metrics["test_top1"], device)
     if not quiet:

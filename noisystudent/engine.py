@@ -255,3 +255,24 @@ class PairedLoader:
             yield {"images": labeled["images"], "labels": labeled["labels"],
                    "pseudo_images": pseudo["images"], "pseudo_probs": pseudo["labels"],
                    "num_images": len(labeled["images"]) + len(pseudo["images"])}
+
+
+class ConcatLoader:
+    """Each step: one batch from every loader, concatenated (e.g. labeled + unlabeled)."""
+
+    def __init__(self, *loaders: InMemoryLoader):
+        if len({len(loader) for loader in loaders}) != 1:
+            raise ValueError("all loaders must yield the same number of steps")
+        self.loaders = loaders
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self):
+        for batches in zip(*self.loaders):
+            yield {"images": torch.cat([b["images"] for b in batches]),
+                   "labels": torch.cat([b["labels"] for b in batches])}

@@ -9,7 +9,13 @@ import torch
 from noisystudent import runs
 from noisystudent.config import DistillConfig
 from noisystudent.data.imageset import ImageSet
-from noisystudent.distill import COMPRESSION_JSON, COMPRESSION_MD, distill, student_pool
+from noisystudent.distill import (
+    COMPRESSION_JSON,
+    COMPRESSION_MD,
+    distill,
+    student_loader,
+    student_pools,
+)
 from noisystudent.errors import UserError
 from noisystudent.train import train
 
@@ -30,15 +36,21 @@ def distill_config(teacher, **overrides) -> DistillConfig:
     return config
 
 
-def test_student_pool_modes_hide_labels_of_unlabeled_images():
+def test_student_pools_hide_labels_and_both_mixes_every_batch():
     images = ImageSet(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10) % 2,
                       ["a", "b"])
     split = {"labeled": np.array([0, 1]), "val": np.array([], dtype=np.int64),
              "unlabeled": np.arange(2, 10)}
-    assert student_pool(images, split, "labeled", None).labels.tolist() == [0, 1]
-    assert (student_pool(images, split, "unlabeled", None).labels == -1).all()
-    both = student_pool(images, split, "both", None)
-    assert len(both) == 10 and (both.labels >= 0).sum() == 2
+    labeled, unlabeled = student_pools(images, split, "labeled", None)
+    assert labeled.labels.tolist() == [0, 1] and unlabeled is None
+    labeled, unlabeled = student_pools(images, split, "unlabeled", None)
+    assert labeled is None and (unlabeled.labels == -1).all() and len(unlabeled) == 8
+    labeled, unlabeled = student_pools(images, split, "both", None)
+    config = DistillConfig(teacher="t", batch_size=2, unlabeled_ratio=3, steps_per_epoch=5)
+    loader = student_loader(labeled, unlabeled, config, torch.device("cpu"))
+    batches = list(loader)
+    assert len(batches) == 5
+    assert all((b["labels"] >= 0).sum() == 2 and (b["labels"] == -1).sum() == 6 for b in batches)
 
 
 @needs_fashion_mnist

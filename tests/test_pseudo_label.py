@@ -6,8 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from noisystudent.config import PseudoLabelConfig
-from noisystudent.pseudo_label import (SUMMARY, pseudo_label, read_pseudo_labels,
-                                       select_and_balance)
+from noisystudent.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels, select_and_balance
 
 
 def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():

@@ -82,7 +82,10 @@ def evaluate_corruptions(run_dir: str | Path, device: torch.device, quiet: bool 
     run = Path(run_dir)
     path = run / CORRUPTIONS
     measured = runs.read_json(path) if path.is_file() else None
-    if measured is None or measured["images"] != (images or measured["images"]):
+    # Reuse the saved measurement when it covers the same images (0 asks for the whole set).
+    fits = measured is not None and (measured["images"] == images if images
+                                     else measured.get("whole_test_set", False))
+    if not fits:
         trained = load_trained(run, device)
         test_set = load_test_set(trained)
         count = images or len(test_set)
@@ -92,7 +95,7 @@ def evaluate_corruptions(run_dir: str | Path, device: torch.device, quiet: bool 
         dtype = resolve_precision(trained.config["precision"], device, training=False)
         measured = corruption_errors(trained, test_set.images[:count], test_set.labels[:count],
                                      device, dtype, quiet=quiet)
-        measured["baseline"] = None
+        measured.update(baseline=None, whole_test_set=count == len(test_set))
     if baseline is not None:
         reference = evaluate_corruptions(baseline, device, quiet, None, measured["images"])
         measured.update(mean_corruption_error(measured, reference), baseline=str(baseline))

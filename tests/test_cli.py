@@ -58,3 +58,19 @@ def test_real_process_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_noisy_student_commands_fail_in_one_line(tmp_path, capsys):
+    assert "run directory not found" in one_line_error(
+        capsys, "pseudo-label", "--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "l"))
+    assert "threshold must be in" in one_line_error(
+        capsys, "pseudo-label", "--teacher", "x", "--out", "y", "--threshold", "2")
+    config = tmp_path / "ns.yaml"
+    config.write_text("iterations: 2\nstudent:\n  epochs: 1\n  noise: 3\n")
+    assert "unknown config key student.noise" in one_line_error(
+        capsys, "self-train", str(config), "--out", str(tmp_path / "ns"))
+    assert "nothing to resume" in one_line_error(
+        capsys, "self-train", "--out", str(tmp_path / "fresh"), "--resume")
+    for command in ("distill", "pseudo-label", "self-train"):
+        assert subprocess.run([sys.executable, "-m", "noisystudent", command, "--help"],
+                              capture_output=True, timeout=120).returncode == 0

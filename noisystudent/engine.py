@@ -156,7 +156,7 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, de
             optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update(task.model)
+            ema.update(task.model, step=scheduler.last_epoch)  # last_epoch counts steps here
         for key, value in out.items():
             if key != "logits" and value.dim() == 0:
                 sums[key] += value.item()

@@ -82,7 +82,10 @@ def optimization(model: torch.nn.Module, config, steps_per_epoch: int):
     optimizer = make_optimizer(config.optimizer, groups, config.lr, config.momentum)
     total = config.epochs * steps_per_epoch
     scheduler = cosine_with_warmup(optimizer, total, round(config.warmup_epochs * steps_per_epoch))
-    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
+    # Warmup (decay 1 - (1 + step)^(-2/3), capped at ema_decay): without it, a short run's
+    # average keeps a large share of the initial weights (0.998^600 = 30% after 600 steps).
+    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) \
+        if config.ema_decay > 0 else None
     return optimizer, scheduler, ema
 
 

@@ -81,3 +81,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     assert epochs == [1, 2, 3]
     assert (load_split(tmp_path / "cut" / runs.SPLITS)["labeled"]
             == load_split(tmp_path / "whole" / runs.SPLITS)["labeled"]).all()
+
+
+def test_ema_warmup_follows_a_short_run():
+    """A short run's EMA must not keep a large share of the initial weights."""
+    from noisystudent.train import optimization
+
+    model = torch.nn.Linear(4, 2)
+    torch.nn.init.zeros_(model.weight)
+    config = quick_config(ema_decay=0.998, epochs=1)
+    optimizer, scheduler, ema = optimization(model, config, steps_per_epoch=300)
+    for _ in range(300):
+        with torch.no_grad():
+            model.weight.fill_(1.0)  # the trained weights, far from the initial zeros
+        scheduler.step()
+        ema.update(model, step=scheduler.last_epoch)
+    assert ema.module.weight.mean().item() > 0.95

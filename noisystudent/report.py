@@ -26,8 +26,13 @@ def iteration_runs(run: Path, config) -> list[tuple[int, Path, Path | None]]:
     return rows
 
 
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def parameter_count(model_run: Path) -> int:
-    return sum(t.numel() for t in runs.load_weights(model_run / runs.MODEL).values())
+    """Learned parameters in the saved weights (batch-norm statistics are buffers, not counted)."""
+    weights = runs.load_weights(model_run / runs.MODEL)
+    return sum(t.numel() for k, t in weights.items() if not k.endswith(BUFFERS))
 
 
 def _percent(value: float | None, digits: int = 2) -> str:

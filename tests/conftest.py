@@ -67,3 +67,17 @@ def tiny_teacher(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("teacher") / "run"
     train(quick_config(labels_per_class=3, drop_rate=0.5), run, quiet=True)
     return run
+
+
+def interrupt_on_call(function, call: int):
+    """A stand-in for ``function`` that raises KeyboardInterrupt on its ``call``-th call, as a
+    user's Ctrl-C would, and otherwise runs the real thing."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+
+    return wrapper

@@ -11,7 +11,7 @@ from noisystudent.config import SelfTrainConfig, load_config
 from noisystudent.errors import UserError
 from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD
 
-from .conftest import needs_fashion_mnist
+from .conftest import interrupt_on_call, needs_fashion_mnist
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
@@ -25,15 +25,7 @@ def private_cache(tmp_path_factory, monkeypatch):
 def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
     config = load_config(SelfTrainConfig, SMOKE)
     real_student = selftrain.train_student
-    calls = {"n": 0}
-
-    def crash_in_second_student(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_student(*args, **kwargs)
-
-    monkeypatch.setattr(selftrain, "train_student", crash_in_second_student)
+    monkeypatch.setattr(selftrain, "train_student", interrupt_on_call(real_student, 2))
     with pytest.raises(KeyboardInterrupt):
         selftrain.self_train(config, tmp_path / "run", quiet=True)
     first = tmp_path / "run" / "iter1" / "student" / runs.MODEL

@@ -13,7 +13,7 @@ from noisystudent.evaluate import evaluate
 from noisystudent.predict import predict
 from noisystudent.train import train
 
-from .conftest import needs_fashion_mnist, quick_config
+from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config
 
 
 @needs_fashion_mnist
@@ -56,15 +56,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     train(config, tmp_path / "whole", quiet=True)
 
     real_epoch = engine.train_one_epoch
-    calls = {"n": 0}
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train_one_epoch", crash_in_second_epoch)
+    monkeypatch.setattr(engine, "train_one_epoch", interrupt_on_call(real_epoch, 2))
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "cut", quiet=True)
     assert runs.load_checkpoint(tmp_path / "cut" / runs.CHECKPOINT)["epoch"] == 1

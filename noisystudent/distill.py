@@ -68,7 +68,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
     teacher = load_trained(config.teacher, device)
     if teacher.classes != train_set.classes:
         raise UserError(f"teacher classes {teacher.classes} differ from the data's "
-                        f"{train_set.classes}")
+                        f"{train_set.classes}; use a teacher trained on these classes")
     if teacher.config["data"] == config.data and \
             teacher.config["labels_per_class"] == config.labels_per_class:
         share_split(teacher.run_dir, run_dir)  # unlabeled mode must not see the teacher's labels

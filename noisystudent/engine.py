@@ -1,7 +1,8 @@
 """The one training loop. A task turns a batch into a dict with ``loss``; the loop never asks
 which method it is running (supervised, distillation, Noisy Student all plug in here).
 
-Each epoch ends with an atomic checkpoint; ``fit(resume=True)`` continues after the last one.
+Each epoch ends with an atomic, checksummed checkpoint; ``fit(resume=True)`` continues after
+the last valid one. A NaN or infinite loss stops training before it touches the weights.
 Randomness is re-seeded from (seed, epoch), so a resumed run repeats what the lost run did.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +24,11 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from . import runs
-from .errors import UserError
+from .errors import CorruptFile, UserError
+
+
+class NonFiniteLoss(UserError):
+    """A NaN or infinite loss: training stops instead of writing broken weights."""
 
 
 class Task(Protocol):
@@ -144,8 +151,8 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, de
         with autocast(device, dtype):
             out = task(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()}; lower the learning rate")
+        if not torch.isfinite(loss):  # checked before the update: the weights stay good
+            raise NonFiniteLoss(f"loss became {loss.item()} at step {scheduler.last_epoch + 1}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -193,8 +200,8 @@ def fit(task: Task, optimizer, scheduler, loader: InMemoryLoader, epochs: int, r
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     checkpoint_path = run_dir / runs.CHECKPOINT
     start_epoch = 0
-    if resume and checkpoint_path.is_file():
-        state = runs.load_checkpoint(checkpoint_path)
+    state = _valid_checkpoint(checkpoint_path) if resume else None
+    if state is not None:
         task.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -203,14 +210,20 @@ def fit(task: Task, optimizer, scheduler, loader: InMemoryLoader, epochs: int, r
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"])
+    if resume:
         _truncate_log(run_dir / runs.METRICS_LOG, start_epoch)
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
                      disable=not progress, dynamic_ncols=True)
     for epoch in epoch_bar:
         torch.manual_seed(seed * 1_000_003 + epoch)
         loader.set_epoch(epoch)
-        metrics = train_one_epoch(task, loader, optimizer, scheduler, device, dtype, scaler, ema,
-                                  progress, description=f"epoch {epoch + 1}/{epochs}")
+        try:
+            metrics = train_one_epoch(task, loader, optimizer, scheduler, device, dtype, scaler,
+                                      ema, progress, description=f"epoch {epoch + 1}/{epochs}")
+        except NonFiniteLoss as err:
+            kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint yet"
+            raise NonFiniteLoss(f"{err} (epoch {epoch + 1}); training stopped and {kept}; "
+                                "lower --lr or check the data, then --resume") from None
         if on_epoch_end is not None:
             metrics.update(on_epoch_end(epoch))
         state = {"model": task.model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -226,13 +239,26 @@ def fit(task: Task, optimizer, scheduler, loader: InMemoryLoader, epochs: int, r
     return epochs - start_epoch
 
 
+def _valid_checkpoint(path: Path) -> dict | None:
+    """The checkpoint to resume from; a corrupt one is set aside and the step starts over
+    (runs are seeded, so starting over reaches the same result)."""
+    if not path.is_file():
+        return None
+    try:
+        return runs.load_checkpoint(path)
+    except CorruptFile as err:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        warnings.warn(f"{err}; moved to {aside.name}, this step starts over", stacklevel=2)
+        return None
+
+
 def _truncate_log(path: Path, last_epoch: int) -> None:
     """Drop metric lines of epochs the checkpoint does not hold (they will be rerun)."""
     if not path.is_file():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= last_epoch]
-    runs.write_text(path, "".join(ln + "\n" for ln in kept))
+    kept = [r for r in runs.read_jsonl(path) if r.get("epoch", 0) <= last_epoch]
+    runs.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class PairedLoader:

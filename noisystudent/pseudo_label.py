@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from . import runs
 from .config import PseudoLabelConfig, to_dict
@@ -109,11 +108,8 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     if len(index) == 0:
         raise UserError(f"no image reached the confidence threshold {config.threshold} "
                         f"(highest {float(confidence.max()):.3f}); lower --threshold")
-    out.mkdir(parents=True, exist_ok=True)
-    shard = out / SHARD.format(0)
-    tmp = shard.with_name(f".{shard.name}.tmp")
-    save_file({"index": index.to(torch.int64), "probs": probs[index].contiguous()}, str(tmp))
-    tmp.replace(shard)
+    runs.save_weights(out / SHARD.format(0),
+                      {"index": index.to(torch.int64), "probs": probs[index].contiguous()})
     summary = summarize(index, confidence, predicted, images, teacher, source, unlabeled,
                         config, above, per_class)
     runs.write_json(out / SUMMARY, summary)  # written last: its presence marks the step done
@@ -130,6 +126,7 @@ def summarize(index, confidence, predicted, images: ImageSet, teacher: TrainedMo
         "unlabeled_source": source,
         "unlabeled_folder": unlabeled,
         "max_images": config.max_images,
+        "classes": classes,
         "unlabeled_images": len(images),
         "above_threshold": above,
         "kept": len(index),
@@ -151,13 +148,22 @@ def summarize(index, confidence, predicted, images: ImageSet, teacher: TrainedMo
     return summary
 
 
+def pseudo_labels_complete(directory: str | Path) -> bool:
+    """Finished (summary.json is written last) and every shard passes its checksum."""
+    try:
+        read_pseudo_labels(directory)
+        return True
+    except UserError:
+        return False
+
+
 def read_pseudo_labels(directory: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """All shards of a pseudo-label directory, in index order: (index, probs, summary)."""
     directory = runs.require_run(directory, SUMMARY)
     shards = sorted(directory.glob("pseudo-*.safetensors"))
     if not shards:
         raise UserError(f"{directory} has no pseudo-*.safetensors shards")
-    parts = [load_file(str(p)) for p in shards]
+    parts = [runs.load_weights(p) for p in shards]  # checksums verified
     index = torch.cat([p["index"] for p in parts])
     probs = torch.cat([p["probs"] for p in parts])
     order = index.argsort(stable=True)

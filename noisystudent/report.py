@@ -92,9 +92,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    runs.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def plot_accuracy(rows: list[dict], path: Path) -> None:

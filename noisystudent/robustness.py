@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import runs
 from .engine import InMemoryLoader, predict_logits
 from .errors import UserError
 from .inference import TrainedModel
@@ -88,13 +89,16 @@ def corrupted_sets(images: torch.Tensor, names: list[str], quiet: bool = True,
             for (name, severity), parts in futures.items():
                 corrupted = np.concatenate([p.result() for p in parts]).transpose(0, 3, 1, 2)
                 path = folder / f"{name}-{severity}.npy"
-                tmp = path.with_name(f".{path.stem}.tmp.npy")
-                np.save(tmp, np.ascontiguousarray(corrupted))
-                tmp.replace(path)
+                runs.atomic_write(path, lambda tmp, a=corrupted: _save_npy(tmp, a))
                 result[(name, severity)] = torch.from_numpy(np.ascontiguousarray(corrupted))
                 if not quiet:
                     print(f"corrupted test set {name} severity {severity} cached")
     return result
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to a path
+        np.save(f, np.ascontiguousarray(array))
 
 
 @torch.no_grad()

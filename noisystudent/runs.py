@@ -1,21 +1,26 @@
 """The run directory: one place per run for config, splits, weights, checkpoints and metrics.
 
-Every file is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file behind; checkpoints load with ``weights_only=True`` (no pickle code runs).
+Every file is written to a temporary name, fsynced and renamed, so a run killed at any moment
+never leaves a half-written file behind. Checkpoints and weight files carry a sha256 checked
+on load; checkpoints load with ``weights_only=True`` (no pickle code runs).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import CorruptFile, UserError
 
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
@@ -24,17 +29,53 @@ MODEL_INFO = "model.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS_LOG = "metrics.jsonl"
 METRICS = "metrics.json"
+TMP_SUFFIX = ".tmp"
+CHECKPOINT_MAGIC = b"noisystudent-checkpoint sha256:"
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then fsync and rename over ``path``: readers, and a run killed at any
+    moment, see the old file or the new one, never a torn one. A failed write (a full disk)
+    removes the temporary file, leaves ``path`` as it was and stops with one line."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write {path} ({err.strerror or err}); "
+                        f"the previous {path.name}, if any, is unchanged") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)  # makes the rename itself survive a power cut
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> None:
+    """Temporary files left by a process killed mid-write; never valid, safe to delete."""
+    for tmp in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic(Path(path), lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -52,24 +93,75 @@ def read_json(path: str | os.PathLike) -> Any:
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines log; a line torn by a kill is dropped, not an error."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of the tensors, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
+    """A safetensors file whose metadata carries the checksum of its tensors."""
     # safetensors refuses shared or non-contiguous storage; clone makes each tensor its own.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp)))
+    metadata = {"sha256": tensors_digest(tensors)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """Tensors of a safetensors file; a torn file or a checksum mismatch is a CorruptFile.
+    Files from elsewhere, without our checksum, load unchecked."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            expected = (f.metadata() or {}).get("sha256")
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CorruptFile(f"{path} is not a readable safetensors file ({err})") from None
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise CorruptFile(f"{path} is corrupt: its tensors do not match their checksum")
+    return tensors
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    """torch.save bytes behind a header line with their sha256."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = CHECKPOINT_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    atomic_write(path, lambda tmp: tmp.write_bytes(header + payload))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by save_checkpoint, checked, then unpickled with weights_only=True
+    (no code in the file can run). Anything else is a CorruptFile, never loaded."""
+    data = Path(path).read_bytes()
+    header, _, payload = data.partition(b"\n")
+    if not header.startswith(CHECKPOINT_MAGIC):
+        raise CorruptFile(f"{path} is not a noisystudent checkpoint (no checksum header)")
+    if hashlib.sha256(payload).hexdigest().encode() != header[len(CHECKPOINT_MAGIC):]:
+        raise CorruptFile(f"{path} is corrupt: its content does not match its checksum")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError: both mean "not valid"
+        raise CorruptFile(f"{path} could not be loaded safely ({type(err).__name__})") from None
 
 
 def require_run(run_dir: str | os.PathLike, *names: str) -> Path:

@@ -7,19 +7,21 @@
     5. repeat from 2.
 
 Each step runs in its own subdirectory and is skipped once finished; an interrupted step
-resumes from its checkpoint, so ``--resume`` never recomputes finished work.
+resumes from its checkpoint, so ``--resume`` never recomputes finished work, whenever the run
+was killed (even ``kill -9`` mid-write: every file is written atomically and checksummed).
 """
 
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from . import runs
 from .config import SelfTrainConfig, build, to_dict
-from .errors import UserError
-from .pseudo_label import SUMMARY, pseudo_label
+from .errors import CorruptFile, UserError
+from .pseudo_label import pseudo_label, pseudo_labels_complete
 from .report import write_report
 from .student import train_student
 from .train import share_split, train
@@ -38,8 +40,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = F
         iteration = run / f"iter{k}"
         # 2. The clean teacher pseudo-labels the unlabeled images.
         labels = iteration / "pseudo-labels"
-        if not (labels / SUMMARY).is_file():
-            shutil.rmtree(labels, ignore_errors=True)  # an unfinished labeling is redone
+        if not pseudo_labels_complete(labels):
+            shutil.rmtree(labels, ignore_errors=True)  # an unfinished or torn labeling is redone
             pseudo_label(teacher, labels, config.pseudo_label_config(), config.unlabeled, quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = iteration / "student"
@@ -55,6 +57,7 @@ def open_selftrain_run(config: SelfTrainConfig | None, out: str | Path, resume: 
     if resume:
         if not (run / runs.CONFIG).is_file():
             raise UserError(f"nothing to resume in {run}: it has no {runs.CONFIG}")
+        runs.remove_stale_temporaries(run)
         return run
     if (run / runs.CONFIG).exists():
         raise UserError(f"{run} already holds a self-training run; pass --resume or another --out")
@@ -65,7 +68,18 @@ def open_selftrain_run(config: SelfTrainConfig | None, out: str | Path, resume: 
 
 
 def run_step(directory: Path, step: Callable, config, quiet: bool) -> Path:
-    """Run a training step once: skip it when finished, resume it when started."""
-    if not (directory / runs.METRICS).is_file():
+    """Run a training step once: skip it when finished, resume it when started. A finished
+    step whose weights fail their checksum is resumed, which rewrites them from the last
+    checkpoint."""
+    if not (directory / runs.METRICS).is_file() or not weights_intact(directory / runs.MODEL):
         step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet)
     return directory
+
+
+def weights_intact(path: Path) -> bool:
+    try:
+        runs.load_weights(path)
+        return True
+    except CorruptFile as err:
+        warnings.warn(f"{err}; recomputing it", stacklevel=2)
+        return False

@@ -21,9 +21,10 @@ def train_student(config: StudentConfig, out: str | Path, resume: bool = False,
     labeled = train_set.subset(labeled_split(run_dir, train_set.labels, config)["labeled"])
 
     index, probs, summary = read_pseudo_labels(config.pseudo_labels)
-    if probs.shape[1] != len(train_set.classes):
-        raise UserError(f"pseudo-labels have {probs.shape[1]} classes, the data "
-                        f"{len(train_set.classes)}")
+    teacher_classes = summary.get("classes", train_set.classes)
+    if probs.shape[1] != len(train_set.classes) or teacher_classes != train_set.classes:
+        raise UserError(f"the pseudo-labels' classes {teacher_classes} differ from the data's "
+                        f"{train_set.classes}; label with a teacher trained on these classes")
     unlabeled, _ = unlabeled_images(summary["teacher"]["run"], summary["unlabeled_folder"],
                                     summary["max_images"])
     pseudo_images = unlabeled.images[index]

@@ -37,6 +37,7 @@ def open_run(config, out: str | Path, resume: bool, config_cls=TrainConfig):
     if resume:
         if not saved.is_file():
             raise UserError(f"nothing to resume in {run_dir}: it has no {runs.CONFIG}")
+        runs.remove_stale_temporaries(run_dir)
         return run_dir, build(config_cls, runs.read_yaml(saved))
     if (run_dir / runs.CHECKPOINT).exists() or (run_dir / runs.METRICS).exists():
         raise UserError(f"{run_dir} already holds a run; pass --resume or choose another --out")

@@ -254,21 +254,25 @@ def _broken_images(d: Path) -> list[str]:
     jpg = _save(noise, d / "trunc.jpg")
     jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])
     (d / "fake.png").write_text("this is not an image")
-    return sorted(str(p) for p in (png, jpg, d / "fake.png"))
+    (d / "text.jpg").write_text("a text file named .jpg")
+    (d / "empty.jpg").write_bytes(b"")
+    return sorted(str(d / name) for name in (png.name, jpg.name, "fake.png", "text.jpg",
+                                             "empty.jpg"))
 
 
 def test_unreadable_images_skipped_and_strict(tmp_path):
     root = tmp_path / "root"
     _save(Image.new("RGB", (8, 8), (1, 2, 3)), root / "cls" / "ok.png")
     broken = _broken_images(root / "cls")
-    with pytest.warns(UserWarning, match="skipped 3 unreadable images") as rec:
+    with pytest.warns(UserWarning, match="skipped 5 unreadable images") as rec:
         s = load_image_folder(root, size=8)
     assert len(s) == 1 and sorted(s.skipped) == broken
     msg = str(rec[0].message)
     assert all(b in msg for b in broken)
 
-    with pytest.raises(UserError, match="fake.png"):
+    with pytest.raises(UserError, match="empty.jpg") as info:  # the first, in path order
         load_image_folder(root, size=8, strict=True)
+    assert "\n" not in str(info.value)
 
 
 def test_many_unreadable_warning_is_abbreviated(tmp_path):
@@ -314,7 +318,7 @@ def test_folder_errors(tmp_path):
 def test_manifest(tmp_path):
     _save(Image.new("RGB", (8, 8), (10, 10, 10)), tmp_path / "data" / "imgs" / "a.png")
     _save(Image.new("RGB", (8, 8), (20, 20, 20)), tmp_path / "data" / "imgs" / "b.png")
-    absolute = _save(Image.new("RGB", (8, 8), (30, 30, 30)), tmp_path / "elsewhere" / "c.png")
+    absolute = _save(Image.new("RGB", (8, 8), (30, 30, 30)), tmp_path / "data" / "more" / "c.png")
     csv_path = tmp_path / "data" / "list.csv"
     csv_path.write_text(f"path,label\nimgs/a.png,zebra\nimgs/b.png,\n\n{absolute},ant\n")
     s = load_manifest(csv_path, size=4)
@@ -335,6 +339,15 @@ def test_manifest(tmp_path):
         load_manifest(bad, size=4)
     with pytest.raises(UserError, match="does not exist"):
         load_manifest(tmp_path / "nope.csv", size=4)
+
+
+@pytest.mark.parametrize("path", ["../secret.png", "imgs/../../secret.png", "/etc/passwd"])
+def test_manifest_paths_escaping_the_data_root_are_refused(tmp_path, path):
+    _save(Image.new("L", (4, 4)), tmp_path / "secret.png")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "m.csv").write_text(f"path,label\n{path},x\n")
+    with pytest.raises(UserError, match="line 2: .* is outside the manifest's folder"):
+        load_manifest(tmp_path / "data" / "m.csv", size=4)
 
 
 def test_manifest_missing_file_skipped(tmp_path):

@@ -173,14 +173,20 @@ def load_image_folder(
         raise UserError(f"{root} has no class folders; expected {root}/<class name>/<images>")
     paths: list[str] = []
     labels: list[int] = []
+    empty = []
     for label, d in enumerate(class_dirs):
         files = _find_images(d)
         paths += [str(p) for p in files]
         labels += [label] * len(files)
+        if not files:
+            empty.append(d.name)
     if not paths:
         raise UserError(
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}"
         )
+    if empty:  # a class without images can be neither learned nor tested
+        raise UserError(f"class folder(s) {', '.join(empty)} in {root} hold no images; "
+                        "add images or remove the folder(s)")
     return _load_files(paths, labels, [d.name for d in class_dirs], size, channels, strict)
 
 
@@ -196,6 +202,17 @@ def load_unlabeled_folder(
     return _load_files([str(p) for p in files], [-1] * len(files), [], size, channels, strict)
 
 
+def _inside(csv_path: Path, line: int, path: str) -> str:
+    """The manifest's path resolved against its folder, refused when it escapes that folder
+    (``../``, or an absolute path elsewhere): a manifest must not reach arbitrary files."""
+    root = os.path.abspath(csv_path.parent)
+    full = os.path.normpath(os.path.join(root, path))  # an absolute path replaces root
+    if os.path.commonpath([root, full]) != root:
+        raise UserError(f"{csv_path} line {line}: {path} is outside the manifest's folder "
+                        f"{root}; list files below it")
+    return full
+
+
 def load_manifest(
     csv_path: str | Path,
     size: int,
@@ -203,7 +220,8 @@ def load_manifest(
     strict: bool = False,
     classes: list[str] | None = None,
 ) -> ImageSet:
-    """CSV with header path,label; paths are relative to the CSV; empty label = unlabeled."""
+    """CSV with header path,label; paths are relative to the CSV's folder and must stay inside
+    it; an empty label means unlabeled."""
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
         raise UserError(f"manifest {csv_path} does not exist; check the path")
@@ -247,7 +265,6 @@ def load_manifest(
                 f"{csv_path} line {line}: label {label!r} is not one of the classes "
                 f"{', '.join(classes)}; fix the label or the class list"
             )
-        p = Path(path).expanduser()
-        paths.append(str(p if p.is_absolute() else csv_path.parent / p))
+        paths.append(_inside(csv_path, line, path))
         labels.append(index[label] if label else -1)
     return _load_files(paths, labels, list(classes), size, channels, strict)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from noisystudent import runs
 from noisystudent.errors import UserError
 
 SPLIT_KEYS = ("labeled", "val", "unlabeled")
@@ -62,14 +61,7 @@ def save_split(path: str | Path, split: dict[str, np.ndarray], **meta) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = dict(meta)
     doc.update({k: [int(i) for i in np.asarray(split[k]).reshape(-1)] for k in SPLIT_KEYS})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)  # readers never see a half-written file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    runs.write_text(path, json.dumps(doc))  # readers never see a half-written file
 
 
 def load_split(path: str | Path) -> dict[str, np.ndarray]:

@@ -1,0 +1,271 @@
+"""Crash-safe and input-safe: kill -9 and resume, torn and corrupt files, a full disk, a NaN
+loss, pickle payloads and hostile inputs. Each guarantee in README "Reliability" is a test here.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from noisystudent import runs, tasks
+from noisystudent.config import DistillConfig, PseudoLabelConfig, StudentConfig
+from noisystudent.data.images import load_image_folder
+from noisystudent.distill import distill
+from noisystudent.errors import CorruptFile, UserError
+from noisystudent.pseudo_label import pseudo_label, pseudo_labels_complete, read_pseudo_labels
+from noisystudent.student import train_student
+from noisystudent.train import train
+
+from .conftest import needs_fashion_mnist, quick_config
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+# ------------------------------------------------------------------ kill -9 at any moment
+
+
+def _self_train(out: Path, resume: bool, env: dict, log: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "noisystudent", "self-train", str(SMOKE), "--out", str(out),
+            "--quiet"] + (["--resume"] if resume else [])
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "a"))  # noqa: SIM115 (closed with the process)
+
+
+def _finished_work(run: Path) -> dict[Path, int]:
+    """Files that mark finished steps and pseudo-labeling passes, with their mtimes."""
+    marks = []
+    for metrics in run.rglob(runs.METRICS):
+        marks += [metrics, metrics.parent / runs.MODEL]
+    for summary in run.rglob("pseudo-labels/summary.json"):
+        marks += list(summary.parent.iterdir())
+    return {p: p.stat().st_mtime_ns for p in marks if not p.name.startswith(".")}
+
+
+def _kill_when(proc: subprocess.Popen, condition, timeout: float) -> bool:
+    """SIGKILL once condition() holds or timeout passes; True when the condition fired."""
+    deadline, fired = time.monotonic() + timeout, False
+    while proc.poll() is None and time.monotonic() < deadline and not (fired := condition()):
+        time.sleep(0.001)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return fired
+
+
+@needs_fashion_mnist
+def test_kill_9_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "NOISYSTUDENT_CACHE": str(tmp_path / "cache")}
+    log = tmp_path / "stderr.log"
+    start = time.monotonic()
+    whole = _self_train(tmp_path / "whole", False, env, log)
+    assert whole.wait(timeout=600) == 0, log.read_text()
+    duration = time.monotonic() - start
+    expected = json.loads((tmp_path / "whole" / "report.json").read_text())
+
+    run = tmp_path / "killed"
+    rng = random.Random(2026)
+    moments = sorted(rng.uniform(3.0, duration) for _ in range(3))
+    print("kill -9 after", [f"{m:.1f}s" for m in moments], "and during a checkpoint write")
+    done: dict[Path, int] = {}
+    conditions = [lambda: False] * len(moments)
+    # One kill lands while a temporary file exists: mid-write of a checkpoint or weights.
+    conditions.insert(1, lambda: any(run.rglob(f".*{runs.TMP_SUFFIX}")))
+    moments.insert(1, duration)
+    for moment, condition in zip(moments, conditions):
+        proc = _self_train(run, (run / runs.CONFIG).is_file(), env, log)
+        if _kill_when(proc, condition, moment):
+            print("killed with", [p.name for p in run.rglob(f".*{runs.TMP_SUFFIX}")])
+        finished = _finished_work(run)
+        assert all(finished[p] == t for p, t in done.items()), "finished work was redone"
+        done = finished
+    proc = _self_train(run, (run / runs.CONFIG).is_file(), env, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-2000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items()), "finished work was redone"
+    report = json.loads((run / "report.json").read_text())
+    final, reference = report["rows"][-1]["test_top1"], expected["rows"][-1]["test_top1"]
+    assert abs(final - reference) <= 0.003
+    assert not list(run.rglob(f".*{runs.TMP_SUFFIX}"))
+
+
+# ------------------------------------------------------------------ torn and corrupt files
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_torn_or_corrupt_checkpoint_is_detected(tmp_path):
+    path = tmp_path / runs.CHECKPOINT
+    runs.save_checkpoint(path, {"model": {"w": torch.randn(64)}, "epoch": 3})
+    assert runs.load_checkpoint(path)["epoch"] == 3
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # torn: a write cut short
+    with pytest.raises(CorruptFile, match="does not match its checksum"):
+        runs.load_checkpoint(path)
+    path.write_bytes(whole)
+    _flip_last_byte(path)  # bit rot
+    with pytest.raises(CorruptFile, match="does not match its checksum"):
+        runs.load_checkpoint(path)
+
+
+def test_torn_or_corrupt_weights_are_detected(tmp_path):
+    path = tmp_path / runs.MODEL
+    runs.save_weights(path, {"w": torch.randn(64), "b": torch.zeros(3, dtype=torch.bfloat16)})
+    whole = path.read_bytes()
+    _flip_last_byte(path)
+    with pytest.raises(CorruptFile, match="do not match their checksum"):
+        runs.load_weights(path)
+    path.write_bytes(whole[:-10])
+    with pytest.raises(CorruptFile, match="not a readable safetensors"):
+        runs.load_weights(path)
+
+
+@needs_fashion_mnist
+def test_resume_from_a_corrupt_checkpoint_starts_the_step_over(tmp_path):
+    config = quick_config(epochs=2, labels_per_class=2)
+    train(config, tmp_path / "whole", quiet=True)
+    cut = tmp_path / "cut"
+    train(config, cut, quiet=True)
+    (cut / runs.METRICS).unlink()  # as if killed after the last epoch
+    _flip_last_byte(cut / runs.CHECKPOINT)
+    with pytest.warns(UserWarning, match="this step starts over"):
+        train(None, cut, resume=True, quiet=True)
+    assert (cut / (runs.CHECKPOINT + ".corrupt")).is_file()
+    whole, redone = runs.load_weights(tmp_path / "whole" / runs.MODEL), \
+        runs.load_weights(cut / runs.MODEL)
+    for key in whole:
+        torch.testing.assert_close(redone[key], whole[key], msg=key)
+
+
+@needs_fashion_mnist
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+    writes = {"n": 0}
+
+    def fsync_then_full_disk(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{runs.CHECKPOINT}"):
+            writes["n"] += 1
+            if writes["n"] == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(runs.os, "fsync", fsync_then_full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"could not write .*checkpoint.pt \(No space left on "
+                                        r"device\); the previous checkpoint.pt, if any, is unch"):
+        train(quick_config(epochs=3, labels_per_class=2), run, quiet=True)
+    assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 1
+    assert not list(run.glob(f".*{runs.TMP_SUFFIX}"))
+    monkeypatch.setattr(runs.os, "fsync", real_fsync)
+    assert train(None, run, resume=True, quiet=True)["epochs"] == 3
+
+
+@needs_fashion_mnist
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    real_call, calls = tasks.SupervisedTask.__call__, {"n": 0}
+
+    def nan_on_step_7(self, batch):
+        calls["n"] += 1
+        out = real_call(self, batch)
+        if calls["n"] == 7:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(tasks.SupervisedTask, "__call__", nan_on_step_7)
+    run = tmp_path / "run"
+    config = quick_config(epochs=3, labels_per_class=4, batch_size=8)  # 5 steps per epoch
+    with pytest.raises(UserError, match=r"loss became nan at step 7 \(epoch 2\); training "
+                                        r"stopped and the checkpoint of epoch 1 is kept"):
+        train(config, run, quiet=True)
+    assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 1
+    assert not (run / runs.MODEL).exists()
+
+
+@needs_fashion_mnist
+def test_torn_pseudo_labels_are_never_used(tmp_path, tiny_teacher):
+    out = tmp_path / "labels"
+    pseudo_label(tiny_teacher, out, PseudoLabelConfig(max_images=100, threshold=0.0),
+                 quiet=True)
+    assert pseudo_labels_complete(out)
+    _flip_last_byte(out / "pseudo-00000.safetensors")
+    assert not pseudo_labels_complete(out)
+    with pytest.raises(CorruptFile, match="pseudo-00000.safetensors is corrupt"):
+        read_pseudo_labels(out)
+
+
+# ------------------------------------------------------------------ untrusted files
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_payloads_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / runs.CHECKPOINT
+    torch.save({"model": _Payload(marker), "epoch": 1}, evil)
+    with pytest.raises(CorruptFile, match="not a noisystudent checkpoint"):
+        runs.load_checkpoint(evil)
+    # Even with a forged, valid checksum header, weights_only=True refuses the payload.
+    payload = pickle.dumps({"model": _Payload(marker)}, protocol=2)
+    runs.atomic_write(evil, lambda tmp: tmp.write_bytes(
+        runs.CHECKPOINT_MAGIC + hashlib.sha256(payload).hexdigest().encode()
+        + b"\n" + payload))
+    with pytest.raises(CorruptFile, match="could not be loaded safely"):
+        runs.load_checkpoint(evil)
+    # As weights: .pt / .pth are refused by name, before anything is read.
+    from noisystudent.models import create_model
+    for suffix in (".pt", ".pth"):
+        torch.save({"w": _Payload(marker)}, tmp_path / f"w{suffix}")
+        with pytest.raises(UserError, match="only .safetensors"):
+            create_model("resnet10t", 10, pretrained=str(tmp_path / f"w{suffix}"))
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ hostile and odd inputs
+
+
+def test_empty_class_folder_is_a_one_line_error(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "img.png")
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "img.png").rename(tmp_path / "cat" / "img.png")
+    with pytest.raises(UserError, match="class folder.s. dog in .* hold no images"):
+        load_image_folder(tmp_path, size=8)
+
+
+@needs_fashion_mnist
+def test_teacher_classes_must_match_the_data(tmp_path, tiny_teacher, image_tree):
+    train_dir, _ = image_tree
+    with pytest.raises(UserError, match="teacher classes .* differ"):
+        distill(DistillConfig(teacher=str(tiny_teacher), data=str(train_dir),
+                              model="resnet10t", pretrained="none", labels_per_class=2,
+                              image_size=32), tmp_path / "d", quiet=True)
+    labels = tmp_path / "labels"
+    pseudo_label(tiny_teacher, labels, PseudoLabelConfig(max_images=50, threshold=0.0),
+                 quiet=True)
+    with pytest.raises(UserError, match="pseudo-labels' classes .* differ"):
+        train_student(StudentConfig(pseudo_labels=str(labels), data=str(train_dir),
+                                    model="resnet10t", pretrained="none", labels_per_class=2,
+                                    image_size=32), tmp_path / "s", quiet=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 import warnings
@@ -123,6 +124,16 @@ def cmd_self_train(args: argparse.Namespace) -> None:
     print(f"final test top-1: {report['final_test_top1']:.4f}; report: {args.out}/report.md")
 
 
+def cmd_pack(args: argparse.Namespace) -> None:
+    from .data.arrays import pack_folder
+
+    if not args.out.endswith(".npy"):
+        raise UserError(f"--out must end in .npy, got {args.out}")
+    result = pack_folder(args.folder, args.out, args.image_size, args.channels)
+    print(f"packed {result['images']} images {tuple(result['shape'][1:])} "
+          f"({result['skipped']} skipped) -> {args.out}")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from .predict import predict
 
@@ -177,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--teacher", required=True, metavar="RUN_DIR")
     label.add_argument("--out", required=True, metavar="DIR")
     label.add_argument("--unlabeled", metavar="PATH",
-                       help="folder of images (default: the teacher run's unlabeled split)")
+                       help="folder of images, or a .npy made by 'pack' (streamed from disk); "
+                       "default: the teacher run's unlabeled split")
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
     label.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(label, PseudoLabelConfig)
@@ -194,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     selftrain.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_flags(selftrain, SelfTrainConfig)
     selftrain.set_defaults(func=cmd_self_train)
+
+    pack = sub.add_parser("pack", help="decode a folder of unlabeled images into one .npy",
+                          description="Decode once into a uint8 (N, C, S, S) .npy that "
+                          "pseudo-labeling and students stream from disk in blocks.")
+    pack.add_argument("folder", metavar="FOLDER")
+    pack.add_argument("--out", required=True, metavar="FILE.npy")
+    pack.add_argument("--image-size", type=int, required=True, metavar="S",
+                      help="the teacher's stored size (model.json stored_size)")
+    pack.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    pack.set_defaults(func=cmd_pack)
 
     predict = sub.add_parser("predict", help="class and probability for image files")
     predict.add_argument("run_dir", metavar="RUN_DIR")
@@ -226,7 +248,15 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _warning_line
-    return run_safely(lambda: args.func(args))
+    from . import distributed  # imports torch: after parsing, so --help stays quick
+
+    distributed.setup()  # under torchrun: join the process group
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (one summary line, from rank 0)
+    try:
+        return run_safely(lambda: args.func(args))
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import runs
+from . import distributed, runs
 from .compression import describe, markdown_table
 from .config import DistillConfig
 from .data.images import load_unlabeled_folder
@@ -83,6 +83,9 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
     student, spec = build_student(config, len(train_set.classes), device)
     loader = student_loader(labeled, unlabeled, config, device)
     feature_loss = None
+    if config.feature_weight > 0 and distributed.active():
+        raise UserError("feature_weight > 0 is not supported under torchrun (the features are "
+                        "read outside the model's forward, which DDP needs); use 0")
     if config.feature_weight > 0:
         feature_loss = FeatureDistillLoss(pooled_width(student),
                                           pooled_width(teacher.model)).to(device)

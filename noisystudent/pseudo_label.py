@@ -9,13 +9,15 @@ full class, whole copies plus a random fraction of a rare one).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import runs
+from . import distributed, runs
 from .config import PseudoLabelConfig, to_dict
+from .data.arrays import load_npy_images
 from .data.images import load_unlabeled_folder
 from .data.imageset import ImageSet
 from .data.sources import load_train_and_test
@@ -36,6 +38,14 @@ def unlabeled_images(run_dir: str | Path, folder: str | None = None,
     Students call this with the teacher's run to rebuild the very same ordered set."""
     run = runs.require_run(run_dir, runs.CONFIG, runs.MODEL_INFO)
     cfg, info = runs.read_yaml(run / runs.CONFIG), runs.read_json(run / runs.MODEL_INFO)
+    if folder and str(folder).endswith(".npy"):
+        images = load_npy_images(folder)  # streamed from disk: memory does not grow with N
+        stored = (info["stored_channels"], info["stored_size"], info["stored_size"])
+        if images.images.image_shape != stored:
+            raise UserError(f"{folder} holds images of shape {images.images.image_shape}, the "
+                            f"teacher was trained on {stored}; pack it with --image-size "
+                            f"{info['stored_size']} --channels {info['stored_channels']}")
+        return _first(images, max_images), f"array {folder}"
     if folder:
         images = load_unlabeled_folder(folder, info["stored_size"], info["stored_channels"],
                                        cfg["strict"])
@@ -83,19 +93,33 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     out = Path(out)
     if (out / SUMMARY).is_file():
         raise UserError(f"{out} already holds pseudo-labels; choose another --out")
+    if distributed.is_main():  # shards of an unfinished pass (maybe more ranks) are stale
+        for stale in out.glob("pseudo-*.safetensors"):
+            stale.unlink()
+    distributed.barrier()  # nobody writes a shard before everyone has checked
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
     images, source = unlabeled_images(teacher_run, unlabeled, config.max_images)
     if len(images) == 0:
         raise UserError(f"no unlabeled images in {source}")
-    loader = InMemoryLoader(images.images, images.labels, config.batch_size, device)
+    # Under torchrun each rank labels a contiguous share; only the (confidence, class) pairs
+    # are gathered, so every rank makes the same global selection and saves its own probs.
+    start, stop = distributed.my_share(len(images))
+    loader = InMemoryLoader(images.images[start:stop], images.labels[start:stop],
+                            config.batch_size, device)
+    started = time.perf_counter()
     logits = predict_logits(teacher.model, CleanPipeline(teacher.spec), loader, device,
                             resolve_precision(config.precision, device, training=False),
-                            progress=not quiet, description="pseudo-label")
-    num_classes = logits.shape[1]
-    confidence, predicted = logits.softmax(1).max(1)
+                            progress=not quiet and distributed.is_main(),
+                            description="pseudo-label")
+    distributed.barrier()  # the slowest rank's time is the pass's time
+    seconds = time.perf_counter() - started
+    num_classes = len(teacher.classes)
+    my_confidence, my_predicted = logits.softmax(1).max(1)
+    confidence = distributed.gather_rows(my_confidence)
+    predicted = distributed.gather_rows(my_predicted)
     probs = (logits / config.temperature).softmax(1) if config.soft \
-        else F.one_hot(predicted, num_classes).float()
+        else F.one_hot(my_predicted, num_classes).float()
 
     above = int((confidence >= config.threshold).sum())
     per_class = None
@@ -108,11 +132,17 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     if len(index) == 0:
         raise UserError(f"no image reached the confidence threshold {config.threshold} "
                         f"(highest {float(confidence.max()):.3f}); lower --threshold")
-    runs.save_weights(out / SHARD.format(0),
-                      {"index": index.to(torch.int64), "probs": probs[index].contiguous()})
+    mine = index[(index >= start) & (index < stop)]
+    runs.save_weights(out / SHARD.format(distributed.rank()),
+                      {"index": mine.to(torch.int64), "probs": probs[mine - start].contiguous()},
+                      every_rank=True)
     summary = summarize(index, confidence, predicted, images, teacher, source, unlabeled,
                         config, above, per_class)
-    runs.write_json(out / SUMMARY, summary)  # written last: its presence marks the step done
+    summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
+                   images_per_s=len(images) / max(seconds, 1e-9))
+    distributed.barrier()  # every shard is on disk before the summary marks the pass done
+    runs.write_json(out / SUMMARY, summary)
+    distributed.barrier()
     return summary
 
 

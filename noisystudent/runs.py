@@ -20,6 +20,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from . import distributed
 from .errors import CorruptFile, UserError
 
 CONFIG = "config.yaml"
@@ -33,10 +34,15 @@ TMP_SUFFIX = ".tmp"
 CHECKPOINT_MAGIC = b"noisystudent-checkpoint sha256:"
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any],
+                 every_rank: bool = False) -> None:
     """``write(tmp)`` then fsync and rename over ``path``: readers, and a run killed at any
     moment, see the old file or the new one, never a torn one. A failed write (a full disk)
-    removes the temporary file, leaves ``path`` as it was and stops with one line."""
+    removes the temporary file, leaves ``path`` as it was and stops with one line.
+
+    Under torchrun only rank 0 writes, unless ``every_rank`` (each rank's own shard)."""
+    if not (every_rank or distributed.is_main()):
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
@@ -70,6 +76,8 @@ def _fsync_directory(directory: Path) -> None:
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Temporary files left by a process killed mid-write; never valid, safe to delete."""
+    if not distributed.is_main():
+        return
     for tmp in Path(directory).glob(f".*{TMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
 
@@ -91,6 +99,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    if not distributed.is_main():
+        return
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
@@ -118,12 +128,13 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor],
+                 every_rank: bool = False) -> None:
     """A safetensors file whose metadata carries the checksum of its tensors."""
     # safetensors refuses shared or non-contiguous storage; clone makes each tensor its own.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     metadata = {"sha256": tensors_digest(tensors)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), every_rank)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

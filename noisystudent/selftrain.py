@@ -18,11 +18,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from . import runs
+from . import distributed, runs
 from .config import SelfTrainConfig, build, to_dict
 from .errors import CorruptFile, UserError
 from .pseudo_label import pseudo_label, pseudo_labels_complete
-from .report import write_report
+from .report import REPORT_JSON, write_report
 from .student import train_student
 from .train import share_split, train
 
@@ -30,6 +30,7 @@ from .train import share_split, train
 def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = False,
                quiet: bool = False) -> dict:
     run = open_selftrain_run(config, out, resume)
+    distributed.barrier()  # rank 0 has written config.yaml
     config = build(SelfTrainConfig, runs.read_yaml(run / runs.CONFIG))
     config.validate()
 
@@ -41,7 +42,10 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = F
         # 2. The clean teacher pseudo-labels the unlabeled images.
         labels = iteration / "pseudo-labels"
         if not pseudo_labels_complete(labels):
-            shutil.rmtree(labels, ignore_errors=True)  # an unfinished or torn labeling is redone
+            distributed.barrier()  # every rank has looked before rank 0 removes it
+            if distributed.is_main():
+                shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
+            distributed.barrier()
             pseudo_label(teacher, labels, config.pseudo_label_config(), config.unlabeled, quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = iteration / "student"
@@ -49,7 +53,12 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = F
         run_step(student, train_student, config.student_config(k, str(labels)), quiet)
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
-    return write_report(run, config, quiet)
+    if not distributed.is_main():  # the report's evaluations run once, on rank 0
+        distributed.barrier()
+        return runs.read_json(run / REPORT_JSON)
+    report = write_report(run, config, quiet)
+    distributed.barrier()
+    return report
 
 
 def open_selftrain_run(config: SelfTrainConfig | None, out: str | Path, resume: bool) -> Path:
@@ -71,6 +80,7 @@ def run_step(directory: Path, step: Callable, config, quiet: bool) -> Path:
     """Run a training step once: skip it when finished, resume it when started. A finished
     step whose weights fail their checksum is resumed, which rewrites them from the last
     checkpoint."""
+    distributed.barrier()  # all ranks look at the same files
     if not (directory / runs.METRICS).is_file() or not weights_intact(directory / runs.MODEL):
         step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet)
     return directory

@@ -63,8 +63,11 @@ class DistillTask:
         teacher_logits, teacher_features = self._teach(view if self.consistent
                                                        else batch["images"])
         x = to_model_input(view, self.student_spec)
-        student_features = pooled_features(self.model, x)
-        logits = self.model.get_classifier()(student_features)
+        if self.feature_weight > 0:
+            student_features = pooled_features(self.model, x)
+            logits = self.model.get_classifier()(student_features)
+        else:  # the model's own forward (same ops): what DDP needs to sync gradients
+            logits = self.model(x)
         kd = kd_loss(logits, teacher_logits, self.temperature)
         out = {"kd": kd.detach()}
         loss = self.kd_weight * kd

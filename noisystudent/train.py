@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from timm.utils import ModelEmaV3
 
-from . import runs
+from . import distributed, runs
 from .config import TrainConfig, build, to_dict
 from .data.imageset import ImageSet
 from .data.sources import load_train_and_test
@@ -123,18 +123,24 @@ class Run:
     test_set: ImageSet | None
 
     def finish(self, model: torch.nn.Module, spec: InputSpec, quiet: bool, facts: dict) -> dict:
-        """Save the final model, test it once, write metrics.json (which marks the run done)."""
+        """Save the final model, test it once, write metrics.json (which marks the run done).
+        Under torchrun rank 0 does this while the others wait."""
+        if not distributed.is_main():
+            distributed.barrier()
+            return runs.read_json(self.run_dir / runs.METRICS)
         save_model(self.run_dir, model, self.config, spec, self.train_set.classes,
                    (self.train_set.channels, self.train_set.images.shape[-1]))
         metrics = {"model": self.config.model, **facts,
                    **test_metrics(model, spec, self.test_set, self.config, self.device,
                                   self.eval_dtype, not quiet)}
         runs.write_json(self.run_dir / runs.METRICS, metrics)
+        distributed.barrier()
         return metrics
 
 
 def start_run(config, out: str | Path, resume: bool, config_cls=TrainConfig) -> Run:
     run_dir, config = open_run(config, out, resume, config_cls)
+    distributed.barrier()  # rank 0 has written config.yaml before anyone reads the run
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     train_set, test_set = load_train_and_test(config.data, config.image_size, config.channels,

@@ -1,0 +1,82 @@
+"""What every benchmark shares: the machine's description, running a command while measuring
+its wall time and peak memory, and writing a result section into BENCHMARKS.md.
+
+Each script owns one section, fenced by ``<!-- bench:NAME -->`` markers, and replaces only that
+section, so the scripts run alone and in any order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+WORK = Path(os.environ.get("NOISYSTUDENT_BENCH_DIR", ROOT / "runs" / "bench"))
+CLI = [sys.executable, "-m", "noisystudent"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+# Runs a command and prints its peak RSS (kB, Linux) and wall seconds as JSON on the last line.
+_MEASURE = ("import json,resource,subprocess,sys,time;t=time.perf_counter();"
+            "r=subprocess.run(sys.argv[1:]).returncode;"
+            "print(json.dumps({'rc':r,'seconds':time.perf_counter()-t,"
+            "'max_rss_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = names[0].strip() if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def run(argv: list[str], env: dict | None = None) -> dict:
+    """Run argv to completion; its wall time and the peak RSS of its largest process."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True,
+                         text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"failed ({result['rc']}): {shlex.join(argv)}\n{out.stderr[-3000:]}")
+    result["max_rss_mb"] = result["max_rss_kb"] / 1024
+    return result
+
+
+def command_line() -> str:
+    return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+def write_section(name: str, title: str, body: str, seeds: str) -> None:
+    """Replace (or append) this benchmark's section of BENCHMARKS.md, atomically."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    section = (f"<!-- bench:{name} -->\n## {title}\n\n"
+               f"Measured {stamp} on {machine()}; seeds: {seeds}.\n"
+               f"Command: `{command_line()}`\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.is_file() else "# Benchmarks\n"
+    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) \
+        else text.rstrip("\n") + "\n\n" + section
+    tmp = BENCHMARKS_MD.with_name(".BENCHMARKS.md.tmp")
+    tmp.write_text(text)
+    tmp.replace(BENCHMARKS_MD)
+    print(f"wrote section '{title}' of {BENCHMARKS_MD}")
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.perf_counter() - start

@@ -1,0 +1,116 @@
+"""Data parallelism with PyTorch's own engine: ``torchrun ... -m noisystudent <command>``.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK and the rendezvous; the CLI calls ``setup()``,
+which joins the process group (NCCL on GPUs, gloo on CPUs). Everything here is a no-op in a
+single process, so the rest of the code reads the same either way.
+
+Semantics: ``batch_size`` is the *global* batch, split evenly across processes, so the learning
+rate and schedule mean the same thing for any number of processes. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .errors import UserError
+
+
+def setup() -> None:
+    """Join the process group when launched by torchrun with more than one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank()))
+    else:
+        dist.init_process_group("gloo")
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP around the trainable model (frozen teachers are never wrapped)."""
+    if not active():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def my_share(length: int) -> tuple[int, int]:
+    """This rank's contiguous [start, stop) of ``length`` items, as even as possible."""
+    base, extra = divmod(length, world_size())
+    start = rank() * base + min(rank(), extra)
+    return start, start + base + (rank() < extra)
+
+
+def check_divisible(batch_size: int, what: str = "batch_size") -> None:
+    if batch_size % world_size():
+        raise UserError(f"{what} {batch_size} is the global batch and must divide evenly "
+                        f"over {world_size()} processes")
+
+
+def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Averages across ranks; throughput adds up."""
+    if not active():
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    total = dict(zip(keys, values.tolist()))
+    return {k: total[k] if k == "images_per_s" else total[k] / world_size() for k in keys}
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows, in rank order (the ranks' shares may differ by one)."""
+    if not active():
+        return tensor
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([len(tensor)]))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype)
+    padded[:len(tensor)] = tensor.cpu()
+    parts = [torch.empty_like(padded) for _ in sizes]
+    if dist.get_backend() == "nccl":  # NCCL gathers GPU tensors only
+        device = torch.device("cuda", local_rank())
+        parts_gpu = [p.to(device) for p in parts]
+        dist.all_gather(parts_gpu, padded.to(device))
+        parts = [p.cpu() for p in parts_gpu]
+    else:
+        dist.all_gather(parts, padded)
+    return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)])

@@ -1,0 +1,114 @@
+"""torchrun with 2 CPU processes (gloo): DDP training with rank-0-only files and --resume, and
+sharded pseudo-labeling equal to a single process; plus the streamed .npy unlabeled source."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from noisystudent import runs
+from noisystudent.config import PseudoLabelConfig
+from noisystudent.data.arrays import NpyImages, pack_folder
+from noisystudent.errors import UserError
+from noisystudent.pseudo_label import pseudo_label, read_pseudo_labels
+
+from .conftest import needs_fashion_mnist
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "-m", "noisystudent", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@needs_fashion_mnist
+def test_two_process_training_writes_once_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    settings = ["--out", str(run), "--model", "resnet10t", "--pretrained", "none",
+                "--labels-per-class", "4", "--epochs", "2", "--batch-size", "8",
+                "--image-size", "32", "--quiet"]
+    result = torchrun("train", *settings)
+    assert result.stdout.count("test top-1") == 1  # rank 0 speaks, rank 1 is silent
+    epochs = [r["epoch"] for r in runs.read_jsonl(run / runs.METRICS_LOG)]
+    assert epochs == [1, 2]  # one line per epoch, not one per rank
+    first = runs.read_json(run / runs.METRICS)
+    assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 2
+
+    # --resume under DDP: as if killed after the last checkpoint, before the final files.
+    (run / runs.METRICS).unlink()
+    (run / runs.MODEL).unlink()
+    torchrun("train", "--out", str(run), "--resume", "--quiet")
+    assert runs.read_json(run / runs.METRICS)["test_top1"] == first["test_top1"]
+    assert not list(run.glob(f".*{runs.TMP_SUFFIX}"))
+
+
+@needs_fashion_mnist
+def test_two_process_pseudo_labels_equal_single_process(tmp_path, tiny_teacher):
+    settings = dict(max_images=701, threshold=0.0, precision="fp32")  # odd: uneven shares
+    single = pseudo_label(tiny_teacher, tmp_path / "one", PseudoLabelConfig(**settings),
+                          quiet=True)
+    torchrun("pseudo-label", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "two"),
+             "--max-images", "701", "--threshold", "0", "--precision", "fp32", "--quiet")
+    assert sorted(p.name for p in (tmp_path / "two").glob("pseudo-*")) == \
+        ["pseudo-00000.safetensors", "pseudo-00001.safetensors"]
+    index1, probs1, _ = read_pseudo_labels(tmp_path / "one")
+    index2, probs2, summary = read_pseudo_labels(tmp_path / "two")
+    assert torch.equal(index1, index2)
+    torch.testing.assert_close(probs1, probs2)
+    assert summary["count_per_class"] == single["count_per_class"]
+    assert summary["pseudo_label_accuracy"] == pytest.approx(single["pseudo_label_accuracy"])
+
+
+def test_npy_images_stream_rows_and_views(tmp_path):
+    array = np.random.default_rng(0).integers(0, 256, (50, 3, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", array)
+    images = NpyImages(tmp_path / "a.npy")
+    assert images.shape == (50, 3, 4, 4)
+    assert np.array_equal(images.read(torch.tensor([7, 8, 9, 2, 2])).numpy(),
+                          array[[7, 8, 9, 2, 2]])
+    view = images[10:30][torch.tensor([0, 19, 19])]  # views compose, nothing is read yet
+    assert len(view) == 3 and np.array_equal(view.read().numpy(), array[[10, 29, 29]])
+    np.save(tmp_path / "f.npy", array.astype(np.float32))
+    with pytest.raises(UserError, match="expected uint8 images"):
+        NpyImages(tmp_path / "f.npy")
+    (tmp_path / "t.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-5])
+    with pytest.raises(UserError, match="truncated"):
+        NpyImages(tmp_path / "t.npy")
+
+
+def test_pack_folder_decodes_once_and_skips_broken_files(tmp_path):
+    for i, color in enumerate((10, 200)):
+        Image.new("L", (9, 7), color).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.jpg").write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        result = pack_folder(tmp_path, tmp_path / "out" / "u.npy", size=4, channels=1)
+    assert result["images"] == 2 and result["skipped"] == 1
+    packed = np.load(tmp_path / "out" / "u.npy")
+    assert packed.shape == (2, 1, 4, 4) and packed[0].max() == 10 and packed[1].min() == 200
+
+
+@needs_fashion_mnist
+def test_pseudo_label_from_a_streamed_npy(tmp_path, tiny_teacher):
+    info = json.loads((tiny_teacher / runs.MODEL_INFO).read_text())
+    from noisystudent.data.fashion_mnist import load_fashion_mnist
+
+    images = load_fashion_mnist("test").images[:120].numpy()
+    assert images.shape[1:] == (info["stored_channels"], info["stored_size"],
+                                info["stored_size"])
+    np.save(tmp_path / "u.npy", images)
+    summary = pseudo_label(tiny_teacher, tmp_path / "labels",
+                           PseudoLabelConfig(threshold=0.0, balance=False), str(tmp_path / "u.npy"),
+                           quiet=True)
+    assert summary["unlabeled_images"] == 120 and summary["kept"] == 120
+    np.save(tmp_path / "rgb.npy", np.repeat(images, 3, axis=1))
+    with pytest.raises(UserError, match="pack it with --image-size"):
+        pseudo_label(tiny_teacher, tmp_path / "x", PseudoLabelConfig(), str(tmp_path / "rgb.npy"),
+                     quiet=True)

@@ -82,6 +82,9 @@ def main() -> None:
         wall = f"{statistics.mean(walls) / 60:.1f} min" if walls else "-"
         return f"| {label} | " + " | ".join(cells) + f" | {wall} |"
 
+    links = [WORK / f"le-100-seed{s}" for s in args.seeds]
+    reused = [f"`{link.relative_to(ROOT)}` -> `{link.resolve().relative_to(ROOT)}`"
+              for link in links if link.is_symlink()]
     lines = [row(f"100 per class, seeds {', '.join(map(str, args.seeds))} (mean ± std)",
                  list(hundred.values()))]
     lines += [row(f"100 per class, seed {s}", [r]) for s, r in hundred.items()]
@@ -118,6 +121,9 @@ of 64 labeled + 192 pseudo-labeled images, RandAugment(2, 9), dropout 0.3, stoch
 | labels | teacher | NS iteration 1 | iteration 2 | iteration 3 | pipeline wall time |
 | --- | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(lines)}
+
+{"Reused finished runs of the same recipe (linked, so not timed here): " + ", ".join(reused)
+ + "." if reused else ""}
 
 Pipeline target (100 labels per class to >= 90% in <= 30 minutes): best mean accuracy
 {100 * best:.2f}% in {pipeline} per run (without the corruption evaluation): {verdict}.

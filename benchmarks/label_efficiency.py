@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -134,7 +135,13 @@ Error (%) averaged over the 5 severities; mCE relative to the teacher.
 
 {chr(10).join(robust) if robust else "(no corruption evaluation in these runs)"}
 
-Plots: `runs/bench/le-100-seed0/accuracy.png`, `corruptions.png`."""
+![test top-1 per iteration](benchmarks/results/accuracy.png)
+![error per corruption, teacher vs final student](benchmarks/results/corruptions.png)"""
+    for plot in ("accuracy.png", "corruptions.png"):  # runs/ is not committed; the plots are
+        source = WORK / f"le-100-seed{args.seeds[0]}" / plot
+        if source.is_file():
+            (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+            shutil.copyfile(source, ROOT / "benchmarks" / "results" / plot)
     write_section("label-efficiency", "Label efficiency and robustness", body,
                   ", ".join(map(str, args.seeds)))
 

@@ -3,8 +3,9 @@ the same supervised teacher, with one ingredient removed at a time.
 
     python benchmarks/ablations.py [--teacher RUN_DIR]
 
-The teacher defaults to seed 0's teacher of benchmarks/label_efficiency.py, whose iteration 1
-(same teacher, same settings) is the "full" row; run that script first, or pass --teacher.
+The teacher defaults to seed 0's teacher of benchmarks/label_efficiency.py (run that script
+first, or pass --teacher); the "full" row is the unablated method run alongside, on the same
+machine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLI, ROOT, WORK, run, write_section  # noqa: E402
 
 RECIPE = ROOT / "configs" / "fashion-mnist-1000.yaml"
-VARIANTS = {  # name: (what changes, overrides)
+VARIANTS = {  # name: (what changes, overrides); "full" is the reference, run alongside
+    "full": ("full Noisy Student (nothing removed)", []),
     "no-randaugment": ("without RandAugment (pad-crop and flip only)",
                        ["--set", "student.augment=light"]),
     "no-dropout-sd": ("without dropout and stochastic depth",
@@ -54,17 +56,16 @@ def main() -> None:
     if not (teacher / "metrics.json").is_file():
         raise SystemExit(f"no finished teacher in {teacher}: run label_efficiency.py first")
     teacher_top1 = json.loads((teacher / "metrics.json").read_text())["test_top1"]
-    full = None
-    if not args.teacher and (seed0 / "report.json").is_file():
-        full = json.loads((seed0 / "report.json").read_text())["rows"][1]
+    results = {name: iteration_one(name, teacher, flags)
+               for name, (_, flags) in VARIANTS.items()}
+    full = results["full"]
     teacher_row = {"model": json.loads((teacher / "model.json").read_text())["model"],
                    "test_top1": teacher_top1}
     rows = [_row("supervised teacher (no self-training)", teacher_row, full)]
-    if full:
-        rows.append(_row("full Noisy Student (label_efficiency seed 0, iteration 1)", full, full))
-    for name, (label, flags) in VARIANTS.items():
-        rows.append(_row(label, iteration_one(name, teacher, flags), full))
-    body = f"""One iteration from the teacher `{teacher}` ({100 * teacher_top1:.2f}%), the recipe
+    rows += [_row(VARIANTS[name][0], result, full) for name, result in results.items()]
+    shown = teacher.resolve().relative_to(ROOT) if teacher.resolve().is_relative_to(ROOT) \
+        else teacher
+    body = f"""One iteration from the teacher `{shown}` ({100 * teacher_top1:.2f}%), the recipe
 `configs/fashion-mnist-1000.yaml` (student Lite0 @32, 600 steps of 64 labeled + 192
 pseudo-labeled images), one ingredient changed per row. Test top-1 (%) on the 10,000 test
 images; the last column is the change against the full method.

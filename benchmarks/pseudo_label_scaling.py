@@ -108,8 +108,9 @@ results (logits, probabilities, confidence, class, selection), not the images ({
 bytes each, read a batch at a time). About 0.7 GB of every figure is the Python, torch and
 model runtime. Target: flat, at most 2 GB: {"met" if big['max_rss_mb'] <= 2048
 else "NOT met"}."""
-    write_section("pseudo-label-scaling", "Pseudo-labeling: processes and memory", body,
-                  "teacher trained with seed 0")
+    title = ("Speed and memory: pseudo-labeling with 1 vs 2 processes, "
+             "100,000 vs 1,000,000 images")
+    write_section("pseudo-label-scaling", title, body, "teacher trained with seed 0")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="noisystudent",
-        description="Transfer learning, knowledge distillation and Noisy Student self-training.")
+        description="Transfer learning, knowledge distillation and Noisy Student self-training.",
+        epilog="Data-parallel on several processes or GPUs: torchrun --nproc_per_node=N -m "
+               "noisystudent COMMAND ... (batch_size is the global batch; README 'Scaling out').")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, config_cls, func, summary, description in (

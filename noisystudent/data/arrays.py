@@ -7,6 +7,7 @@ stays flat whatever N is (1,000,000 images of 3x32x32 are 3 GB on disk, a few MB
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -63,12 +64,9 @@ class NpyImages:
         return idx if self.rows is None else self.rows[idx]
 
     def __getitem__(self, idx) -> NpyImages:
-        return NpyImages.__new__(NpyImages)._like(self, self._absolute(idx))
-
-    def _like(self, other: NpyImages, rows: torch.Tensor) -> NpyImages:
-        self.__dict__.update(other.__dict__)
-        self.rows = rows
-        return self
+        view = copy.copy(self)  # same file and header, other rows; nothing is read
+        view.rows = self._absolute(idx)
+        return view
 
     def read(self, idx=None) -> torch.Tensor:
         """The rows ``idx`` of this view (all when None) as a uint8 tensor."""

@@ -34,15 +34,14 @@ from common import write_section  # noqa: E402
 from noisystudent.compression import count_flops  # noqa: E402
 from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
-from noisystudent.engine import (  # noqa: E402
-    InMemoryLoader,
-    predict_logits,
-    resolve_precision,
-    train_one_epoch,
-)
+from noisystudent.data.loaders import ImageBatches  # noqa: E402
+from noisystudent.device import resolve_precision  # noqa: E402
+from noisystudent.engine import train_one_epoch  # noqa: E402
+from noisystudent.inference import predict_logits  # noqa: E402
+from noisystudent.optim import build_optimizer  # noqa: E402
+from noisystudent.stage import build_model  # noqa: E402
 from noisystudent.tasks import SupervisedTask  # noqa: E402
-from noisystudent.train import build_student, optimization  # noqa: E402
-from noisystudent.transforms import CleanPipeline, train_pipeline  # noqa: E402
+from noisystudent.transforms import CleanPipeline, make_augment  # noqa: E402
 
 MODEL, SIZE = "tf_efficientnet_lite0", 32
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the offline Lite weights' normalisation
@@ -90,15 +89,14 @@ def toolkit_training(images, labels, batch_size: int, steps: int, warmup: int) -
                          augment="randaugment", drop_path_rate=0.2, epochs=1,
                          steps_per_epoch=steps)
     device = torch.device("cpu")
-    model, spec = build_student(config, 10, device)
-    optimizer, scheduler, ema = optimization(model, config, warmup + steps)
-    task = SupervisedTask(model, train_pipeline(config, spec))
+    model, spec = build_model(config, 10, device)
+    optimizer, scheduler = build_optimizer(model, config, warmup + steps)
+    task = SupervisedTask(model, make_augment(config), spec, device=device)
     dtype = resolve_precision(config.precision, device, training=True)
     for n in (warmup, steps):
-        loader = InMemoryLoader(images, labels, batch_size, device, shuffle=True,
-                                drop_last=True, steps=n)
-        metrics = train_one_epoch(task, loader, optimizer, scheduler, device, dtype, None, ema,
-                                  progress=False)
+        loader = ImageBatches.training(images, labels, batch_size, device, seed=0, steps=n)
+        metrics = train_one_epoch(task, loader, optimizer, scheduler, device=device,
+                                  dtype=dtype, progress=False)
     return metrics["images_per_s"]
 
 
@@ -118,11 +116,11 @@ def plain_inference(images, batch_size: int) -> float:
 def toolkit_inference(images, batch_size: int) -> tuple[float, int, str]:
     config = TrainConfig(model=MODEL, pretrained="none", image_size=SIZE)
     device = torch.device("cpu")
-    model, spec = build_student(config, 10, device)
+    model, spec = build_model(config, 10, device)
     model.eval()
     dtype = resolve_precision("auto", device, training=False)
-    loader = InMemoryLoader(images, torch.zeros(len(images)), batch_size, device)
-    predict_logits(model, CleanPipeline(spec), InMemoryLoader(images[:batch_size],
+    loader = ImageBatches(images, torch.zeros(len(images)), batch_size, device)
+    predict_logits(model, CleanPipeline(spec), ImageBatches(images[:batch_size],
                    torch.zeros(batch_size), batch_size, device), device, dtype)  # warm up
     start = time.perf_counter()
     predict_logits(model, CleanPipeline(spec), loader, device, dtype)

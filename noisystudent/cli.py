@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import typing
@@ -24,6 +25,7 @@ from .config import (
 from .errors import UserError
 
 EXIT_USAGE = 2
+log = logging.getLogger(__name__)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -61,8 +63,8 @@ def run_training(args: argparse.Namespace, config_cls: type, function: Callable)
     """train and distill: settings from defaults < --config < flags, then the function."""
     overrides = config_overrides(args, config_cls)
     if args.resume and (overrides or args.config):
-        print("note: --resume continues with the run's saved config.yaml; other settings ignored",
-              file=sys.stderr)
+        log.warning("note: --resume continues with the run's saved config.yaml; "
+                    "other settings ignored")
     config = load_config(config_cls, args.config, overrides) if not args.resume else None
     metrics = function(config, args.out, resume=args.resume, quiet=args.quiet)
     top1 = metrics["test_top1"]
@@ -107,7 +109,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
     config = load_config(PseudoLabelConfig, args.config, config_overrides(args,
                                                                           PseudoLabelConfig))
-    summary = pseudo_label(args.teacher, args.out, config, args.unlabeled, args.quiet)
+    summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
+                           quiet=args.quiet)
     accuracy = summary["pseudo_label_accuracy"]
     print(f"kept {summary['kept']} of {summary['unlabeled_images']} images "
           f"(mean confidence {summary['mean_confidence']:.3f}"
@@ -168,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
         command.add_argument("--resume", action="store_true",
                              help="continue an interrupted run in --out from its last checkpoint")
-        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        command.add_argument("--quiet", action="store_true", help="no progress or status lines")
         add_config_flags(command, config_cls)
         command.set_defaults(func=func)
 
     evaluate = sub.add_parser("evaluate", help="test accuracy, confusion matrix, calibration")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress or status lines")
     evaluate.add_argument("--corruptions", action="store_true",
                           help="also error per corruption (15 types x 5 severities) and mCE")
     evaluate.add_argument("--baseline", metavar="RUN_DIR",
@@ -193,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of images, or a .npy made by 'pack' (streamed from disk); "
                        "default: the teacher run's unlabeled split")
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
-    label.add_argument("--quiet", action="store_true", help="no progress bars")
+    label.add_argument("--quiet", action="store_true", help="no progress or status lines")
     add_config_flags(label, PseudoLabelConfig)
     label.set_defaults(func=cmd_pseudo_label)
 
@@ -205,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftrain.add_argument("--out", required=True, metavar="RUN_DIR")
     selftrain.add_argument("--resume", action="store_true",
                            help="continue an interrupted run; finished steps are not redone")
-    selftrain.add_argument("--quiet", action="store_true", help="no progress bars")
+    selftrain.add_argument("--quiet", action="store_true", help="no progress or status lines")
     add_config_flags(selftrain, SelfTrainConfig)
     selftrain.set_defaults(func=cmd_self_train)
 
@@ -247,9 +250,20 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"noisystudent: warning: {message}", file=sys.stderr)
 
 
+def setup_logging(quiet: bool) -> None:
+    """Status lines of the ``noisystudent`` loggers on stderr; --quiet keeps only warnings."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("noisystudent")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _warning_line
+    setup_logging(getattr(args, "quiet", False))
     from . import distributed  # imports torch: after parsing, so --help stays quick
 
     distributed.setup()  # under torchrun: join the process group

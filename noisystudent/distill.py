@@ -3,22 +3,26 @@ in the same training loop as ``train``, and a compression report compares the tw
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
-from . import distributed, runs
+from . import runs
 from .compression import describe, markdown_table
 from .config import DistillConfig
 from .data.images import load_unlabeled_folder
 from .data.imageset import ImageSet
-from .engine import ConcatLoader, InMemoryLoader, fit, resolve_precision
+from .data.loaders import ConcatenatedBatches, ImageBatches
+from .device import resolve_precision
+from .engine import fit
 from .errors import UserError
 from .inference import load_trained
-from .losses import FeatureDistillLoss, pooled_width
+from .stage import build_model, share_split, start_stage
 from .tasks import DistillTask
-from .train import build_student, labeled_split, optimization, share_split, start_run
 from .transforms import make_augment
+
+log = logging.getLogger(__name__)
 
 COMPRESSION_MD = "compression.md"
 COMPRESSION_JSON = "compression.json"
@@ -42,37 +46,37 @@ def student_pools(train_set: ImageSet, split: dict, mode: str,
     return labeled, unlabeled
 
 
-def student_loader(labeled: ImageSet | None, unlabeled: ImageSet | None, config,
-                   device: torch.device):
+def student_loader(labeled: ImageSet | None, unlabeled: ImageSet | None,
+                   config: DistillConfig, device: torch.device):
     """labeled or unlabeled: batches of one kind. both: every step a labeled batch plus an
     unlabeled_ratio times larger unlabeled one, so the labels keep their weight however large
     the unlabeled pool is."""
-    def loader(pool: ImageSet, batch_size: int, seed: int, steps: int) -> InMemoryLoader:
-        return InMemoryLoader(pool.images, pool.labels, batch_size, device, shuffle=True,
-                              drop_last=True, seed=seed, steps=steps)
-
     if labeled is None or unlabeled is None:
-        return loader(labeled or unlabeled, config.batch_size, config.seed,
-                      config.steps_per_epoch)
+        pool = labeled or unlabeled
+        return ImageBatches.training(pool.images, pool.labels, config.batch_size, device,
+                                     config.seed, config.steps_per_epoch)
     unlabeled_batch = config.batch_size * config.unlabeled_ratio
     steps = config.steps_per_epoch or max(1, len(unlabeled) // unlabeled_batch)
-    return ConcatLoader(loader(labeled, config.batch_size, config.seed, steps),
-                        loader(unlabeled, unlabeled_batch, config.seed + 1, steps))
+    return ConcatenatedBatches(
+        ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
+                              config.seed, steps),
+        ImageBatches.training(unlabeled.images, unlabeled.labels, unlabeled_batch, device,
+                              config.seed + 1, steps))
 
 
-def distill(config: DistillConfig, out: str | Path, resume: bool = False,
+def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = False,
             quiet: bool = False) -> dict:
     """Train ``config.model`` to mimic the teacher run; returns metrics.json's content."""
-    run = start_run(config, out, resume, DistillConfig)
-    run_dir, config, device, train_set = run.run_dir, run.config, run.device, run.train_set
+    stage = start_stage(config, out, resume=resume, quiet=quiet, config_cls=DistillConfig)
+    config, device, train_set = stage.config, stage.device, stage.data.train
     teacher = load_trained(config.teacher, device)
     if teacher.classes != train_set.classes:
         raise UserError(f"teacher classes {teacher.classes} differ from the data's "
                         f"{train_set.classes}; use a teacher trained on these classes")
     if teacher.config["data"] == config.data and \
             teacher.config["labels_per_class"] == config.labels_per_class:
-        share_split(teacher.run_dir, run_dir)  # unlabeled mode must not see the teacher's labels
-    split = labeled_split(run_dir, train_set.labels, config)
+        share_split(teacher.run_dir, stage.run_dir)  # unlabeled mode must not see its labels
+    split = stage.labeled_split()
     extra = None
     if config.unlabeled:
         extra = load_unlabeled_folder(config.unlabeled, train_set.images.shape[-1],
@@ -80,36 +84,21 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False,
         extra.labels = torch.full_like(extra.labels, -1)
     labeled, unlabeled = student_pools(train_set, split, config.data_mode, extra)
 
-    student, spec = build_student(config, len(train_set.classes), device)
+    student, spec = build_model(config, len(train_set.classes), device)
     loader = student_loader(labeled, unlabeled, config, device)
-    feature_loss = None
-    if config.feature_weight > 0 and distributed.active():
-        raise UserError("feature_weight > 0 is not supported under torchrun (the features are "
-                        "read outside the model's forward, which DDP needs); use 0")
-    if config.feature_weight > 0:
-        feature_loss = FeatureDistillLoss(pooled_width(student),
-                                          pooled_width(teacher.model)).to(device)
-        # The projection is part of the trainable student, so it is optimized and checkpointed.
-        student.distill_projection = feature_loss
-    optimizer, scheduler, ema = optimization(student, config, len(loader))
-    augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
-    task = DistillTask(student, teacher.model, augment, spec, teacher.spec, config.temperature,
-                       config.kd_weight, config.ce_weight, config.feature_weight, feature_loss,
-                       config.consistent, run.eval_dtype, config.label_smoothing)
-    fit(task, optimizer, scheduler, loader, config.epochs, run_dir, device, run.dtype,
-        config.seed, ema, resume, not quiet)
-
-    final = ema.module if ema is not None else student
-    if hasattr(final, "distill_projection"):
-        del final.distill_projection  # a training aid, not part of the deployed student
-    metrics = run.finish(final, spec, quiet, {
+    task = DistillTask(student, teacher.model, make_augment(config), spec,
+                       teacher_spec=teacher.spec, temperature=config.temperature,
+                       kd_weight=config.kd_weight, ce_weight=config.ce_weight,
+                       feature_weight=config.feature_weight, consistent=config.consistent,
+                       teacher_dtype=stage.eval_dtype, label_smoothing=config.label_smoothing,
+                       device=device)
+    fit(task, loader, settings=config, stage=stage)
+    metrics = stage.finish(task.final_model(), spec, {
         "teacher": str(config.teacher), "data_mode": config.data_mode,
         "labeled_images": len(labeled) if labeled else 0,
         "unlabeled_images": len(unlabeled) if unlabeled else 0, "epochs": config.epochs,
         "steps": config.epochs * len(loader)})
-    report = compression_report(run_dir, config, metrics["test_top1"], device)
-    if not quiet:
-        print(report)
+    log.info(compression_report(stage.run_dir, config, metrics["test_top1"]))
     return metrics
 
 
@@ -118,8 +107,8 @@ def _run_top1(run_dir: str | Path) -> float | None:
     return runs.read_json(path).get("test_top1") if path.is_file() else None
 
 
-def compression_report(run_dir: Path, config: DistillConfig, student_top1: float | None,
-                       device: torch.device) -> str:
+def compression_report(run_dir: Path, config: DistillConfig,
+                       student_top1: float | None) -> str:
     """Teacher, student without a teacher (--baseline) and distilled student, side by side."""
     cpu = torch.device("cpu")
     dtype = resolve_precision(config.precision, cpu, training=False)

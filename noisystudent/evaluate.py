@@ -8,10 +8,12 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: files only, no display needed
 
 from . import runs
-from .data.sources import load_train_and_test
-from .engine import InMemoryLoader, predict_logits, resolve_device, resolve_precision
+from .data.imageset import ImageSet
+from .data.loaders import ImageBatches
+from .data.sources import load_test_set
+from .device import resolve_device, resolve_precision
 from .errors import UserError
-from .inference import load_trained
+from .inference import TrainedModel, load_trained, predict_logits
 from .metrics import classification_metrics
 from .robustness import corruption_errors, mean_corruption_error
 from .transforms import CleanPipeline
@@ -41,26 +43,27 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
     runs.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
-def load_test_set(trained):
-    cfg = trained.config
-    _, test_set = load_train_and_test(cfg["data"], cfg["image_size"], cfg["channels"],
-                                      cfg["strict"], cfg["data_dir"], cfg["test_data"])
+def test_set_of(trained: TrainedModel) -> ImageSet:
+    """The test set a run was trained against, read alone, at the size the run stored."""
+    cfg, info = trained.config, trained.info
+    test_set = load_test_set(cfg["data"], info["stored_size"], info["stored_channels"],
+                             cfg["strict"], cfg["data_dir"], cfg["test_data"], trained.classes)
     if test_set is None:
         raise UserError(f"{trained.run_dir} was trained without test data; nothing to evaluate on")
     return test_set
 
 
-def evaluate(run_dir: str | Path, device: str = "auto", quiet: bool = False,
+def evaluate(run_dir: str | Path, *, device: str = "auto", quiet: bool = False,
              corruptions: bool = False, baseline: str | Path | None = None,
              corruption_images: int = 0) -> dict:
     """Evaluate a finished run on its test set; writes evaluation.json and confusion.png, and
     with ``corruptions`` corruptions.json (error per corruption and severity, mCE)."""
     dev = resolve_device(device)
     trained = load_trained(run_dir, dev)
-    test_set = load_test_set(trained)
+    test_set = test_set_of(trained)
     dtype = resolve_precision(trained.config["precision"], dev, training=False)
-    loader = InMemoryLoader(test_set.images, test_set.labels, trained.config["eval_batch_size"],
-                            dev)
+    loader = ImageBatches(test_set.images, test_set.labels, trained.config["eval_batch_size"],
+                          dev)
     logits = predict_logits(trained.model, CleanPipeline(trained.spec), loader, dev, dtype,
                             not quiet, "evaluate")
     result = classification_metrics(logits, test_set.labels, trained.classes)
@@ -69,14 +72,19 @@ def evaluate(run_dir: str | Path, device: str = "auto", quiet: bool = False,
     runs.write_json(run / EVALUATION, result)
     plot_confusion(result["confusion"], trained.classes, run / CONFUSION_PNG)
     if corruptions:
-        result["corruptions"] = evaluate_corruptions(run, dev, quiet, baseline, corruption_images)
+        result["corruptions"] = evaluate_corruptions(
+            run, dev, quiet=quiet, baseline=baseline, images=corruption_images,
+            trained=trained, test_set=test_set)
     return result
 
 
-def evaluate_corruptions(run_dir: str | Path, device: torch.device, quiet: bool = True,
-                         baseline: str | Path | None = None, images: int = 0) -> dict:
+def evaluate_corruptions(run_dir: str | Path, device: torch.device, *, quiet: bool = True,
+                         baseline: str | Path | None = None, images: int = 0,
+                         trained: TrainedModel | None = None,
+                         test_set: ImageSet | None = None) -> dict:
     """Corruption errors of a run (cached in its corruptions.json), and mCE against a baseline
-    run (measured the same way)."""
+    run (measured the same way, on the same test images). ``trained`` and ``test_set``: the
+    run's model and test set, when the caller has them loaded."""
     run = Path(run_dir)
     path = run / CORRUPTIONS
     measured = runs.read_json(path) if path.is_file() else None
@@ -84,8 +92,8 @@ def evaluate_corruptions(run_dir: str | Path, device: torch.device, quiet: bool 
     fits = measured is not None and (measured["images"] == images if images
                                      else measured.get("whole_test_set", False))
     if not fits:
-        trained = load_trained(run, device)
-        test_set = load_test_set(trained)
+        trained = trained or load_trained(run, device)
+        test_set = test_set or test_set_of(trained)
         count = images or len(test_set)
         if count > len(test_set):
             raise UserError(f"corruption_images={count} but the test set has {len(test_set)}")
@@ -94,8 +102,10 @@ def evaluate_corruptions(run_dir: str | Path, device: torch.device, quiet: bool 
         measured = corruption_errors(trained, test_set.images[:count], test_set.labels[:count],
                                      device, dtype, quiet=quiet)
         measured.update(baseline=None, whole_test_set=count == len(test_set))
+        runs.write_json(path, measured)  # before the baseline: it may be this very run
     if baseline is not None:
-        reference = evaluate_corruptions(baseline, device, quiet, None, measured["images"])
+        reference = evaluate_corruptions(baseline, device, quiet=quiet,
+                                         images=measured["images"], test_set=test_set)
         measured.update(mean_corruption_error(measured, reference), baseline=str(baseline))
     runs.write_json(path, measured)
     return measured

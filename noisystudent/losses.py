@@ -33,17 +33,3 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def pooled_width(model: nn.Module) -> int:
     """Width of pooled_features: timm's pre-logits size (as timm's feature distillation)."""
     return getattr(model, "head_hidden_size", None) or model.num_features
-
-
-class FeatureDistillLoss(nn.Module):
-    """MSE between the student's pooled features and the teacher's, through a learned
-    linear projection when the widths differ (the projection trains with the student)."""
-
-    def __init__(self, student_dim: int, teacher_dim: int):
-        super().__init__()
-        self.project = nn.Identity() if student_dim == teacher_dim \
-            else nn.Linear(student_dim, teacher_dim, bias=False)
-
-    def forward(self, student_features: torch.Tensor,
-                teacher_features: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.project(student_features.float()), teacher_features.float())

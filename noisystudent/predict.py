@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .data.images import UnreadableImage, open_image, resize_center_crop
-from .engine import resolve_device
+from .device import resolve_device
 from .errors import UserError
 from .inference import load_trained
 from .transforms import CleanPipeline

@@ -20,45 +20,58 @@ from .config import PseudoLabelConfig, to_dict
 from .data.arrays import load_npy_images
 from .data.images import load_unlabeled_folder
 from .data.imageset import ImageSet
+from .data.loaders import ImageBatches
 from .data.sources import load_train_and_test
 from .data.splits import load_split
-from .engine import InMemoryLoader, predict_logits, resolve_device, resolve_precision
+from .device import resolve_device, resolve_precision
 from .errors import UserError
-from .inference import TrainedModel, load_trained
+from .inference import TrainedModel, load_trained, predict_logits
 from .transforms import CleanPipeline
 
 SUMMARY = "summary.json"
 SHARD = "pseudo-{:05d}.safetensors"
 
 
+def load_unlabeled(path: str, size: int, channels: int, strict: bool) -> tuple[ImageSet, str]:
+    """A folder of unlabeled images (decoded at ``size``), or a packed .npy streamed from disk
+    (which must hold images of that size); and a description of where they come from."""
+    if str(path).endswith(".npy"):
+        images = load_npy_images(path)  # streamed from disk: memory does not grow with N
+        if images.images.image_shape != (channels, size, size):
+            raise UserError(f"{path} holds images of shape {images.images.image_shape}, "
+                            f"expected {(channels, size, size)}; pack it with --image-size "
+                            f"{size} --channels {channels}")
+        return images, f"array {path}"
+    return load_unlabeled_folder(path, size, channels, strict), f"folder {path}"
+
+
 def unlabeled_images(run_dir: str | Path, folder: str | None = None,
                      max_images: int = 0) -> tuple[ImageSet, str]:
-    """The images a run's pseudo-labels index into, and where they come from: a folder, or by
-    default the run's unlabeled split (whose hidden true labels measure pseudo-label accuracy).
-    Students call this with the teacher's run to rebuild the very same ordered set."""
+    """The images a teacher run labels, and where they come from: a folder or .npy (at the
+    teacher's stored size), or by default the run's unlabeled split (whose hidden true labels
+    measure pseudo-label accuracy)."""
     run = runs.require_run(run_dir, runs.CONFIG, runs.MODEL_INFO)
     cfg, info = runs.read_yaml(run / runs.CONFIG), runs.read_json(run / runs.MODEL_INFO)
-    if folder and str(folder).endswith(".npy"):
-        images = load_npy_images(folder)  # streamed from disk: memory does not grow with N
-        stored = (info["stored_channels"], info["stored_size"], info["stored_size"])
-        if images.images.image_shape != stored:
-            raise UserError(f"{folder} holds images of shape {images.images.image_shape}, the "
-                            f"teacher was trained on {stored}; pack it with --image-size "
-                            f"{info['stored_size']} --channels {info['stored_channels']}")
-        return _first(images, max_images), f"array {folder}"
     if folder:
-        images = load_unlabeled_folder(folder, info["stored_size"], info["stored_channels"],
-                                       cfg["strict"])
-        return _first(images, max_images), f"folder {folder}"
+        images, source = load_unlabeled(folder, info["stored_size"], info["stored_channels"],
+                                        cfg["strict"])
+        return first(images, max_images), source
     if not (run / runs.SPLITS).is_file():
         raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
     train_set, _ = load_train_and_test(cfg["data"], cfg["image_size"], cfg["channels"],
                                        cfg["strict"], cfg["data_dir"], cfg["test_data"])
+    return unlabeled_split(train_set, run, cfg["data"], max_images)
+
+
+def unlabeled_split(train_set: ImageSet, run: Path, data: str,
+                    max_images: int = 0) -> tuple[ImageSet, str]:
+    """The images of a run's labeled pool that its split left unlabeled."""
     unlabeled = train_set.subset(load_split(run / runs.SPLITS)["unlabeled"])
-    return _first(unlabeled, max_images), f"unlabeled split of {cfg['data']} ({run / runs.SPLITS})"
+    return first(unlabeled, max_images), f"unlabeled split of {data} ({run / runs.SPLITS})"
 
 
-def _first(images: ImageSet, count: int) -> ImageSet:
+def first(images: ImageSet, count: int) -> ImageSet:
+    """The first ``count`` images (all when 0)."""
     return images.subset(range(count)) if 0 < count < len(images) else images
 
 
@@ -85,9 +98,12 @@ def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_cl
 
 
 def pseudo_label(teacher_run: str | Path, out: str | Path,
-                 config: PseudoLabelConfig | None = None, unlabeled: str | None = None,
-                 quiet: bool = False) -> dict:
-    """Label the unlabeled images with the teacher; writes shards and summary.json in ``out``."""
+                 config: PseudoLabelConfig | None = None, *, unlabeled: str | None = None,
+                 images: tuple[ImageSet, str] | None = None, quiet: bool = False) -> dict:
+    """Label the unlabeled images with the teacher; writes shards and summary.json in ``out``.
+
+    The images: ``images`` (the set and where it comes from) when the caller holds them,
+    else the folder or .npy ``unlabeled``, else the teacher run's unlabeled split."""
     config = config or PseudoLabelConfig()
     config.validate()
     out = Path(out)
@@ -99,14 +115,15 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     distributed.barrier()  # nobody writes a shard before everyone has checked
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
-    images, source = unlabeled_images(teacher_run, unlabeled, config.max_images)
+    images, source = images or unlabeled_images(teacher_run, unlabeled, config.max_images)
+    images = first(images, config.max_images)
     if len(images) == 0:
         raise UserError(f"no unlabeled images in {source}")
     # Under torchrun each rank labels a contiguous share; only the (confidence, class) pairs
     # are gathered, so every rank makes the same global selection and saves its own probs.
     start, stop = distributed.my_share(len(images))
-    loader = InMemoryLoader(images.images[start:stop], images.labels[start:stop],
-                            config.batch_size, device)
+    loader = ImageBatches(images.images[start:stop], images.labels[start:stop],
+                          config.batch_size, device)
     started = time.perf_counter()
     logits = predict_logits(teacher.model, CleanPipeline(teacher.spec), loader, device,
                             resolve_precision(config.precision, device, training=False),

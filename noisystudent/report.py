@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from . import runs
-from .engine import resolve_device
+from .data.imageset import ImageSet
+from .device import resolve_device
 from .evaluate import evaluate_corruptions
 from .pseudo_label import SUMMARY
+
+log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -39,7 +43,9 @@ def _percent(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def write_report(run: Path, config, quiet: bool = False) -> dict:
+def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = False) -> dict:
+    """report.md, report.json and the plots of a finished self-training run; the corruption
+    errors are measured on ``test_set`` (the loop's, loaded once) and cached per run."""
     device = resolve_device(config.device)
     rows = []
     teacher_dir = None
@@ -53,8 +59,8 @@ def write_report(run: Path, config, quiet: bool = False) -> dict:
                "pseudo_labeled": summary.get("kept"), "test_top1": metrics["test_top1"]}
         if config.corruptions:
             teacher_dir = teacher_dir or model_run
-            measured = evaluate_corruptions(model_run, device, quiet, baseline=teacher_dir,
-                                            images=config.corruption_images)
+            measured = evaluate_corruptions(model_run, device, quiet=quiet, baseline=teacher_dir,
+                                            images=config.corruption_images, test_set=test_set)
             row.update(mce=measured["mce"], mean_corruption_error=measured["mean_error"],
                        corruption_errors=measured["errors"], corruption_images=measured["images"])
         rows.append(row)
@@ -72,8 +78,7 @@ def write_report(run: Path, config, quiet: bool = False) -> dict:
     runs.write_text(run / REPORT_MD, text)
     report = {"rows": rows, "final_test_top1": rows[-1]["test_top1"]}
     runs.write_json(run / REPORT_JSON, report)
-    if not quiet:
-        print(table)
+    log.info("%s", table)
     return report
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from . import runs
-from .engine import InMemoryLoader, predict_logits
+from .data.loaders import ImageBatches
 from .errors import UserError
-from .inference import TrainedModel
+from .inference import TrainedModel, predict_logits
 from .transforms import CleanPipeline
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -79,7 +80,9 @@ def corrupted_sets(images: torch.Tensor, names: list[str], quiet: bool = True,
                 missing.append((name, severity))
     if missing:
         chunk = 500
-        with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+        bar = tqdm(total=len(missing), desc="corrupting the test set", leave=False,
+                   disable=quiet, dynamic_ncols=True)
+        with ProcessPoolExecutor(workers or os.cpu_count()) as pool, bar:
             futures = {}
             for name, severity in missing:
                 base = 1_000_003 * (names.index(name) + 1) + 10_007 * severity
@@ -91,8 +94,7 @@ def corrupted_sets(images: torch.Tensor, names: list[str], quiet: bool = True,
                 path = folder / f"{name}-{severity}.npy"
                 runs.atomic_write(path, lambda tmp, a=corrupted: _save_npy(tmp, a))
                 result[(name, severity)] = torch.from_numpy(np.ascontiguousarray(corrupted))
-                if not quiet:
-                    print(f"corrupted test set {name} severity {severity} cached")
+                bar.update()
     return result
 
 
@@ -110,13 +112,19 @@ def corruption_errors(trained: TrainedModel, images: torch.Tensor, labels: torch
     sets = corrupted_sets(images, names, quiet)
     pipeline = CleanPipeline(trained.spec)
 
+    bar = tqdm(total=len(sets) + 1, desc="corruption errors", leave=False, disable=quiet,
+               dynamic_ncols=True)
+
     def error(batch_images: torch.Tensor) -> float:
-        loader = InMemoryLoader(batch_images, labels, batch_size, device)
+        loader = ImageBatches(batch_images, labels, batch_size, device)
         logits = predict_logits(trained.model, pipeline, loader, device, dtype)
+        bar.update()
         return float((logits.argmax(1) != labels).float().mean())
 
-    errors = {name: [error(sets[(name, s)]) for s in SEVERITIES] for name in names}
-    return {"images": len(labels), "clean_error": error(images), "errors": errors,
+    with bar:
+        errors = {name: [error(sets[(name, s)]) for s in SEVERITIES] for name in names}
+        clean = error(images)
+    return {"images": len(labels), "clean_error": clean, "errors": errors,
             "mean_error": float(np.mean([np.mean(v) for v in errors.values()]))}
 
 

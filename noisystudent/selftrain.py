@@ -13,30 +13,41 @@ was killed (even ``kill -9`` mid-write: every file is written atomically and che
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from . import distributed, runs
-from .config import SelfTrainConfig, build, to_dict
-from .errors import CorruptFile, UserError
-from .pseudo_label import pseudo_label, pseudo_labels_complete
+from .config import SelfTrainConfig
+from .data.imageset import ImageSet
+from .errors import CorruptFile
+from .pseudo_label import (
+    first,
+    load_unlabeled,
+    pseudo_label,
+    pseudo_labels_complete,
+    unlabeled_split,
+)
 from .report import REPORT_JSON, write_report
+from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
-from .train import share_split, train
+from .train import train
 
+log = logging.getLogger(__name__)
 
-def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = False,
+def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool = False,
                quiet: bool = False) -> dict:
-    run = open_selftrain_run(config, out, resume)
+    run, config = open_run(config, out, resume, SelfTrainConfig)
     distributed.barrier()  # rank 0 has written config.yaml
-    config = build(SelfTrainConfig, runs.read_yaml(run / runs.CONFIG))
-    config.validate()
+    data = load_run_data(config, stored_size(config))  # once, for every stage
 
     # 1. Train a teacher on the labeled images (or start from a finished run).
+    log.info("1. teacher: %s", config.teacher_run or run / "iter0-teacher")
     teacher = Path(config.teacher_run) if config.teacher_run else run_step(
-        run / "iter0-teacher", train, config.teacher_config(), quiet)
+        run / "iter0-teacher", train, config.teacher_config(), quiet, data=data)
+    unlabeled = unlabeled_images(config, data, teacher)
     for k in range(1, config.iterations + 1):
         iteration = run / f"iter{k}"
         # 2. The clean teacher pseudo-labels the unlabeled images.
@@ -46,43 +57,57 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, resume: bool = F
             if distributed.is_main():
                 shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
             distributed.barrier()
-            pseudo_label(teacher, labels, config.pseudo_label_config(), config.unlabeled, quiet)
+            log.info("2. iteration %d: the teacher labels %d images", k, len(unlabeled[0]))
+            pseudo_label(teacher, labels, config.pseudo_label_config(), images=unlabeled,
+                         unlabeled=config.unlabeled, quiet=quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = iteration / "student"
+        log.info("3. iteration %d: noised student in %s", k, student)
         share_split(teacher, student)
-        run_step(student, train_student, config.student_config(k, str(labels)), quiet)
+        run_step(student, train_student, config.student_config(k, str(labels)), quiet,
+                 data=data, unlabeled=unlabeled[0])
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
-    report = write_report(run, config, quiet)
+    report = write_report(run, config, data.test, quiet)
     distributed.barrier()
     return report
 
 
-def open_selftrain_run(config: SelfTrainConfig | None, out: str | Path, resume: bool) -> Path:
-    run = Path(out)
-    if resume:
-        if not (run / runs.CONFIG).is_file():
-            raise UserError(f"nothing to resume in {run}: it has no {runs.CONFIG}")
-        runs.remove_stale_temporaries(run)
-        return run
-    if (run / runs.CONFIG).exists():
-        raise UserError(f"{run} already holds a self-training run; pass --resume or another --out")
-    config.validate()
-    run.mkdir(parents=True, exist_ok=True)
-    runs.write_yaml(run / runs.CONFIG, to_dict(config))
-    return run
+def stored_size(config: SelfTrainConfig) -> int:
+    """One size to store your own images at: the largest any stage's model sees (each model
+    resizes to its own in its input pipeline, so labeled and unlabeled batches always match)."""
+    sizes = [config.student_config(k, "pending").image_size
+             for k in range(1, config.iterations + 1)]
+    if config.teacher_run:
+        sizes.append(runs.read_json(Path(config.teacher_run) / runs.MODEL_INFO)["stored_size"])
+    else:
+        sizes.append(config.teacher_config().image_size)
+    return max(sizes)
 
 
-def run_step(directory: Path, step: Callable, config, quiet: bool) -> Path:
+def unlabeled_images(config: SelfTrainConfig, data: RunData,
+                     teacher: Path) -> tuple[ImageSet, str]:
+    """The images every iteration labels, and where they come from: the configured folder or
+    .npy, else the part of the labeled pool the first teacher's split left unlabeled."""
+    max_images = config.pseudo_label_config().max_images
+    if config.unlabeled:
+        images, source = load_unlabeled(config.unlabeled, data.train.images.shape[-1],
+                                        data.train.channels, config.strict)
+        return first(images, max_images), source
+    return unlabeled_split(data.train, teacher, config.data, max_images)
+
+
+def run_step(directory: Path, step: Callable, config, quiet: bool, **inputs) -> Path:
     """Run a training step once: skip it when finished, resume it when started. A finished
     step whose weights fail their checksum is resumed, which rewrites them from the last
-    checkpoint."""
+    checkpoint. ``inputs`` (the loaded data) go to the step."""
     distributed.barrier()  # all ranks look at the same files
     if not (directory / runs.METRICS).is_file() or not weights_intact(directory / runs.MODEL):
-        step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet)
+        step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet,
+             **inputs)
     return directory
 
 

@@ -77,12 +77,13 @@ def no_augment(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def make_augment(name: str, randaugment_ops: int = 2,
-                 randaugment_magnitude: int = 9) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 batch -> uint8 batch: 'light' (pad-crop, flip), 'randaugment' or 'none'."""
-    if name == "randaugment":
-        return RandAugmentNoise(randaugment_ops, randaugment_magnitude)
-    return {"light": random_crop_flip, "none": no_augment}[name]
+def make_augment(settings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The noise a TrainConfig (or subclass) asks for, uint8 batch -> uint8 batch: 'light'
+    (pad-crop, flip), 'randaugment' (pad-crop, flip, RandAugment) or 'none'. Every task
+    feeds its batch through this, then through the model's resize and normalisation."""
+    if settings.augment == "randaugment":
+        return RandAugmentNoise(settings.randaugment_ops, settings.randaugment_magnitude)
+    return {"light": random_crop_flip, "none": no_augment}[settings.augment]
 
 
 class CleanPipeline:
@@ -93,19 +94,3 @@ class CleanPipeline:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return to_model_input(images, self.spec)
-
-
-class AugmentPipeline:
-    """The noised pipeline: a uint8 augmentation, then the model's resize and normalisation."""
-
-    def __init__(self, augment: Callable[[torch.Tensor], torch.Tensor], spec: InputSpec):
-        self.augment, self.spec = augment, spec
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return to_model_input(self.augment(images), self.spec)
-
-
-def train_pipeline(config, spec: InputSpec) -> AugmentPipeline:
-    """The training pipeline a TrainConfig (or subclass) asks for."""
-    augment = make_augment(config.augment, config.randaugment_ops, config.randaugment_magnitude)
-    return AugmentPipeline(augment, spec)

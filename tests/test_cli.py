@@ -74,3 +74,18 @@ def test_noisy_student_commands_fail_in_one_line(tmp_path, capsys):
     for command in ("distill", "pseudo-label", "self-train"):
         assert subprocess.run([sys.executable, "-m", "noisystudent", command, "--help"],
                               capture_output=True, timeout=120).returncode == 0
+
+
+def test_status_lines_go_to_the_logger_and_quiet_silences_them(capsys):
+    import logging
+
+    from noisystudent.cli import setup_logging
+
+    log = logging.getLogger("noisystudent.selftrain")
+    setup_logging(quiet=False)
+    log.info("iteration 1: pseudo-labeling")
+    assert capsys.readouterr().err == "iteration 1: pseudo-labeling\n"
+    setup_logging(quiet=True)
+    log.info("iteration 1: pseudo-labeling")
+    log.warning("skipped 2 unreadable images")
+    assert capsys.readouterr().err == "skipped 2 unreadable images\n"

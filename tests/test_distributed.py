@@ -1,5 +1,6 @@
-"""torchrun with 2 CPU processes (gloo): DDP training with rank-0-only files and --resume, and
-sharded pseudo-labeling equal to a single process; plus the streamed .npy unlabeled source."""
+"""torchrun with 2 CPU processes (gloo): DDP training with rank-0-only files and --resume,
+feature distillation, and sharded pseudo-labeling equal to a single process; plus the streamed
+.npy unlabeled source."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_two_process_training_writes_once_and_resumes(tmp_path):
     run = tmp_path / "run"
@@ -50,6 +52,25 @@ def test_two_process_training_writes_once_and_resumes(tmp_path):
     assert not list(run.glob(f".*{runs.TMP_SUFFIX}"))
 
 
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_two_process_feature_distillation(tmp_path, tiny_teacher):
+    """The student and its feature projection train inside one DDP-wrapped module."""
+    run = tmp_path / "student"
+    result = torchrun("distill", "--teacher", str(tiny_teacher), "--out", str(run),
+                      "--model", "mobilenetv3_small_050", "--pretrained", "none",
+                      "--labels-per-class", "4", "--epochs", "2", "--steps-per-epoch", "2",
+                      "--batch-size", "8", "--feature-weight", "0.5", "--quiet")
+    assert result.stdout.count("test top-1") == 1
+    logged = runs.read_jsonl(run / runs.METRICS_LOG)
+    assert [r["epoch"] for r in logged] == [1, 2] and all(r["feature"] > 0 for r in logged)
+    state = runs.load_checkpoint(run / runs.CHECKPOINT)["model"]
+    assert state["projection.weight"].shape == (512, 1024)  # student 1024 -> teacher 512
+    deployed = runs.load_weights(run / runs.MODEL)
+    assert "classifier.weight" in deployed and not any("projection" in k for k in deployed)
+
+
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_two_process_pseudo_labels_equal_single_process(tmp_path, tiny_teacher):
     settings = dict(max_images=701, threshold=0.0, precision="fp32")  # odd: uneven shares
@@ -105,10 +126,10 @@ def test_pseudo_label_from_a_streamed_npy(tmp_path, tiny_teacher):
                                 info["stored_size"])
     np.save(tmp_path / "u.npy", images)
     summary = pseudo_label(tiny_teacher, tmp_path / "labels",
-                           PseudoLabelConfig(threshold=0.0, balance=False), str(tmp_path / "u.npy"),
-                           quiet=True)
+                           PseudoLabelConfig(threshold=0.0, balance=False),
+                           unlabeled=str(tmp_path / "u.npy"), quiet=True)
     assert summary["unlabeled_images"] == 120 and summary["kept"] == 120
     np.save(tmp_path / "rgb.npy", np.repeat(images, 3, axis=1))
     with pytest.raises(UserError, match="pack it with --image-size"):
-        pseudo_label(tiny_teacher, tmp_path / "x", PseudoLabelConfig(), str(tmp_path / "rgb.npy"),
-                     quiet=True)
+        pseudo_label(tiny_teacher, tmp_path / "x", PseudoLabelConfig(),
+                     unlabeled=str(tmp_path / "rgb.npy"), quiet=True)

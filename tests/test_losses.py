@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from timm.task.distillation import LogitDistillationTask
 
-from noisystudent.losses import FeatureDistillLoss, kd_loss, soft_target_ce
-from noisystudent.tasks import DistillTask
+from noisystudent.losses import kd_loss, soft_target_ce
+from noisystudent.tasks import DistillTask, NoisyStudentTask
 from noisystudent.transforms import InputSpec, to_model_input
 
 
@@ -43,13 +43,58 @@ def test_soft_target_ce_golden_value_and_hard_label_case():
         F.cross_entropy(logits, labels).item(), rel=1e-5)
 
 
-def test_feature_loss_projects_when_widths_differ():
-    same = FeatureDistillLoss(8, 8)
-    x = torch.randn(3, 8)
-    assert same(x, x).item() == 0.0 and not list(same.parameters())
-    projected = FeatureDistillLoss(8, 16)
-    assert projected(x, torch.randn(3, 16)).requires_grad
-    assert projected.project.weight.shape == (16, 8)
+class ConstantLogits(torch.nn.Module):
+    """A model whose logits are its one parameter, whatever the image: golden values by hand."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1)
+
+
+def test_noisy_student_loss_golden_value():
+    # Logits [log 3, 0]: the student predicts q = [0.75, 0.25] for every image.
+    # Labeled batch (labels 0, 1): CE = -(log 0.75 + log 0.25) / 2.
+    # Pseudo-labeled batch, soft labels p = [0.25, 0.75] and [1, 0]:
+    #   soft CE = -(0.25 log 0.75 + 0.75 log 0.25 + 1 log 0.75) / 2.
+    # loss = CE + unlabeled_weight (3) x soft CE.
+    ce = -(math.log(0.75) + math.log(0.25)) / 2                          # 0.8370
+    pseudo = -(0.25 * math.log(0.75) + 0.75 * math.log(0.25) + math.log(0.75)) / 2  # 0.6633
+    spec = InputSpec(4, (0.5,) * 3, (0.5,) * 3)
+    task = NoisyStudentTask(ConstantLogits([math.log(3.0), 0.0]), lambda x: x, spec,
+                            unlabeled_weight=3.0)
+    images = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    out = task({"images": images, "labels": torch.tensor([0, 1]),
+                "pseudo_images": torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+                "pseudo_probs": torch.tensor([[0.25, 0.75], [1.0, 0.0]])})
+    assert out["ce"].item() == pytest.approx(0.836988, rel=1e-5)
+    assert out["ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert out["pseudo"].item() == pytest.approx(pseudo, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(ce + 3 * pseudo, rel=1e-6)
+    assert out["logits"].shape == (4, 2)  # one forward pass over both batches
+
+
+def test_feature_distillation_trains_a_projection_inside_the_trainable_module():
+    torch.manual_seed(0)
+    student = timm.create_model("resnet10t", num_classes=5)           # 512 pooled features
+    teacher = timm.create_model("mobilenetv3_small_050", num_classes=5)  # 1024 pre-logits
+    spec = InputSpec(32, (0.5,) * 3, (0.5,) * 3)
+    task = DistillTask(student, teacher, lambda x: x, spec, teacher_spec=spec,
+                       feature_weight=0.5)
+    projection = task.trainable_module.projection
+    assert projection.weight.shape == (1024, 512)
+    out = task({"images": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+                "labels": torch.tensor([0, 1, -1, -1])})
+    assert out["feature"].item() > 0
+    out["loss"].backward()
+    assert projection.weight.grad is not None and projection.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    # What is evaluated and saved is the student alone.
+    assert task.final_model() is student
+    assert set(task.trained_module().state_dict()) == \
+        {f"student.{k}" for k in student.state_dict()} | {"projection.weight"}
 
 
 @pytest.mark.parametrize("temperature,kd_weight,ce_weight", [(1.0, 1.0, 1.0), (4.0, 0.7, 0.3)])
@@ -67,8 +112,8 @@ def test_equal_to_timm_logit_distillation(temperature, kd_weight, ce_weight):
                                       temperature=temperature, verbose=False)
     expected = reference(to_model_input(images, spec), labels)
 
-    ours = DistillTask(student, teacher, lambda x: x, spec, spec, temperature, kd_weight,
-                       ce_weight)(
+    ours = DistillTask(student, teacher, lambda x: x, spec, teacher_spec=spec,
+                       temperature=temperature, kd_weight=kd_weight, ce_weight=ce_weight)(
         {"images": images, "labels": labels})
     torch.testing.assert_close(ours["kd"], expected["kd_loss"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours["ce"], expected["task_loss"], rtol=1e-5, atol=1e-6)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig
+from noisystudent.data.fashion_mnist import load_fashion_mnist
+from noisystudent.data.splits import load_split
 from noisystudent.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels, select_and_balance
 
 
@@ -31,7 +35,13 @@ def test_pseudo_label_writes_shards_and_summary(tmp_path, tiny_teacher):
     assert shard["index"].dtype == torch.int64 and shard["probs"].shape == (300, 10)
     torch.testing.assert_close(shard["probs"].sum(1), torch.ones(300))
     assert summary["kept"] == 300 and summary["unlabeled_images"] == 300
-    assert 0.0 <= summary["pseudo_label_accuracy"] <= 1.0
+    # The accuracy against the hidden true labels of the 300 first unlabeled images.
+    split = load_split(tiny_teacher / runs.SPLITS)
+    truth = load_fashion_mnist("train").labels[torch.as_tensor(split["unlabeled"][:300])]
+    order = shard["index"].argsort()
+    predicted = shard["probs"][order].argmax(1)
+    assert summary["pseudo_label_accuracy"] == pytest.approx(
+        (predicted == truth).float().mean().item(), abs=1e-6)
     assert sum(summary["count_per_class"].values()) == 300
     assert (tmp_path / "soft" / SUMMARY).is_file()
 

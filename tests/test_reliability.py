@@ -25,7 +25,13 @@ from noisystudent.config import DistillConfig, PseudoLabelConfig, StudentConfig
 from noisystudent.data.images import load_image_folder
 from noisystudent.distill import distill
 from noisystudent.errors import CorruptFile, UserError
-from noisystudent.pseudo_label import pseudo_label, pseudo_labels_complete, read_pseudo_labels
+from noisystudent.pseudo_label import (
+    pseudo_label,
+    pseudo_labels_complete,
+    read_pseudo_labels,
+    unlabeled_images,
+)
+from noisystudent.stage import load_run_data
 from noisystudent.student import train_student
 from noisystudent.train import train
 
@@ -40,8 +46,8 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 def _self_train(out: Path, resume: bool, env: dict, log: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "noisystudent", "self-train", str(SMOKE), "--out", str(out),
             "--quiet"] + (["--resume"] if resume else [])
-    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "a"))  # noqa: SIM115 (closed with the process)
+    with open(log, "a") as stderr:  # the child keeps its own handle; ours closes here
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def _finished_work(run: Path) -> dict[Path, int]:
@@ -65,6 +71,7 @@ def _kill_when(proc: subprocess.Popen, condition, timeout: float) -> bool:
     return fired
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_kill_9_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "NOISYSTUDENT_CACHE": str(tmp_path / "cache")}
@@ -177,16 +184,16 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
 
 @needs_fashion_mnist
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    real_call, calls = tasks.SupervisedTask.__call__, {"n": 0}
+    real_forward, calls = tasks.SupervisedTask.forward, {"n": 0}
 
     def nan_on_step_7(self, batch):
         calls["n"] += 1
-        out = real_call(self, batch)
+        out = real_forward(self, batch)
         if calls["n"] == 7:
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(tasks.SupervisedTask, "__call__", nan_on_step_7)
+    monkeypatch.setattr(tasks.SupervisedTask, "forward", nan_on_step_7)
     run = tmp_path / "run"
     config = quick_config(epochs=3, labels_per_class=4, batch_size=8)  # 5 steps per epoch
     with pytest.raises(UserError, match=r"loss became nan at step 7 \(epoch 2\); training "
@@ -265,7 +272,9 @@ def test_teacher_classes_must_match_the_data(tmp_path, tiny_teacher, image_tree)
     labels = tmp_path / "labels"
     pseudo_label(tiny_teacher, labels, PseudoLabelConfig(max_images=50, threshold=0.0),
                  quiet=True)
+    config = StudentConfig(pseudo_labels=str(labels), data=str(train_dir), model="resnet10t",
+                           pretrained="none", labels_per_class=2, image_size=32)
+    unlabeled, _ = unlabeled_images(tiny_teacher, max_images=50)
     with pytest.raises(UserError, match="pseudo-labels' classes .* differ"):
-        train_student(StudentConfig(pseudo_labels=str(labels), data=str(train_dir),
-                                    model="resnet10t", pretrained="none", labels_per_class=2,
-                                    image_size=32), tmp_path / "s", quiet=True)
+        train_student(config, tmp_path / "s", data=load_run_data(config, 32),
+                      unlabeled=unlabeled, quiet=True)

@@ -19,19 +19,20 @@ from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config
 @needs_fashion_mnist
 def test_fashion_mnist_train_evaluate_predict(tmp_path, image_tree):
     run = tmp_path / "run"
-    metrics = train(quick_config(), run, quiet=True)
+    # 10 labels per class, 4 epochs from scratch: measured 49.5% (chance is 10%).
+    metrics = train(quick_config(labels_per_class=10, epochs=4, batch_size=16), run, quiet=True)
     for name in (runs.CONFIG, runs.SPLITS, runs.MODEL, runs.MODEL_INFO, runs.CHECKPOINT,
                  runs.METRICS_LOG, runs.METRICS):
         assert (run / name).is_file(), name
-    assert 0.0 <= metrics["test_top1"] <= 1.0
+    assert metrics["test_top1"] > 0.3
     assert len(metrics["per_class"]) == 10
     assert json.loads((run / runs.METRICS).read_text())["test_top1"] == metrics["test_top1"]
-    assert len(load_split(run / runs.SPLITS)["labeled"]) == 40
+    assert len(load_split(run / runs.SPLITS)["labeled"]) == 100
 
     result = evaluate(run, quiet=True)
     assert result["top1"] == pytest.approx(metrics["test_top1"], abs=2e-3)
     assert len(result["confusion"]) == 10 and sum(map(sum, result["confusion"])) == 10_000
-    assert 0.0 <= result["ece"] <= 1.0
+    assert 0.0 < result["ece"] < 0.5
     assert (run / "confusion.png").stat().st_size > 1000
 
     image = next((image_tree[1]).rglob("*.png"))
@@ -77,15 +78,16 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
 
 def test_ema_warmup_follows_a_short_run():
     """A short run's EMA must not keep a large share of the initial weights."""
-    from noisystudent.train import optimization
+    from noisystudent.tasks import SupervisedTask
+    from noisystudent.transforms import InputSpec
 
     model = torch.nn.Linear(4, 2)
     torch.nn.init.zeros_(model.weight)
-    config = quick_config(ema_decay=0.998, epochs=1)
-    optimizer, scheduler, ema = optimization(model, config, steps_per_epoch=300)
-    for _ in range(300):
+    task = SupervisedTask(model, lambda x: x, InputSpec(4, (0.5,) * 3, (0.5,) * 3))
+    task.setup_ema(decay=0.998, use_warmup=True)  # as fit() does with ema_decay 0.998
+    for step in range(1, 301):
         with torch.no_grad():
             model.weight.fill_(1.0)  # the trained weights, far from the initial zeros
-        scheduler.step()
-        ema.update(model, step=scheduler.last_epoch)
-    assert ema.module.weight.mean().item() > 0.95
+        task.update_ema(step=step)
+    assert task.final_model() is not model
+    assert task.final_model().weight.mean().item() > 0.95

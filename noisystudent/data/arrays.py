@@ -90,7 +90,11 @@ class NpyImages:
         return torch.from_numpy(out).view(len(rows), *self.image_shape)
 
 
-def rows_of(images, idx: torch.Tensor) -> torch.Tensor:
+# uint8 (N, C, H, W) images: in memory, or streamed from a .npy file.
+Images = torch.Tensor | NpyImages
+
+
+def rows_of(images: Images, idx: torch.Tensor) -> torch.Tensor:
     """A batch of image rows as a tensor, from an in-memory tensor or a lazy NpyImages."""
     return images.read(idx) if isinstance(images, NpyImages) else images[idx]
 

@@ -29,13 +29,22 @@ def load_labeled(path: str | Path, size: int, channels: int, strict: bool,
     return images
 
 
+def load_test_set(data: str, size: int, channels: int, strict: bool,
+                  data_dir: str | None = None, test_data: str | None = None,
+                  classes: list[str] | None = None) -> ImageSet | None:
+    """The test set alone (None when the user gave no test data)."""
+    if data == FASHION_MNIST:
+        return load_fashion_mnist("test", data_dir)
+    if not test_data:
+        return None
+    return load_labeled(test_data, size, channels, strict, classes=classes)
+
+
 def load_train_and_test(data: str, size: int, channels: int, strict: bool,
                         data_dir: str | None = None,
                         test_data: str | None = None) -> tuple[ImageSet, ImageSet | None]:
     """The labeled training pool and the test set (None when the user gave no test data)."""
-    if data == FASHION_MNIST:
-        return load_fashion_mnist("train", data_dir), load_fashion_mnist("test", data_dir)
-    train = load_labeled(data, size, channels, strict)
-    test = load_labeled(test_data, size, channels, strict, classes=train.classes) \
-        if test_data else None
-    return train, test
+    train = load_fashion_mnist("train", data_dir) if data == FASHION_MNIST \
+        else load_labeled(data, size, channels, strict)
+    return train, load_test_set(data, size, channels, strict, data_dir, test_data,
+                                train.classes)

@@ -1,0 +1,120 @@
+"""Batches for the training loop and for inference, straight from uint8 image rows.
+
+Slicing one tensor is far cheaper than collating samples through a DataLoader, and a
+per-(seed, epoch) permutation makes the order reproducible across resumes. The rows come from
+an in-memory tensor or, for unlabeled sets larger than memory, a ``.npy`` file read a batch at
+a time (``data/arrays.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import distributed
+from .arrays import Images, rows_of
+
+
+class ImageBatches:
+    """Batches of ``images`` and their ``labels`` (class indices, or soft-label rows).
+
+    ``shuffle``: a fresh permutation per epoch, seeded by (seed, epoch); ``steps`` > 0 fixes
+    the number of batches per epoch whatever the set's size (more than one pass if needed).
+    Under DDP (``set_shard``) every rank draws the same global batch and keeps its slice.
+    """
+
+    def __init__(self, images: Images, labels: torch.Tensor, batch_size: int,
+                 device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
+                 seed: int = 0, steps: int = 0):
+        self.images, self.labels = images, labels
+        self.batch_size, self.device = batch_size, device
+        self.shuffle, self.drop_last, self.seed, self.steps = shuffle, drop_last, seed, steps
+        self.epoch = 0
+        self.rank, self.world = 0, 1
+        if drop_last and len(images) < batch_size:
+            self.batch_size = len(images)  # a tiny labeled set still yields one batch
+
+    @classmethod
+    def training(cls, images: Images, labels: torch.Tensor, batch_size: int,
+                 device: torch.device, seed: int, steps: int = 0) -> ImageBatches:
+        """Shuffled full batches, as every training stage draws them."""
+        return cls(images, labels, batch_size, device, shuffle=True, drop_last=True, seed=seed,
+                   steps=steps)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_shard(self, rank: int, world: int) -> None:
+        distributed.check_divisible(self.batch_size)
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        if self.steps:
+            return self.steps
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def order(self) -> torch.Tensor:
+        """This epoch's row order: enough shuffled passes to fill ``len(self)`` batches."""
+        n = len(self.images)
+        if not self.shuffle:
+            return torch.arange(n)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        passes = max(1, math.ceil(len(self) * self.batch_size / n))
+        return torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])
+
+    def __iter__(self):
+        order = self.order()
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = idx.tensor_split(self.world)[self.rank]
+            yield {
+                "images": rows_of(self.images, idx).to(self.device, non_blocking=True),
+                "labels": self.labels[idx].to(self.device, non_blocking=True),
+                "index": idx,
+            }
+
+
+class _Together:
+    """Several ImageBatches stepped together (same number of batches, epoch and shard)."""
+
+    def __init__(self, *parts: ImageBatches):
+        if len({len(p) for p in parts}) != 1:
+            raise ValueError("all batch sources must yield the same number of steps")
+        self.parts = parts
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        for part in self.parts:
+            part.set_shard(rank, world)
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+
+class LabeledAndPseudoBatches(_Together):
+    """Each step: a labeled batch and a larger pseudo-labeled batch, drawn independently
+    (Noisy Student's student)."""
+
+    def __init__(self, labeled: ImageBatches, pseudo: ImageBatches):
+        super().__init__(labeled, pseudo)
+
+    def __iter__(self):
+        for labeled, pseudo in zip(*self.parts):
+            yield {"images": labeled["images"], "labels": labeled["labels"],
+                   "pseudo_images": pseudo["images"], "pseudo_probs": pseudo["labels"],
+                   "num_images": len(labeled["images"]) + len(pseudo["images"])}
+
+
+class ConcatenatedBatches(_Together):
+    """Each step: one batch from every source, concatenated (labeled + unlabeled images,
+    the unlabeled ones carrying the label -1)."""
+
+    def __iter__(self):
+        for batches in zip(*self.parts):
+            yield {"images": torch.cat([b["images"] for b in batches]),
+                   "labels": torch.cat([b["labels"] for b in batches])}

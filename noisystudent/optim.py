@@ -1,0 +1,41 @@
+"""Optimizer and learning-rate schedule of every training stage."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .models import param_groups
+
+
+def make_optimizer(name: str, groups: list[dict], lr: float,
+                   momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,
+                       warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup then cosine to zero, stepped per batch. LambdaLR scales each group's own
+    initial lr, so layer-wise lr scales survive."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_optimizer(module: torch.nn.Module, settings, steps_per_epoch: int):
+    """AdamW or SGD over ``module``'s trainable parameters (layer-wise lr decay when asked),
+    and the per-step cosine schedule with warmup. ``settings`` is a LoopSettings."""
+    layer_decay = settings.layer_decay if settings.layer_decay < 1.0 else None
+    groups = param_groups(module, settings.lr, settings.weight_decay, layer_decay)
+    optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
+    total = settings.epochs * steps_per_epoch
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    return optimizer, cosine_with_warmup(optimizer, total, warmup)

@@ -1,0 +1,162 @@
+"""What every training stage (``train``, ``distill``, a Noisy Student student) starts from and
+ends with: the run directory (created, or reopened with its saved config for ``--resume``),
+device and precisions, the data, the labeled split, and at the end the saved model, its test
+metrics and ``metrics.json``."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import distributed, runs
+from .config import SharedSettings, TrainConfig, build, to_dict
+from .data.imageset import ImageSet
+from .data.loaders import ImageBatches
+from .data.sources import load_train_and_test
+from .data.splits import load_split, make_split, save_split
+from .device import resolve_device, resolve_precision
+from .errors import UserError
+from .inference import predict_logits
+from .metrics import classification_metrics
+from .models import configure_finetune, create_model, model_input_config
+from .transforms import CleanPipeline, InputSpec
+
+
+@dataclass
+class RunData:
+    """The labeled training pool and the test set (None when the user gave no test data)."""
+
+    train: ImageSet
+    test: ImageSet | None
+
+
+def load_run_data(settings: SharedSettings, image_size: int) -> RunData:
+    """The data the settings name; your own images are stored at ``image_size``."""
+    return RunData(*load_train_and_test(settings.data, image_size, settings.channels,
+                                        settings.strict, settings.data_dir, settings.test_data))
+
+
+def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConfig):
+    """Create the run directory and save its config, or reopen it for --resume with the config
+    it was started with. Returns (run_dir, config)."""
+    run_dir = Path(out)
+    saved = run_dir / runs.CONFIG
+    if resume:
+        if not saved.is_file():
+            raise UserError(f"nothing to resume in {run_dir}: it has no {runs.CONFIG}")
+        runs.remove_stale_temporaries(run_dir)
+        return run_dir, build(config_cls, runs.read_yaml(saved))
+    if saved.exists():
+        raise UserError(f"{run_dir} already holds a run; pass --resume or choose another --out")
+    config.validate()
+    distributed.barrier()  # every rank has looked before rank 0 writes
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_yaml(saved, to_dict(config))
+    return run_dir, config
+
+
+@dataclass
+class Stage:
+    """One training stage's run: where it writes, its resolved config, device, precisions
+    and data. ``fit`` reads ``run_dir``, ``device``, ``dtype``, ``seed``, ``resume`` and
+    ``progress`` from it."""
+
+    run_dir: Path
+    config: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None          # autocast dtype for training (None = fp32)
+    eval_dtype: torch.dtype | None     # autocast dtype for inference
+    data: RunData
+    resume: bool = False
+    quiet: bool = False
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+    def labeled_split(self) -> dict:
+        """The split saved in the run, or a new seeded one (never re-drawn on resume)."""
+        path = self.run_dir / runs.SPLITS
+        if path.is_file():
+            return load_split(path)
+        c = self.config
+        split = make_split(self.data.train.labels, c.labels_per_class, c.val_per_class, c.seed)
+        save_split(path, split, seed=c.seed, labels_per_class=c.labels_per_class,
+                   val_per_class=c.val_per_class)
+        return split
+
+    def finish(self, model: torch.nn.Module, spec: InputSpec, facts: dict) -> dict:
+        """Save the final model, test it once, write metrics.json (which marks the run done).
+        Under torchrun rank 0 does this while the others wait."""
+        if not distributed.is_main():
+            distributed.barrier()
+            return runs.read_json(self.run_dir / runs.METRICS)
+        train = self.data.train
+        save_model(self.run_dir, model, self.config.model, spec, train.classes,
+                   (train.channels, train.images.shape[-1]))
+        metrics = {"model": self.config.model, **facts, **self.test_metrics(model, spec)}
+        runs.write_json(self.run_dir / runs.METRICS, metrics)
+        distributed.barrier()
+        return metrics
+
+    def test_metrics(self, model: torch.nn.Module, spec: InputSpec) -> dict:
+        test = self.data.test
+        if test is None:
+            return {"test_top1": None, "note": "no test data given (--test-data)"}
+        loader = ImageBatches(test.images, test.labels, self.config.eval_batch_size,
+                              self.device)
+        logits = predict_logits(model, CleanPipeline(spec), loader, self.device,
+                                self.eval_dtype, self.progress, "test")
+        result = classification_metrics(logits, test.labels, test.classes)
+        return {"test_top1": result["top1"], "per_class": result["per_class"],
+                "ece": result["ece"]}
+
+
+def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = False,
+                config_cls: type = TrainConfig, data: RunData | None = None) -> Stage:
+    """Open the run and load what it trains on (unless the caller already holds ``data``)."""
+    run_dir, config = open_run(config, out, resume, config_cls)
+    distributed.barrier()  # rank 0 has written config.yaml before anyone reads the run
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    data = data or load_run_data(config, config.image_size)
+    return Stage(run_dir, config, device, resolve_precision(config.precision, device, True),
+                 resolve_precision(config.precision, device, False), data, resume, quiet)
+
+
+def share_split(teacher: str | Path, student: str | Path) -> None:
+    """A student uses its teacher's labeled split: the same labels, the same unlabeled pool."""
+    source, target = Path(teacher) / runs.SPLITS, Path(student) / runs.SPLITS
+    if source.is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def build_model(config: TrainConfig, num_classes: int,
+                device: torch.device) -> tuple[torch.nn.Module, InputSpec]:
+    """The timm model a config asks for, set up for fine-tuning, on the device; and the input
+    it expects (the config's resolution, the weights' normalisation)."""
+    model = create_model(config.model, num_classes, pretrained=config.pretrained,
+                         drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
+    configure_finetune(model, config.finetune, config.freeze_stages)
+    info = model_input_config(model)
+    spec = InputSpec(config.image_size, tuple(info["mean"]), tuple(info["std"]))
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format), spec
+
+
+def save_model(run_dir: Path, model: torch.nn.Module, name: str, spec: InputSpec,
+               classes: list[str], stored: tuple[int, int]) -> None:
+    """The final weights plus what evaluate/predict/teachers need to rebuild the model."""
+    runs.save_weights(run_dir / runs.MODEL, model.state_dict())
+    runs.write_json(run_dir / runs.MODEL_INFO, {
+        "model": name, "num_classes": len(classes), "classes": classes,
+        "input": spec.to_dict(), "stored_channels": stored[0], "stored_size": stored[1],
+    })

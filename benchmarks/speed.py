@@ -120,10 +120,10 @@ def toolkit_inference(images, batch_size: int) -> tuple[float, int, str]:
     model.eval()
     dtype = resolve_precision("auto", device, training=False)
     loader = ImageBatches(images, torch.zeros(len(images)), batch_size, device)
-    predict_logits(model, CleanPipeline(spec), ImageBatches(images[:batch_size],
-                   torch.zeros(batch_size), batch_size, device), device, dtype)  # warm up
+    warm_up = ImageBatches(images[:batch_size], torch.zeros(batch_size), batch_size, device)
+    predict_logits(model, CleanPipeline(spec), warm_up, device=device, dtype=dtype)
     start = time.perf_counter()
-    predict_logits(model, CleanPipeline(spec), loader, device, dtype)
+    predict_logits(model, CleanPipeline(spec), loader, device=device, dtype=dtype)
     rate = len(images) / (time.perf_counter() - start)
     return rate, count_flops(model, spec), str(dtype).replace("torch.", "") if dtype else "fp32"
 

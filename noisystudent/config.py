@@ -58,6 +58,12 @@ def shared_settings(config: SharedSettings) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(SharedSettings)}
 
 
+def shared_settings_of(saved: dict[str, Any], **changes: Any) -> SharedSettings:
+    """The shared settings of a run's saved config.yaml (a plain mapping)."""
+    names = [f.name for f in dataclasses.fields(SharedSettings)]
+    return SharedSettings(**{**{k: saved[k] for k in names if k in saved}, **changes})
+
+
 @dataclass
 class LoopSettings:
     """How the training loop optimises: the schedule, the optimizer and the weight EMA."""

@@ -54,14 +54,14 @@ def student_loader(labeled: ImageSet | None, unlabeled: ImageSet | None,
     if labeled is None or unlabeled is None:
         pool = labeled or unlabeled
         return ImageBatches.training(pool.images, pool.labels, config.batch_size, device,
-                                     config.seed, config.steps_per_epoch)
+                                     seed=config.seed, steps=config.steps_per_epoch)
     unlabeled_batch = config.batch_size * config.unlabeled_ratio
     steps = config.steps_per_epoch or max(1, len(unlabeled) // unlabeled_batch)
     return ConcatenatedBatches(
         ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
-                              config.seed, steps),
+                              seed=config.seed, steps=steps),
         ImageBatches.training(unlabeled.images, unlabeled.labels, unlabeled_batch, device,
-                              config.seed + 1, steps))
+                              seed=config.seed + 1, steps=steps))
 
 
 def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = False,

@@ -8,6 +8,7 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: files only, no display needed
 
 from . import runs
+from .config import shared_settings_of
 from .data.imageset import ImageSet
 from .data.loaders import ImageBatches
 from .data.sources import load_test_set
@@ -45,9 +46,8 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
 
 def test_set_of(trained: TrainedModel) -> ImageSet:
     """The test set a run was trained against, read alone, at the size the run stored."""
-    cfg, info = trained.config, trained.info
-    test_set = load_test_set(cfg["data"], info["stored_size"], info["stored_channels"],
-                             cfg["strict"], cfg["data_dir"], cfg["test_data"], trained.classes)
+    settings = shared_settings_of(trained.config, channels=trained.info["stored_channels"])
+    test_set = load_test_set(settings, trained.info["stored_size"], classes=trained.classes)
     if test_set is None:
         raise UserError(f"{trained.run_dir} was trained without test data; nothing to evaluate on")
     return test_set
@@ -64,8 +64,8 @@ def evaluate(run_dir: str | Path, *, device: str = "auto", quiet: bool = False,
     dtype = resolve_precision(trained.config["precision"], dev, training=False)
     loader = ImageBatches(test_set.images, test_set.labels, trained.config["eval_batch_size"],
                           dev)
-    logits = predict_logits(trained.model, CleanPipeline(trained.spec), loader, dev, dtype,
-                            not quiet, "evaluate")
+    logits = predict_logits(trained.model, CleanPipeline(trained.spec), loader, device=dev,
+                            dtype=dtype, progress=not quiet, description="evaluate")
     result = classification_metrics(logits, test_set.labels, trained.classes)
     result["test_images"] = len(test_set)
     run = Path(run_dir)
@@ -100,7 +100,7 @@ def evaluate_corruptions(run_dir: str | Path, device: torch.device, *, quiet: bo
         # A fixed, class-mixed subset when asked for fewer images: the first `count` images.
         dtype = resolve_precision(trained.config["precision"], device, training=False)
         measured = corruption_errors(trained, test_set.images[:count], test_set.labels[:count],
-                                     device, dtype, quiet=quiet)
+                                     device=device, dtype=dtype, quiet=quiet)
         measured.update(baseline=None, whole_test_set=count == len(test_set))
         runs.write_json(path, measured)  # before the baseline: it may be this very run
     if baseline is not None:

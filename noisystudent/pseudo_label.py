@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed, runs
-from .config import PseudoLabelConfig, to_dict
+from .config import PseudoLabelConfig, shared_settings_of, to_dict
 from .data.arrays import load_npy_images
 from .data.images import load_unlabeled_folder
 from .data.imageset import ImageSet
@@ -58,8 +58,7 @@ def unlabeled_images(run_dir: str | Path, folder: str | None = None,
         return first(images, max_images), source
     if not (run / runs.SPLITS).is_file():
         raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
-    train_set, _ = load_train_and_test(cfg["data"], cfg["image_size"], cfg["channels"],
-                                       cfg["strict"], cfg["data_dir"], cfg["test_data"])
+    train_set, _ = load_train_and_test(shared_settings_of(cfg), cfg["image_size"])
     return unlabeled_split(train_set, run, cfg["data"], max_images)
 
 
@@ -75,7 +74,7 @@ def first(images: ImageSet, count: int) -> ImageSet:
     return images.subset(range(count)) if 0 < count < len(images) else images
 
 
-def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_classes: int,
+def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_classes: int, *,
                        threshold: float, per_class: int | None,
                        generator: torch.Generator) -> torch.Tensor:
     """Indices kept after the confidence threshold and, when per_class is given, balancing."""
@@ -125,8 +124,8 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     loader = ImageBatches(images.images[start:stop], images.labels[start:stop],
                           config.batch_size, device)
     started = time.perf_counter()
-    logits = predict_logits(teacher.model, CleanPipeline(teacher.spec), loader, device,
-                            resolve_precision(config.precision, device, training=False),
+    logits = predict_logits(teacher.model, CleanPipeline(teacher.spec), loader, device=device,
+                            dtype=resolve_precision(config.precision, device, training=False),
                             progress=not quiet and distributed.is_main(),
                             description="pseudo-label")
     distributed.barrier()  # the slowest rank's time is the pass's time
@@ -143,8 +142,8 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     if config.balance:
         per_class = config.per_class or max(1, round(above / num_classes))
     generator = torch.Generator().manual_seed(config.seed)
-    index = select_and_balance(confidence, predicted, num_classes, config.threshold, per_class,
-                               generator)
+    index = select_and_balance(confidence, predicted, num_classes, threshold=config.threshold,
+                               per_class=per_class, generator=generator)
 
     if len(index) == 0:
         raise UserError(f"no image reached the confidence threshold {config.threshold} "
@@ -153,8 +152,8 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     runs.save_weights(out / SHARD.format(distributed.rank()),
                       {"index": mine.to(torch.int64), "probs": probs[mine - start].contiguous()},
                       every_rank=True)
-    summary = summarize(index, confidence, predicted, images, teacher, source, unlabeled,
-                        config, above, per_class)
+    summary = summarize(index, confidence, predicted, images, teacher=teacher, source=source,
+                        unlabeled=unlabeled, config=config, above=above, per_class=per_class)
     summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
                    images_per_s=len(images) / max(seconds, 1e-9))
     distributed.barrier()  # every shard is on disk before the summary marks the pass done
@@ -163,7 +162,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     return summary
 
 
-def summarize(index, confidence, predicted, images: ImageSet, teacher: TrainedModel,
+def summarize(index, confidence, predicted, images: ImageSet, *, teacher: TrainedModel,
               source: str, unlabeled: str | None, config: PseudoLabelConfig, above: int,
               per_class: int | None) -> dict:
     classes = teacher.classes

@@ -104,7 +104,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def corruption_errors(trained: TrainedModel, images: torch.Tensor, labels: torch.Tensor,
+def corruption_errors(trained: TrainedModel, images: torch.Tensor, labels: torch.Tensor, *,
                       device: torch.device, dtype: torch.dtype | None, batch_size: int = 512,
                       quiet: bool = True) -> dict:
     """Top-1 error per corruption and severity, their mean, and the clean error."""
@@ -117,7 +117,7 @@ def corruption_errors(trained: TrainedModel, images: torch.Tensor, labels: torch
 
     def error(batch_images: torch.Tensor) -> float:
         loader = ImageBatches(batch_images, labels, batch_size, device)
-        logits = predict_logits(trained.model, pipeline, loader, device, dtype)
+        logits = predict_logits(trained.model, pipeline, loader, device=device, dtype=dtype)
         bar.update()
         return float((logits.argmax(1) != labels).float().mean())
 

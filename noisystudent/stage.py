@@ -35,8 +35,7 @@ class RunData:
 
 def load_run_data(settings: SharedSettings, image_size: int) -> RunData:
     """The data the settings name; your own images are stored at ``image_size``."""
-    return RunData(*load_train_and_test(settings.data, image_size, settings.channels,
-                                        settings.strict, settings.data_dir, settings.test_data))
+    return RunData(*load_train_and_test(settings, image_size))
 
 
 def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConfig):
@@ -99,8 +98,8 @@ class Stage:
             distributed.barrier()
             return runs.read_json(self.run_dir / runs.METRICS)
         train = self.data.train
-        save_model(self.run_dir, model, self.config.model, spec, train.classes,
-                   (train.channels, train.images.shape[-1]))
+        save_model(self.run_dir, model, name=self.config.model, spec=spec,
+                   classes=train.classes, stored=(train.channels, train.images.shape[-1]))
         metrics = {"model": self.config.model, **facts, **self.test_metrics(model, spec)}
         runs.write_json(self.run_dir / runs.METRICS, metrics)
         distributed.barrier()
@@ -112,8 +111,9 @@ class Stage:
             return {"test_top1": None, "note": "no test data given (--test-data)"}
         loader = ImageBatches(test.images, test.labels, self.config.eval_batch_size,
                               self.device)
-        logits = predict_logits(model, CleanPipeline(spec), loader, self.device,
-                                self.eval_dtype, self.progress, "test")
+        logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
+                                dtype=self.eval_dtype, progress=self.progress,
+                                description="test")
         result = classification_metrics(logits, test.labels, test.classes)
         return {"test_top1": result["top1"], "per_class": result["per_class"],
                 "ece": result["ece"]}
@@ -127,8 +127,10 @@ def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = 
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     data = data or load_run_data(config, config.image_size)
-    return Stage(run_dir, config, device, resolve_precision(config.precision, device, True),
-                 resolve_precision(config.precision, device, False), data, resume, quiet)
+    return Stage(run_dir=run_dir, config=config, device=device,
+                 dtype=resolve_precision(config.precision, device, training=True),
+                 eval_dtype=resolve_precision(config.precision, device, training=False),
+                 data=data, resume=resume, quiet=quiet)
 
 
 def share_split(teacher: str | Path, student: str | Path) -> None:
@@ -152,7 +154,7 @@ def build_model(config: TrainConfig, num_classes: int,
     return model.to(device, memory_format=memory_format), spec
 
 
-def save_model(run_dir: Path, model: torch.nn.Module, name: str, spec: InputSpec,
+def save_model(run_dir: Path, model: torch.nn.Module, *, name: str, spec: InputSpec,
                classes: list[str], stored: tuple[int, int]) -> None:
     """The final weights plus what evaluate/predict/teachers need to rebuild the model."""
     runs.save_weights(run_dir / runs.MODEL, model.state_dict())

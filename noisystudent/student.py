@@ -42,9 +42,9 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     steps = config.steps_per_epoch or max(1, len(index) // pseudo_batch)
     loader = LabeledAndPseudoBatches(
         ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
-                              config.seed, steps),
-        ImageBatches.training(pseudo_images, probs, pseudo_batch, device, config.seed + 1,
-                              steps))
+                              seed=config.seed, steps=steps),
+        ImageBatches.training(pseudo_images, probs, pseudo_batch, device,
+                              seed=config.seed + 1, steps=steps))
     task = NoisyStudentTask(model, make_augment(config), spec,
                             unlabeled_weight=config.unlabeled_weight,
                             label_smoothing=config.label_smoothing, device=device)

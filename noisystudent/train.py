@@ -23,7 +23,7 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
     labeled = train_set.subset(split["labeled"])
     model, spec = build_model(config, len(train_set.classes), device)
     loader = ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
-                                   config.seed, config.steps_per_epoch)
+                                   seed=config.seed, steps=config.steps_per_epoch)
     task = SupervisedTask(model, make_augment(config), spec,
                           label_smoothing=config.label_smoothing, device=device)
     val_loader = None
@@ -34,8 +34,8 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
     def validate(epoch: int) -> dict:
         if val_loader is None:
             return {}
-        logits = predict_logits(task.final_model(), CleanPipeline(spec), val_loader, device,
-                                stage.eval_dtype)
+        logits = predict_logits(task.final_model(), CleanPipeline(spec), val_loader,
+                                device=device, dtype=stage.eval_dtype)
         return {"val_top1": (logits.argmax(1) == val_loader.labels).float().mean().item()}
 
     fit(task, loader, settings=config, stage=stage, on_epoch_end=validate)

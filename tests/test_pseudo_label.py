@@ -24,7 +24,8 @@ def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():
     assert sorted(by_class[1]) == [5, 5, 6, 6]          # 2 members (0.2 dropped): 2 copies each
     assert len(by_class[2]) == 4 and set(by_class[2]) == {8, 9, 10}  # 1 copy + 1 random extra
     assert 7 not in kept.tolist()                       # below the threshold
-    no_balance = select_and_balance(confidence, predicted, 3, 0.3, None, gen)
+    no_balance = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=None,
+                                    generator=gen)
     assert no_balance.tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
 
 

@@ -96,7 +96,8 @@ def _decode(path: str, size: int, channels: int) -> np.ndarray:
 
 
 def _load_files(
-    paths: list[str], labels: list[int], classes: list[str], size: int, channels: int, strict: bool
+    paths: list[str], labels: list[int], classes: list[str], *, size: int, channels: int,
+    strict: bool
 ) -> ImageSet:
     if size <= 0:
         raise UserError(f"image size must be positive, got {size}")
@@ -187,7 +188,8 @@ def load_image_folder(
     if empty:  # a class without images can be neither learned nor tested
         raise UserError(f"class folder(s) {', '.join(empty)} in {root} hold no images; "
                         "add images or remove the folder(s)")
-    return _load_files(paths, labels, [d.name for d in class_dirs], size, channels, strict)
+    return _load_files(paths, labels, [d.name for d in class_dirs], size=size,
+                       channels=channels, strict=strict)
 
 
 def load_unlabeled_folder(
@@ -199,7 +201,8 @@ def load_unlabeled_folder(
     files = _find_images(root)
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return _load_files([str(p) for p in files], [-1] * len(files), [], size, channels, strict)
+    return _load_files([str(p) for p in files], [-1] * len(files), [], size=size,
+                       channels=channels, strict=strict)
 
 
 def _inside(csv_path: Path, line: int, path: str) -> str:
@@ -267,4 +270,5 @@ def load_manifest(
             )
         paths.append(_inside(csv_path, line, path))
         labels.append(index[label] if label else -1)
-    return _load_files(paths, labels, list(classes), size, channels, strict)
+    return _load_files(paths, labels, list(classes), size=size, channels=channels,
+                       strict=strict)

@@ -37,7 +37,7 @@ class ImageBatches:
 
     @classmethod
     def training(cls, images: Images, labels: torch.Tensor, batch_size: int,
-                 device: torch.device, seed: int, steps: int = 0) -> ImageBatches:
+                 device: torch.device, *, seed: int, steps: int = 0) -> ImageBatches:
         """Shuffled full batches, as every training stage draws them."""
         return cls(images, labels, batch_size, device, shuffle=True, drop_last=True, seed=seed,
                    steps=steps)

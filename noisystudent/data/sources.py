@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import SharedSettings
 from ..errors import UserError
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image_folder, load_manifest
@@ -29,22 +30,21 @@ def load_labeled(path: str | Path, size: int, channels: int, strict: bool,
     return images
 
 
-def load_test_set(data: str, size: int, channels: int, strict: bool,
-                  data_dir: str | None = None, test_data: str | None = None,
+def load_test_set(settings: SharedSettings, size: int, *,
                   classes: list[str] | None = None) -> ImageSet | None:
-    """The test set alone (None when the user gave no test data)."""
-    if data == FASHION_MNIST:
-        return load_fashion_mnist("test", data_dir)
-    if not test_data:
+    """The test set alone (None when the user gave no test data); your own images are read
+    at ``size`` and must have the training data's ``classes``."""
+    if settings.data == FASHION_MNIST:
+        return load_fashion_mnist("test", settings.data_dir)
+    if not settings.test_data:
         return None
-    return load_labeled(test_data, size, channels, strict, classes=classes)
+    return load_labeled(settings.test_data, size, settings.channels, settings.strict,
+                        classes=classes)
 
 
-def load_train_and_test(data: str, size: int, channels: int, strict: bool,
-                        data_dir: str | None = None,
-                        test_data: str | None = None) -> tuple[ImageSet, ImageSet | None]:
+def load_train_and_test(settings: SharedSettings,
+                        size: int) -> tuple[ImageSet, ImageSet | None]:
     """The labeled training pool and the test set (None when the user gave no test data)."""
-    train = load_fashion_mnist("train", data_dir) if data == FASHION_MNIST \
-        else load_labeled(data, size, channels, strict)
-    return train, load_test_set(data, size, channels, strict, data_dir, test_data,
-                                train.classes)
+    train = load_fashion_mnist("train", settings.data_dir) if settings.data == FASHION_MNIST \
+        else load_labeled(settings.data, size, settings.channels, settings.strict)
+    return train, load_test_set(settings, size, classes=train.classes)

@@ -1,0 +1,562 @@
+"""Batched student noise: pad-crop, flip, RandAugment and Cutout on a whole uint8 batch.
+
+Every image of the batch draws its own crop offsets, flip, RandAugment ops and signs and cutout
+position, as the per-image loop in ``transforms.RandAugmentNoise`` does, but the work is done
+on the whole (B, C, H, W) batch on whatever device it lives: each op kind is computed for the
+batch and every image takes its own result with ``torch.where``. There is no loop over images
+and nothing that waits for the device (no ``.item()``, ``.tolist()``, ``.nonzero()``, boolean-mask
+indexing or ``bincount``, whose output size depends on the data): the random draws stay on the
+device and the per-(op, sign) parameters are looked up in small tables that are built once per
+image size and device.
+
+``BatchedRandAugment`` follows torchvision's ``v2.RandAugment`` (same 14 ops, magnitudes of
+``RandAugment._AUGMENTATION_SPACE``, same arithmetic as ``v2.functional``); see its docstring
+for the few places where it can differ from torchvision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "OPS",
+    "BatchedNoise",
+    "BatchedRandAugment",
+    "crop_flip",
+    "cutout",
+    "cutout_at",
+    "translate_flip",
+]
+
+OPS = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+    "Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize",
+    "AutoContrast", "Equalize",
+)
+CUTOUT = "Cutout"
+SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+                    "Brightness", "Color", "Contrast", "Sharpness"})
+GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+BLEND = ("Brightness", "Color", "Contrast", "Sharpness")
+PADDING_MODES = ("constant", "reflect", "replicate")
+
+Fill = float | Sequence[float]
+
+
+def _check_batch(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 batch, got {images.dtype}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected a (B, C, H, W) batch with C = 1 or 3, got {tuple(images.shape)}")
+
+
+def _fill_channels(fill: Fill, channels: int) -> list[float]:
+    values = [float(fill)] if isinstance(fill, (int, float)) else [float(v) for v in fill]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"fill has {len(values)} values for {channels} channels")
+    return values
+
+
+def _fill_where(mask: torch.Tensor, fill: Fill, images: torch.Tensor) -> torch.Tensor:
+    """``images`` with ``fill`` where ``mask`` (broadcast to (B, 1, H, W)) is set; a per-channel
+    fill is applied channel by channel with Python scalars, so no tensor is sent to the device."""
+    values = _fill_channels(fill, images.shape[1])
+    if len(set(values)) == 1:
+        return torch.where(mask, _cast_scalar(values[0], images.dtype), images)
+    return torch.cat([torch.where(mask, _cast_scalar(v, images.dtype), images[:, k:k + 1])
+                      for k, v in enumerate(values)], dim=1)
+
+
+def _cast_scalar(value: float, dtype: torch.dtype) -> float | int:
+    return int(value) if not dtype.is_floating_point else value
+
+
+# --------------------------------------------------------------------------- crop and flip
+
+
+def translate_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+                   flips: torch.Tensor, pad: int, padding_mode: str = "constant") -> torch.Tensor:
+    """Per image the (H, W) window at offset (dy[i], dx[i]) of the image padded by ``pad`` on
+    every side, mirrored left-right where ``flips[i]``; one gather for the whole batch.
+
+    dy, dx: (B,) integer tensors in [0, 2 * pad]; flips: (B,) bool. ``padding_mode`` is
+    "constant" (zeros), "reflect" (as ``F.pad(mode="reflect")``, needs pad < H and pad < W) or
+    "replicate" (edge pixels)."""
+    _check_batch(images)
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    b, c, h, w = images.shape
+    if padding_mode == "reflect" and (pad >= h or pad >= w):
+        raise ValueError(f"reflect padding needs pad < image size, got pad={pad} for {h}x{w}")
+    device = images.device
+    i = torch.arange(h, device=device)
+    j = torch.arange(w, device=device)
+    # Source coordinates in the unpadded image; a flip mirrors the window, so column j of the
+    # output is column w-1-j of the window.
+    rows = dy.view(b, 1) - pad + i
+    cols = dx.view(b, 1) - pad + torch.where(flips.view(b, 1), w - 1 - j, j)
+    valid = None
+    if padding_mode == "constant":
+        valid = (((rows >= 0) & (rows < h)).view(b, 1, h, 1)
+                 & ((cols >= 0) & (cols < w)).view(b, 1, 1, w))
+        rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    elif padding_mode == "reflect":
+        rows = torch.where(rows < 0, -rows, torch.where(rows > h - 1, 2 * (h - 1) - rows, rows))
+        cols = torch.where(cols < 0, -cols, torch.where(cols > w - 1, 2 * (w - 1) - cols, cols))
+    else:
+        rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    index = (rows.view(b, h, 1) * w + cols.view(b, 1, w)).view(b, 1, h * w)
+    out = images.reshape(b, c, h * w).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
+    if valid is not None:
+        out = torch.where(valid, out, 0)
+    return out
+
+
+def crop_flip(images: torch.Tensor, pad_fraction: float = 0.125, flip: bool = True,
+              padding_mode: str = "constant") -> torch.Tensor:
+    """Per-image random translation by up to ``pad = round(H * pad_fraction)`` pixels (a random
+    (H, W) crop of the padded image) and horizontal flip with probability 0.5, on uint8.
+
+    pad_fraction=0 means no translation. No loop over images and no host-device sync."""
+    _check_batch(images)
+    b, _, h, _ = images.shape
+    device = images.device
+    pad = round(h * pad_fraction)
+    if pad > 0:
+        dy = torch.randint(0, 2 * pad + 1, (b,), device=device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), device=device)
+    else:
+        dy = dx = torch.zeros(b, dtype=torch.long, device=device)
+    if flip:
+        flips = torch.rand(b, device=device) < 0.5
+    else:
+        flips = torch.zeros(b, dtype=torch.bool, device=device)
+    if pad == 0 and not flip:
+        return images.clone()
+    return translate_flip(images, dy, dx, flips, pad, padding_mode)
+
+
+# --------------------------------------------------------------------------- cutout
+
+
+def _cutout_mask(cy: torch.Tensor, cx: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
+    """(B, 1, H, W) bool: rows [cy - size//2, cy - size//2 + size) x the same for columns,
+    clipped at the borders by construction of the comparison."""
+    b = cy.shape[0]
+    top = (cy - size // 2).view(b, 1, 1, 1)
+    left = (cx - size // 2).view(b, 1, 1, 1)
+    rows = torch.arange(h, device=cy.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=cy.device).view(1, 1, 1, w)
+    return (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+
+
+def cutout_at(images: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int,
+              fill: Fill = 0) -> torch.Tensor:
+    """One ``size`` x ``size`` square per image centred at (cy[i], cx[i]), clipped at the
+    borders, set to ``fill`` (a number or one per channel)."""
+    _check_batch(images)
+    if size <= 0:
+        return images.clone()
+    _, _, h, w = images.shape
+    return _fill_where(_cutout_mask(cy, cx, size, h, w), fill, images)
+
+
+def cutout(images: torch.Tensor, size: int, fill: Fill = 0) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): per image one square of side ``size`` at a uniformly
+    random centre (any pixel of the image), clipped at the borders, set to ``fill``."""
+    _check_batch(images)
+    b, _, h, w = images.shape
+    cy = torch.randint(0, h, (b,), device=images.device)
+    cx = torch.randint(0, w, (b,), device=images.device)
+    return cutout_at(images, cy, cx, size, fill)
+
+
+# --------------------------------------------------------------------------- RandAugment
+
+
+def _magnitudes(num_bins: int, magnitude: int, height: int, width: int) -> dict[str, float]:
+    """The magnitude of every op, as ``float(magnitudes[magnitude])`` of torchvision's
+    ``RandAugment._AUGMENTATION_SPACE`` (float32 linspace values, as there)."""
+
+    def lin(start: float, end: float) -> float:
+        return float(torch.linspace(start, end, num_bins)[magnitude])
+
+    posterize = (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4))).round().int()
+    return {
+        "Identity": 0.0,
+        "ShearX": lin(0.0, 0.3),
+        "ShearY": lin(0.0, 0.3),
+        "TranslateX": lin(0.0, 150.0 / 331.0 * width),
+        "TranslateY": lin(0.0, 150.0 / 331.0 * height),
+        "Rotate": lin(0.0, 30.0),
+        "Brightness": lin(0.0, 0.9),
+        "Color": lin(0.0, 0.9),
+        "Contrast": lin(0.0, 0.9),
+        "Sharpness": lin(0.0, 0.9),
+        "Posterize": float(int(posterize[magnitude])),
+        "Solarize": lin(1.0, 0.0),
+        "AutoContrast": 0.0,
+        "Equalize": 0.0,
+    }
+
+
+def _inverse_affine(center: list[float], angle: float, translate: list[float],
+                    shear: list[float]) -> list[float]:
+    """torchvision's ``_get_inverse_affine_matrix`` with scale 1 (output -> input pixel map,
+    coordinates relative to the image centre)."""
+    rot = math.radians(angle)
+    sx = math.radians(shear[0])
+    sy = math.radians(shear[1])
+    cx, cy = center
+    tx, ty = translate
+    cos_sy = math.cos(sy)
+    tan_sx = math.tan(sx)
+    a = math.cos(rot - sy) / cos_sy
+    b = -(a * tan_sx + math.sin(rot))
+    c = math.sin(rot - sy) / cos_sy
+    d = math.cos(rot) - c * tan_sx
+    matrix = [d, -b, 0.0, -c, a, 0.0]
+    matrix[2] += cx - matrix[0] * (cx + tx) - matrix[1] * (cy + ty)
+    matrix[5] += cy - matrix[3] * (cx + tx) - matrix[4] * (cy + ty)
+    return matrix
+
+
+def _geometric_matrix(op: str, magnitude: float, height: int, width: int) -> list[float]:
+    """The inverse affine matrix torchvision's RandAugment uses for a geometric op with a
+    signed magnitude (see ``_AutoAugmentBase._apply_image_or_video_transform``)."""
+    corner = [-width * 0.5, -height * 0.5]  # center=[0, 0] in pixels, relative to the centre
+    if op == "ShearX":
+        return _inverse_affine(corner, 0.0, [0.0, 0.0],
+                               [math.degrees(math.atan(magnitude)), 0.0])
+    if op == "ShearY":
+        return _inverse_affine(corner, 0.0, [0.0, 0.0],
+                               [0.0, math.degrees(math.atan(magnitude))])
+    if op == "TranslateX":
+        return _inverse_affine([0.0, 0.0], 0.0, [float(int(magnitude)), 0.0], [0.0, 0.0])
+    if op == "TranslateY":
+        return _inverse_affine([0.0, 0.0], 0.0, [0.0, float(int(magnitude))], [0.0, 0.0])
+    if op == "Rotate":
+        # F.rotate: angle % 360, then the affine matrix of -angle about the centre.
+        return _inverse_affine([0.0, 0.0], -(magnitude % 360), [0.0, 0.0], [0.0, 0.0])
+    return [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def _affine_grid(matrix: list[float], height: int, width: int) -> torch.Tensor:
+    """(H, W, 2) sampling grid of one matrix, computed as torchvision's ``_affine_grid``."""
+    theta = torch.tensor(matrix, dtype=torch.float32).reshape(1, 2, 3)
+    base = torch.empty(1, height, width, 3)
+    base[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width))
+    base[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5,
+                                      steps=height).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    scaled = theta.transpose(1, 2).div_(torch.tensor([0.5 * width, 0.5 * height]))
+    return base.view(1, height * width, 3).bmm(scaled).view(height, width, 2)
+
+
+@dataclass
+class _Tables:
+    """Per (op, sign) lookups for one image size on one device; row = 2 * op + negative."""
+
+    grids: torch.Tensor  # (2K, H, W, 2) float32 sampling grids (identity for non-geometric ops)
+    factor: torch.Tensor  # (2K,) float32 blend ratio 1 + magnitude (1 for non-blend ops)
+    alpha: torch.Tensor  # (2K,) float32 1 - ratio, rounded from double as torchvision's alpha
+    op_is_geometric: torch.Tensor  # (K,) bool
+    sharpen_kernel: torch.Tensor  # (C, 1, 3, 3) float32
+    posterize_bits: int
+    solarize_threshold: float  # 255 * magnitude, compared as torchvision does (in float32)
+    cutout_size: int
+
+
+class BatchedRandAugment:
+    """torchvision ``v2.RandAugment(num_ops, magnitude, num_magnitude_bins, interpolation,
+    fill)`` with the ops drawn independently per image, on a whole uint8 (B, C, H, W) batch.
+
+    For each of the ``num_ops`` slots every image draws its own op uniformly among ``ops``
+    (the 14 of torchvision, plus "Cutout" if ``cutout_op``) and its own sign (negative with
+    probability 0.5; used by the signed ops). The drawn ops and signs of the last call are kept
+    in ``last_ops`` and ``last_negative`` ((num_ops, B) tensors on the batch's device).
+    ``apply_op(images, op, negative)`` applies one given op per image (for tests and replay).
+
+    Geometric ops are one ``grid_sample`` per slot with per-image grids, computed exactly as
+    torchvision's ``affine``/``rotate`` (ShearX/ShearY about the top-left corner, shear angle
+    degrees(atan(magnitude)); Rotate about the centre; Translate by int(magnitude) pixels,
+    150/331 of the image size at the top bin). Colour ops use per-image factors with
+    torchvision's arithmetic. Known differences from torchvision: the blends use per-image
+    factor tensors (``addcmul``) where torchvision adds with a scalar ``alpha``; on CPU both
+    round once (fused) and agree bit for bit, but on another device or build a pixel could
+    rarely come out one level apart. ``Cutout`` (off by default) is not a torchvision op: as
+    in the official Noisy Student RandAugment it blanks a square of side
+    2 * int(magnitude / (num_bins - 1) * cutout_const * H), ``cutout_const`` = 40/224 by default
+    (40 px on 224 px ImageNet images there), centred at a random pixel, with ``fill``.
+    """
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
+                 interpolation: str = "nearest", fill: Fill = 0, cutout_op: bool = False,
+                 cutout_const: float = 40 / 224):
+        if not isinstance(num_ops, int) or num_ops < 0:
+            raise ValueError(f"num_ops must be a non-negative int, got {num_ops!r}")
+        if not 0 <= magnitude < num_magnitude_bins:
+            raise ValueError(f"magnitude must be in [0, {num_magnitude_bins}), got {magnitude}")
+        interpolation = getattr(interpolation, "value", interpolation)
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation}")
+        self.num_ops = num_ops
+        self.magnitude = magnitude
+        self.num_magnitude_bins = num_magnitude_bins
+        self.interpolation = interpolation
+        self.fill = fill
+        self.cutout_op = cutout_op
+        self.cutout_const = cutout_const
+        self.ops: tuple[str, ...] = OPS + ((CUTOUT,) if cutout_op else ())
+        self.last_ops: torch.Tensor | None = None
+        self.last_negative: torch.Tensor | None = None
+        self._tables: dict[tuple, _Tables] = {}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_ops={self.num_ops}, magnitude={self.magnitude}, "
+                f"num_magnitude_bins={self.num_magnitude_bins}, "
+                f"interpolation={self.interpolation!r}, fill={self.fill!r}, "
+                f"cutout_op={self.cutout_op})")
+
+    # ------------------------------------------------------------------ parameters
+
+    def magnitudes(self, height: int, width: int) -> dict[str, float]:
+        """Unsigned magnitude of every op for an image size, as torchvision draws it."""
+        mags = _magnitudes(self.num_magnitude_bins, self.magnitude, height, width)
+        if self.cutout_op:
+            mags[CUTOUT] = float(self.cutout_size(height))
+        return mags
+
+    def cutout_size(self, height: int) -> int:
+        level = self.magnitude / (self.num_magnitude_bins - 1)
+        return 2 * int(level * self.cutout_const * height)
+
+    def signed_magnitude(self, op: str, negative: bool, height: int, width: int) -> float:
+        magnitude = self.magnitudes(height, width)[op]
+        return -magnitude if negative and op in SIGNED else magnitude
+
+    def _tables_for(self, height: int, width: int, channels: int,
+                    device: torch.device) -> _Tables:
+        key = (height, width, channels, str(device))
+        tables = self._tables.get(key)
+        if tables is None:
+            mags = self.magnitudes(height, width)
+            grids, factor, alpha = [], [], []
+            for op in self.ops:
+                for negative in (False, True):
+                    m = self.signed_magnitude(op, negative, height, width)
+                    grids.append(_affine_grid(_geometric_matrix(op, m, height, width),
+                                              height, width))
+                    ratio = 1.0 + m if op in BLEND else 1.0
+                    factor.append(ratio)
+                    alpha.append(1.0 - ratio)
+            a, b = 1.0 / 13.0, 5.0 / 13.0
+            kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]]).expand(channels, 1, 3, 3)
+            tables = _Tables(
+                grids=torch.stack(grids).to(device),
+                factor=torch.tensor(factor, dtype=torch.float32).to(device),
+                alpha=torch.tensor(alpha, dtype=torch.float32).to(device),
+                op_is_geometric=torch.tensor([op in GEOMETRIC for op in self.ops]).to(device),
+                sharpen_kernel=kernel.contiguous().to(device),
+                posterize_bits=int(mags["Posterize"]),
+                solarize_threshold=255 * mags["Solarize"],
+                cutout_size=self.cutout_size(height) if self.cutout_op else 0,
+            )
+            self._tables[key] = tables
+        return tables
+
+    # ------------------------------------------------------------------ application
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        _check_batch(images)
+        b = images.shape[0]
+        device = images.device
+        ops, negatives = [], []
+        out = images
+        for _ in range(self.num_ops):
+            op = torch.randint(0, len(self.ops), (b,), device=device)
+            negative = torch.rand(b, device=device) <= 0.5
+            out = self.apply_op(out, op, negative)
+            ops.append(op)
+            negatives.append(negative)
+        if self.num_ops == 0:
+            out = images.clone()
+        self.last_ops = (torch.stack(ops) if ops
+                         else torch.zeros(0, b, dtype=torch.long, device=device))
+        self.last_negative = (torch.stack(negatives) if negatives
+                              else torch.zeros(0, b, dtype=torch.bool, device=device))
+        return out
+
+    def apply_op(self, images: torch.Tensor, op: int | str | torch.Tensor,
+                 negative: bool | torch.Tensor = False) -> torch.Tensor:
+        """Apply one RandAugment op per image: ``op`` is an index into ``self.ops`` or its name
+        (the same for the whole batch) or a (B,) tensor of indices; ``negative`` a bool or a
+        (B,) bool tensor (the sign of signed ops). Returns a new uint8 batch."""
+        _check_batch(images)
+        b, c, h, w = images.shape
+        device = images.device
+        if isinstance(op, str):
+            op = self.ops.index(op)
+        if not isinstance(op, torch.Tensor):
+            if not 0 <= op < len(self.ops):
+                raise ValueError(f"op index {op} out of range for {len(self.ops)} ops")
+            op = torch.full((b,), op, dtype=torch.long, device=device)
+        if not isinstance(negative, torch.Tensor):
+            negative = torch.full((b,), bool(negative), dtype=torch.bool, device=device)
+        op = op.to(device=device, dtype=torch.long)
+        negative = negative.to(device=device, dtype=torch.bool)
+        tables = self._tables_for(h, w, c, device)
+        row = 2 * op + negative.long()
+
+        def chosen(name: str) -> torch.Tensor:
+            return (op == self.ops.index(name)).view(b, 1, 1, 1)
+
+        x = images
+        xf = images.float()
+        out = x
+        out = torch.where(tables.op_is_geometric[op].view(b, 1, 1, 1),
+                          self._geometric(xf, tables.grids[row]), out)
+        blend = chosen("Brightness") | chosen("Contrast") | chosen("Sharpness")
+        if c == 3:  # Color is the identity on one channel, as in torchvision
+            blend = blend | chosen("Color")
+        out = torch.where(blend, self._blend(xf, op, row, tables), out)
+        bits = tables.posterize_bits
+        if bits < 8:
+            mask = ((1 << bits) - 1) << (8 - bits)
+            out = torch.where(chosen("Posterize"), x & mask, out)
+        # The comparison of torchvision: uint8 >= python float, which is done in float32.
+        threshold = tables.solarize_threshold
+        out = torch.where(chosen("Solarize"), torch.where(x >= threshold, 255 - x, x), out)
+        out = torch.where(chosen("AutoContrast"), _autocontrast(xf), out)
+        out = torch.where(chosen("Equalize"), _equalize(x), out)
+        if tables.cutout_size > 0:
+            cy = torch.randint(0, h, (b,), device=device)
+            cx = torch.randint(0, w, (b,), device=device)
+            out = torch.where(chosen(CUTOUT),
+                              cutout_at(x, cy, cx, tables.cutout_size, self.fill), out)
+        return out
+
+    def _geometric(self, xf: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """One grid_sample of the batch with per-image grids; outside pixels get ``fill``."""
+        b, c, h, w = xf.shape
+        fills = _fill_channels(self.fill, c)
+        if self.interpolation == "nearest" and not any(fills):
+            sampled = F.grid_sample(xf, grid, mode="nearest", padding_mode="zeros",
+                                    align_corners=False)
+            return sampled.round_().to(torch.uint8)
+        # As torchvision with a fill: sample a ones channel along to know what came from inside.
+        ones = torch.ones(b, 1, h, w, dtype=xf.dtype, device=xf.device)
+        sampled = F.grid_sample(torch.cat([xf, ones], dim=1), grid, mode=self.interpolation,
+                                padding_mode="zeros", align_corners=False)
+        sampled, inside = sampled[:, :c], sampled[:, c:]
+        if self.interpolation == "nearest":
+            sampled = _fill_where(inside < 0.5, fills, sampled)
+        else:
+            sampled = torch.cat([(sampled[:, k:k + 1] - v) * inside + v
+                                 for k, v in enumerate(fills)], dim=1)
+        return sampled.round_().to(torch.uint8)
+
+    def _blend(self, xf: torch.Tensor, op: torch.Tensor, row: torch.Tensor,
+               tables: _Tables) -> torch.Tensor:
+        """Brightness, Color, Contrast and Sharpness, each image with its own factor:
+        clamp(x * ratio + degenerate * (1 - ratio)) with the degenerate image of its op
+        (black, grayscale, grayscale mean, 3x3 smoothed with the border kept)."""
+        b, c, h, w = xf.shape
+
+        def chosen(name: str) -> torch.Tensor:
+            return (op == self.ops.index(name)).view(b, 1, 1, 1)
+
+        if c == 3:
+            r, g, bl = xf.unbind(dim=1)
+            gray = r.mul(0.2989).add_(g, alpha=0.587).add_(bl, alpha=0.114)
+            gray = gray.unsqueeze(1).floor_()
+            mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
+        else:
+            gray = xf  # Color is the identity on one channel; never selected then
+            mean = xf.mean(dim=(-3, -2, -1), keepdim=True)
+        if h > 2 and w > 2:
+            blurred = xf.clone()
+            blurred[..., 1:-1, 1:-1] = F.conv2d(xf, tables.sharpen_kernel, groups=c).round_()
+        else:
+            blurred = xf  # torchvision returns such tiny images unchanged
+        degenerate = torch.where(chosen("Brightness"), 0.0,
+                                 torch.where(chosen("Color"), gray,
+                                             torch.where(chosen("Contrast"), mean, blurred)))
+        ratio = tables.factor[row].view(b, 1, 1, 1)
+        alpha = tables.alpha[row].view(b, 1, 1, 1)
+        # torchvision's _blend: image * ratio + degenerate * (1 - ratio); its sharpness:
+        # image + (1 - ratio) * (blurred - image), which keeps the border pixels exact. Both
+        # add with a scalar alpha, which the CPU kernel fuses (one rounding, as addcmul).
+        blended = torch.where(chosen("Sharpness"),
+                              torch.addcmul(xf, degenerate - xf, alpha),
+                              torch.addcmul(xf * ratio, degenerate, alpha))
+        return blended.clamp_(0, 255).to(torch.uint8)
+
+
+def _autocontrast(xf: torch.Tensor) -> torch.Tensor:
+    """torchvision's autocontrast on a float copy of a uint8 batch: per image and channel,
+    stretch [min, max] to [0, 255]; constant channels are left as they are."""
+    minimum = xf.amin(dim=(-2, -1), keepdim=True)
+    maximum = xf.amax(dim=(-2, -1), keepdim=True)
+    flat = maximum == minimum
+    inv_scale = torch.where(flat, 1.0, (maximum - minimum).mul_(1.0 / 255))
+    minimum = torch.where(flat, 0.0, minimum)
+    return (xf - minimum).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's histogram equalisation (PIL's LUT scheme), per image and channel: the
+    histograms of all (image, channel) rows are filled by one scatter_add."""
+    b, c, h, w = x.shape
+    flat = x.reshape(b * c, h * w).long()
+    hist = torch.zeros(b * c, 256, dtype=torch.int32, device=x.device)
+    hist.scatter_add_(1, flat, hist.new_ones(1, 1).expand_as(flat))
+    cum_hist = hist.cumsum(dim=1)
+    last = cum_hist.argmax(dim=1, keepdim=True)  # the largest value present
+    step = (h * w - hist.gather(1, last)).div(255, rounding_mode="floor")
+    lut = ((cum_hist[:, :-1] + step // 2).div(step.clamp(min=1), rounding_mode="floor")
+           .clamp_(0, 255).to(torch.uint8))
+    lut = torch.cat([lut.new_zeros(b * c, 1), lut], dim=1)
+    equalized = lut.gather(1, flat).view(b, c, h, w)
+    return torch.where((step != 0).view(b, c, 1, 1), equalized, x)
+
+
+# --------------------------------------------------------------------------- the whole noise
+
+
+class BatchedNoise:
+    """The student's input noise on a uint8 batch: ``crop_flip`` (pad-crop by 1/8 of the size
+    and horizontal flip), then ``BatchedRandAugment(num_ops, magnitude)``, then ``cutout`` of
+    side ``cutout_size`` (0 = off); every draw per image, no loop over images."""
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9, cutout_size: int = 0,
+                 padding_mode: str = "constant", pad_fraction: float = 0.125,
+                 flip: bool = True, fill: Fill = 0, cutout_op: bool = False):
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.randaugment = BatchedRandAugment(num_ops, magnitude, fill=fill, cutout_op=cutout_op)
+        self.cutout_size = cutout_size
+        self.padding_mode = padding_mode
+        self.pad_fraction = pad_fraction
+        self.flip = flip
+        self.fill = fill
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.randaugment!r}, cutout_size={self.cutout_size}, "
+                f"padding_mode={self.padding_mode!r}, pad_fraction={self.pad_fraction}, "
+                f"flip={self.flip})")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = crop_flip(images, self.pad_fraction, self.flip, self.padding_mode)
+        out = self.randaugment(out)
+        if self.cutout_size > 0:
+            out = cutout(out, self.cutout_size, self.fill)
+        return out

@@ -34,12 +34,20 @@ _MEASURE = ("import json,resource,subprocess,sys,time;t=time.perf_counter();"
 def machine() -> str:
     import torch
 
+    from noisystudent.device import cpu_kind
+
     cpu = platform.processor() or platform.machine()
     try:
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        info = Path("/proc/cpuinfo").read_text()
+        names = re.findall(r"model name\s*:\s*(.+)", info)
+        family = re.findall(r"cpu family\s*:\s*(\d+)", info)
+        model = re.findall(r"^model\s*:\s*(\d+)", info, re.M)
         cpu = names[0].strip() if names else cpu
+        if family and model:
+            cpu += f" (family {family[0]} model {model[0]})"
     except OSError:
         pass
+    cpu += f", {cpu_kind()}"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}")

@@ -76,6 +76,8 @@ class LoopSettings:
     layer_decay: float = _help("layer-wise LR decay factor (1.0 = off)", default=1.0)
     warmup_epochs: float = _help("linear warmup before the cosine decay", default=1.0)
     ema_decay: float = _help("EMA of weights per step (0 = off)", default=0.0)
+    compile: bool = _help("torch.compile the trained model (inductor): faster steps after a "
+                          "one-off compilation of a minute or more", default=False)
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1)

@@ -20,13 +20,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_kind() -> str:
+    """What this CPU offers for bf16: "AMX" (Intel matrix tiles), "AVX-512 BF16" (bf16 dot
+    products, e.g. AMD Zen 4/5) or "AVX2" (neither: bf16 is emulated)."""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "AVX-512 BF16"
+    return "AVX2"
+
+
+# Training precision on each CPU kind with precision 'auto' (BENCHMARKS.md, "CPU kind"
+# sections, benchmarks/cpu_kinds.py): on AVX2 bf16 autocast trained Lite0 4.6x slower than
+# fp32 (34 vs 157 images/s, Zen 3); on AVX-512 BF16 fp32 with channels_last trained faster
+# than bf16 (Zen 4 and Zen 5). AMX runs bf16 matrix products ~5x faster than AVX-512 BF16.
+CPU_TRAINING_DTYPE = {"AMX": torch.bfloat16, "AVX-512 BF16": None, "AVX2": None}
+
+
 def resolve_precision(precision: str, device: torch.device,
                       training: bool = True) -> torch.dtype | None:
     """The autocast dtype, or None for fp32.
 
-    'auto': bf16 (fp16 without bf16) on CUDA. On CPUs with AVX-512 BF16, bf16 for inference
-    only: measured here (torch 2.14, Zen 5), bf16 autocast made Lite0 inference 1.7x faster
-    but its training 1.6x *slower* than fp32 with channels_last, so training stays fp32.
+    'auto': bf16 (fp16 without bf16) on CUDA. On a CPU by its kind (``cpu_kind``): inference
+    in bf16 wherever the CPU has bf16 instructions (AVX-512 BF16 or AMX; emulated bf16 is
+    slower than fp32), training as ``CPU_TRAINING_DTYPE`` says.
     """
     if precision == "fp32":
         return None
@@ -36,10 +53,10 @@ def resolve_precision(precision: str, device: torch.device,
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    kind = cpu_kind()
     if training:
-        return None
-    # Without native bf16 instructions autocast emulates it and runs slower than fp32.
-    return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else None
+        return CPU_TRAINING_DTYPE[kind]
+    return None if kind == "AVX2" else torch.bfloat16
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -12,7 +12,6 @@ import json
 import os
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from . import distributed, runs
 from .device import autocast
 from .errors import CorruptFile, UserError
-from .optim import build_optimizer
+from .optim import build_optimizer, skips_on_device
 from .tasks import StudentTask
 
 if TYPE_CHECKING:
@@ -35,21 +34,38 @@ class NonFiniteLoss(UserError):
     """A NaN or infinite loss: training stops instead of writing broken weights."""
 
 
+# A progress bar shows the loss every this many steps (reading it waits for the GPU).
+PROGRESS_EVERY = 25
+
+
 def train_one_epoch(task: StudentTask, loader: Iterable[dict], optimizer, scheduler, *,
                     device: torch.device, dtype: torch.dtype | None,
                     scaler: torch.amp.GradScaler | None = None, progress: bool = True,
                     description: str = "") -> dict[str, float]:
-    """One pass over the loader; returns the mean of every scalar the task reported."""
+    """One pass over the loader; returns the mean of every scalar the task reported.
+
+    The host never waits for the device inside the loop: loss parts are summed on the device
+    and read once, at the end. A non-finite loss cancels its own update on the device (fused
+    optimizers; others are checked on the host at each step), and the epoch ends with
+    NonFiniteLoss naming the first such step, before any checkpoint is written."""
     task.train()
-    sums: dict[str, float] = defaultdict(float)
+    on_device = skips_on_device(optimizer) and scaler is None
+    sums: dict[str, torch.Tensor] = {}
+    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first non-finite step
+    bad_loss = torch.zeros((), device=device)
     steps, images_seen, start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=description, leave=False, disable=not progress, dynamic_ncols=True)
     for batch in bar:
         with autocast(device, dtype):
             out = task(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):  # checked before the update: the weights stay good
-            raise NonFiniteLoss(f"loss became {loss.item()} at step {scheduler.last_epoch + 1}")
+        nonfinite = ~torch.isfinite(loss.detach())
+        step = scheduler.last_epoch + 1
+        if not on_device and nonfinite:  # checked before the update: the weights stay good
+            raise NonFiniteLoss(f"loss became {loss.item()} at step {step}")
+        first = nonfinite & (bad_step < 0)
+        bad_step = torch.where(first, step, bad_step)
+        bad_loss = torch.where(first, loss.detach().float(), bad_loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -57,17 +73,26 @@ def train_one_epoch(task: StudentTask, loader: Iterable[dict], optimizer, schedu
             scaler.update()
         else:
             loss.backward()
+            if on_device:
+                optimizer.found_inf = nonfinite.float()  # the fused kernel skips the update
             optimizer.step()
         scheduler.step()
         task.update_ema(step=scheduler.last_epoch)  # per step; a no-op without an EMA
         for key, value in out.items():
             if key != "logits" and value.dim() == 0:
-                sums[key] += value.item()
+                part = value.detach().float()
+                sums[key] = sums[key] + part if key in sums else part
         steps += 1
         images_seen += batch.get("num_images", len(batch.get("images", ())))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if progress and steps % PROGRESS_EVERY == 0:
+            bar.set_postfix(loss=f"{sums['loss'].item() / steps:.3f}")
+    if on_device:
+        optimizer.found_inf = None
+    if int(bad_step) >= 0:  # one read per epoch
+        raise NonFiniteLoss(f"loss became {bad_loss.item()} at step {int(bad_step)}")
+    means = (torch.stack(list(sums.values())) / max(1, steps)).tolist() if sums else []
     elapsed = time.perf_counter() - start
-    metrics = {k: v / max(1, steps) for k, v in sums.items()}
+    metrics = dict(zip(sums, means))
     metrics.update(lr=optimizer.param_groups[-1]["lr"], seconds=elapsed,
                    images_per_s=images_seen / max(elapsed, 1e-9))
     return metrics
@@ -101,6 +126,8 @@ def fit(task: StudentTask, loader, *, settings: LoopSettings, stage: Stage,
         start_epoch = int(state["epoch"])
     if stage.resume:
         _truncate_log(run_dir / runs.METRICS_LOG, start_epoch)
+    if settings.compile:
+        task.compile()
     if distributed.active():
         loader.set_shard(distributed.rank(), distributed.world_size())
         task.prepare_distributed()

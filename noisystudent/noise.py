@@ -3,7 +3,7 @@
 Every image of the batch draws its own crop offsets, flip, RandAugment ops and signs and cutout
 position, as the per-image loop in ``transforms.RandAugmentNoise`` does, but the work is done
 on the whole (B, C, H, W) batch on whatever device it lives: each op kind is computed for the
-batch and every image takes its own result with ``torch.where``. There is no loop over images
+batch and every image keeps its own result (an exact select by a 0/1 mask). No loop over images
 and nothing that waits for the device (no ``.item()``, ``.tolist()``, ``.nonzero()``, boolean-mask
 indexing or ``bincount``, whose output size depends on the data): the random draws stay on the
 device and the per-(op, sign) parameters are looked up in small tables that are built once per
@@ -44,6 +44,9 @@ SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 BLEND = ("Brightness", "Color", "Contrast", "Sharpness")
 PADDING_MODES = ("constant", "reflect", "replicate")
+# The results a RandAugment slot computes for the whole batch; each op takes one of them.
+KINDS = ("identity", "geometric", "blend", "Posterize", "Solarize", "AutoContrast", "Equalize",
+         "Cutout")
 
 Fill = float | Sequence[float]
 
@@ -65,18 +68,30 @@ def _fill_channels(fill: Fill, channels: int) -> list[float]:
     return values
 
 
+def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` where ``mask`` (broadcastable bool) else ``b``, exactly. On uint8, b + (a - b) * m
+    wraps around to a or b; on floats, a * m + b * (1 - m) adds an exact zero. Both are several
+    times faster than ``torch.where``, which is not vectorised on CPU."""
+    m = mask.to(a.dtype)
+    if a.dtype == torch.uint8:
+        return b + (a - b) * m
+    return a * m + b * (1 - m)
+
+
 def _fill_where(mask: torch.Tensor, fill: Fill, images: torch.Tensor) -> torch.Tensor:
     """``images`` with ``fill`` where ``mask`` (broadcast to (B, 1, H, W)) is set; a per-channel
     fill is applied channel by channel with Python scalars, so no tensor is sent to the device."""
     values = _fill_channels(fill, images.shape[1])
+    m = mask.to(images.dtype)
+
+    def filled(channels: torch.Tensor, value: float) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            return channels + (int(value) - channels) * m  # wraps around to exactly value
+        return channels * (1 - m) + value * m
+
     if len(set(values)) == 1:
-        return torch.where(mask, _cast_scalar(values[0], images.dtype), images)
-    return torch.cat([torch.where(mask, _cast_scalar(v, images.dtype), images[:, k:k + 1])
-                      for k, v in enumerate(values)], dim=1)
-
-
-def _cast_scalar(value: float, dtype: torch.dtype) -> float | int:
-    return int(value) if not dtype.is_floating_point else value
+        return filled(images, values[0])
+    return torch.cat([filled(images[:, k:k + 1], v) for k, v in enumerate(values)], dim=1)
 
 
 # --------------------------------------------------------------------------- crop and flip
@@ -116,7 +131,7 @@ def translate_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
     index = (rows.view(b, h, 1) * w + cols.view(b, 1, w)).view(b, 1, h * w)
     out = images.reshape(b, c, h * w).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
     if valid is not None:
-        out = torch.where(valid, out, 0)
+        out = out * valid.to(torch.uint8)
     return out
 
 
@@ -261,15 +276,24 @@ def _affine_grid(matrix: list[float], height: int, width: int) -> torch.Tensor:
     return base.view(1, height * width, 3).bmm(scaled).view(height, width, 2)
 
 
+def _kind(op: str, cutout_size: int) -> int:
+    if op in GEOMETRIC:
+        return KINDS.index("geometric")
+    if op in BLEND:
+        return KINDS.index("blend")
+    if op == CUTOUT and cutout_size == 0:
+        return KINDS.index("identity")
+    return KINDS.index(op) if op in KINDS else KINDS.index("identity")
+
+
 @dataclass
 class _Tables:
     """Per (op, sign) lookups for one image size on one device; row = 2 * op + negative."""
 
     grids: torch.Tensor  # (2K, H, W, 2) float32 sampling grids (identity for non-geometric ops)
-    factor: torch.Tensor  # (2K,) float32 blend ratio 1 + magnitude (1 for non-blend ops)
+    scale: torch.Tensor  # (2K,) float32 ratio 1 + magnitude of the blends (1 for Sharpness)
     alpha: torch.Tensor  # (2K,) float32 1 - ratio, rounded from double as torchvision's alpha
-    op_is_geometric: torch.Tensor  # (K,) bool
-    sharpen_kernel: torch.Tensor  # (C, 1, 3, 3) float32
+    kind: torch.Tensor  # (K,) long: the index in KINDS of each op's result
     posterize_bits: int
     solarize_threshold: float  # 255 * magnitude, compared as torchvision does (in float32)
     cutout_size: int
@@ -290,9 +314,11 @@ class BatchedRandAugment:
     degrees(atan(magnitude)); Rotate about the centre; Translate by int(magnitude) pixels,
     150/331 of the image size at the top bin). Colour ops use per-image factors with
     torchvision's arithmetic. Known differences from torchvision: the blends use per-image
-    factor tensors (``addcmul``) where torchvision adds with a scalar ``alpha``; on CPU both
-    round once (fused) and agree bit for bit, but on another device or build a pixel could
-    rarely come out one level apart. ``Cutout`` (off by default) is not a torchvision op: as
+    factor tensors (``addcmul``) where torchvision adds with a scalar ``alpha``; both round once
+    (fused multiply-add) on the CPU this was tested on and agree bit for bit there, but on
+    another device or build a pixel could rarely come out one level apart. The random stream
+    is not torchvision's (a sign is drawn for every image and slot), so a seed does not give
+    torchvision's choices. ``Cutout`` (off by default) is not a torchvision op: as
     in the official Noisy Student RandAugment it blanks a square of side
     2 * int(magnitude / (num_bins - 1) * cutout_const * H), ``cutout_const`` = 40/224 by default
     (40 px on 224 px ImageNet images there), centred at a random pixel, with ``fill``.
@@ -343,32 +369,29 @@ class BatchedRandAugment:
         magnitude = self.magnitudes(height, width)[op]
         return -magnitude if negative and op in SIGNED else magnitude
 
-    def _tables_for(self, height: int, width: int, channels: int,
-                    device: torch.device) -> _Tables:
-        key = (height, width, channels, str(device))
+    def _tables_for(self, height: int, width: int, device: torch.device) -> _Tables:
+        key = (height, width, str(device))
         tables = self._tables.get(key)
         if tables is None:
             mags = self.magnitudes(height, width)
-            grids, factor, alpha = [], [], []
+            cutout = self.cutout_size(height) if self.cutout_op else 0
+            grids, scale, alpha = [], [], []
             for op in self.ops:
                 for negative in (False, True):
                     m = self.signed_magnitude(op, negative, height, width)
                     grids.append(_affine_grid(_geometric_matrix(op, m, height, width),
                                               height, width))
                     ratio = 1.0 + m if op in BLEND else 1.0
-                    factor.append(ratio)
+                    scale.append(1.0 if op == "Sharpness" else ratio)
                     alpha.append(1.0 - ratio)
-            a, b = 1.0 / 13.0, 5.0 / 13.0
-            kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]]).expand(channels, 1, 3, 3)
             tables = _Tables(
                 grids=torch.stack(grids).to(device),
-                factor=torch.tensor(factor, dtype=torch.float32).to(device),
+                scale=torch.tensor(scale, dtype=torch.float32).to(device),
                 alpha=torch.tensor(alpha, dtype=torch.float32).to(device),
-                op_is_geometric=torch.tensor([op in GEOMETRIC for op in self.ops]).to(device),
-                sharpen_kernel=kernel.contiguous().to(device),
+                kind=torch.tensor([_kind(op, cutout) for op in self.ops]).to(device),
                 posterize_bits=int(mags["Posterize"]),
                 solarize_threshold=255 * mags["Solarize"],
-                cutout_size=self.cutout_size(height) if self.cutout_op else 0,
+                cutout_size=cutout,
             )
             self._tables[key] = tables
         return tables
@@ -413,36 +436,28 @@ class BatchedRandAugment:
             negative = torch.full((b,), bool(negative), dtype=torch.bool, device=device)
         op = op.to(device=device, dtype=torch.long)
         negative = negative.to(device=device, dtype=torch.bool)
-        tables = self._tables_for(h, w, c, device)
+        tables = self._tables_for(h, w, device)
         row = 2 * op + negative.long()
 
-        def chosen(name: str) -> torch.Tensor:
-            return (op == self.ops.index(name)).view(b, 1, 1, 1)
-
+        # Every op kind is computed for the whole batch, in the order of KINDS, and each image
+        # takes the result of its own kind: one gather from the stack.
         x = images
         xf = images.float()
-        out = x
-        out = torch.where(tables.op_is_geometric[op].view(b, 1, 1, 1),
-                          self._geometric(xf, tables.grids[row]), out)
-        blend = chosen("Brightness") | chosen("Contrast") | chosen("Sharpness")
-        if c == 3:  # Color is the identity on one channel, as in torchvision
-            blend = blend | chosen("Color")
-        out = torch.where(blend, self._blend(xf, op, row, tables), out)
+        results = [x, self._geometric(xf, tables.grids[row]), self._blend(xf, op, row, tables)]
         bits = tables.posterize_bits
-        if bits < 8:
-            mask = ((1 << bits) - 1) << (8 - bits)
-            out = torch.where(chosen("Posterize"), x & mask, out)
-        # The comparison of torchvision: uint8 >= python float, which is done in float32.
-        threshold = tables.solarize_threshold
-        out = torch.where(chosen("Solarize"), torch.where(x >= threshold, 255 - x, x), out)
-        out = torch.where(chosen("AutoContrast"), _autocontrast(xf), out)
-        out = torch.where(chosen("Equalize"), _equalize(x), out)
+        results.append(x & (((1 << bits) - 1) << (8 - bits)) if bits < 8 else x)
+        # As torchvision: uint8 >= python float (compared in float32), then 255 - x (= x ^ 255).
+        results.append(x ^ (x >= tables.solarize_threshold).to(torch.uint8).mul_(255))
+        results.append(_autocontrast(xf))
+        results.append(_equalize(x))
         if tables.cutout_size > 0:
             cy = torch.randint(0, h, (b,), device=device)
             cx = torch.randint(0, w, (b,), device=device)
-            out = torch.where(chosen(CUTOUT),
-                              cutout_at(x, cy, cx, tables.cutout_size, self.fill), out)
-        return out
+            results.append(cutout_at(x, cy, cx, tables.cutout_size, self.fill))
+        kind = tables.kind[op]
+        if c == 1:  # Color is the identity on one channel, as in torchvision
+            kind = kind * (op != self.ops.index("Color"))
+        return torch.stack(results)[kind, torch.arange(b, device=device)]
 
     def _geometric(self, xf: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """One grid_sample of the batch with per-image grids; outside pixels get ``fill``."""
@@ -472,7 +487,7 @@ class BatchedRandAugment:
         b, c, h, w = xf.shape
 
         def chosen(name: str) -> torch.Tensor:
-            return (op == self.ops.index(name)).view(b, 1, 1, 1)
+            return (op == self.ops.index(name)).view(b, 1, 1, 1).float()
 
         if c == 3:
             r, g, bl = xf.unbind(dim=1)
@@ -480,25 +495,41 @@ class BatchedRandAugment:
             gray = gray.unsqueeze(1).floor_()
             mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
         else:
-            gray = xf  # Color is the identity on one channel; never selected then
+            gray = None  # Color is the identity on one channel; never selected then
             mean = xf.mean(dim=(-3, -2, -1), keepdim=True)
         if h > 2 and w > 2:
             blurred = xf.clone()
-            blurred[..., 1:-1, 1:-1] = F.conv2d(xf, tables.sharpen_kernel, groups=c).round_()
+            blurred[..., 1:-1, 1:-1] = _smooth(xf)
         else:
             blurred = xf  # torchvision returns such tiny images unchanged
-        degenerate = torch.where(chosen("Brightness"), 0.0,
-                                 torch.where(chosen("Color"), gray,
-                                             torch.where(chosen("Contrast"), mean, blurred)))
-        ratio = tables.factor[row].view(b, 1, 1, 1)
-        alpha = tables.alpha[row].view(b, 1, 1, 1)
+        # The degenerate image of each image's op (0 for Brightness); the masks are 0 or 1 and
+        # exclusive, so the sum adds exact zeros.
+        sharpness = chosen("Sharpness")
+        degenerate = mean * chosen("Contrast") + blurred * sharpness
+        if gray is not None:
+            degenerate = degenerate + gray * chosen("Color")
         # torchvision's _blend: image * ratio + degenerate * (1 - ratio); its sharpness:
         # image + (1 - ratio) * (blurred - image), which keeps the border pixels exact. Both
-        # add with a scalar alpha, which the CPU kernel fuses (one rounding, as addcmul).
-        blended = torch.where(chosen("Sharpness"),
-                              torch.addcmul(xf, degenerate - xf, alpha),
-                              torch.addcmul(xf * ratio, degenerate, alpha))
+        # add with a scalar alpha, which the CPU kernel fuses (one rounding, as addcmul). One
+        # addcmul does both: ``scale`` is 1 for Sharpness, ``ratio`` for the others.
+        scale = tables.scale[row].view(b, 1, 1, 1)
+        alpha = tables.alpha[row].view(b, 1, 1, 1)
+        blended = torch.addcmul(xf * scale, degenerate - xf * sharpness, alpha)
         return blended.clamp_(0, 255).to(torch.uint8)
+
+
+def _smooth(xf: torch.Tensor) -> torch.Tensor:
+    """torchvision's sharpness kernel (1 around, 5 in the middle, over 13) on the interior,
+    rounded: (B, C, H-2, W-2). Summed from shifted slices: the sum of integers is exact in
+    float32 and N/13 is never within 1/26 of a half, so the rounded result equals the rounded
+    convolution torchvision does, and a depthwise conv2d is much slower on CPU."""
+    h, w = xf.shape[-2:]
+    total = xf[..., 1:-1, 1:-1] * 5
+    for dy in range(3):
+        for dx in range(3):
+            if (dy, dx) != (1, 1):
+                total += xf[..., dy:dy + h - 2, dx:dx + w - 2]
+    return total.div_(13).round_()
 
 
 def _autocontrast(xf: torch.Tensor) -> torch.Tensor:
@@ -520,13 +551,15 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     hist = torch.zeros(b * c, 256, dtype=torch.int32, device=x.device)
     hist.scatter_add_(1, flat, hist.new_ones(1, 1).expand_as(flat))
     cum_hist = hist.cumsum(dim=1)
-    last = cum_hist.argmax(dim=1, keepdim=True)  # the largest value present
+    # torchvision takes the argmax of cum_hist: the first bin where it is full, which is the
+    # largest value present, i.e. the max of the pixels (cheaper on uint8).
+    last = x.reshape(b * c, h * w).amax(dim=1, keepdim=True).long()
     step = (h * w - hist.gather(1, last)).div(255, rounding_mode="floor")
     lut = ((cum_hist[:, :-1] + step // 2).div(step.clamp(min=1), rounding_mode="floor")
            .clamp_(0, 255).to(torch.uint8))
     lut = torch.cat([lut.new_zeros(b * c, 1), lut], dim=1)
     equalized = lut.gather(1, flat).view(b, c, h, w)
-    return torch.where((step != 0).view(b, c, 1, 1), equalized, x)
+    return _select((step != 0).view(b, c, 1, 1), equalized, x)
 
 
 # --------------------------------------------------------------------------- the whole noise

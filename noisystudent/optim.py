@@ -11,9 +11,22 @@ from .models import param_groups
 
 def make_optimizer(name: str, groups: list[dict], lr: float,
                    momentum: float) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD, fused where PyTorch has the kernel (CUDA, CPU): one kernel for
+    all parameters, and an update that a non-finite loss can cancel on the device
+    (``optimizer.found_inf``) without the host waiting for the GPU."""
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=lr)
+        kind, kwargs = torch.optim.SGD, dict(momentum=momentum, nesterov=True)
+    else:
+        kind, kwargs = torch.optim.AdamW, {}
+    try:
+        return kind(groups, lr=lr, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # e.g. parameters on a device without fused kernels
+        return kind(groups, lr=lr, **kwargs)
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.found_inf`` cancels an update on the device (fused kernels)."""
+    return bool(optimizer.defaults.get("fused"))
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,

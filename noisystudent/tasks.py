@@ -40,6 +40,11 @@ class StudentTask(TrainingTask):
     def noised_input(self, images: torch.Tensor) -> torch.Tensor:
         return to_model_input(self.augment(images), self.spec)
 
+    def compile(self, backend: str = "inductor", mode: str | None = None, **kwargs) -> None:
+        """torch.compile the trainable module (before DDP wraps it, as timm does)."""
+        self.trainable_module = torch.compile(self.trainable_module, backend=backend, mode=mode,
+                                              **kwargs)
+
     def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> StudentTask:
         self.trainable_module = distributed.wrap(self.trainable_module, self.device)
         return self
@@ -149,10 +154,14 @@ class DistillTask(StudentTask):
         kd = kd_loss(logits, teacher_logits, self.temperature)
         out = {"kd": kd.detach()}
         loss = self.kd_weight * kd
-        labeled = batch["labels"] >= 0
-        if self.ce_weight > 0 and labeled.any():
-            ce = F.cross_entropy(logits[labeled].float(), batch["labels"][labeled],
-                                 label_smoothing=self.label_smoothing)
+        if self.ce_weight > 0:
+            # Mean over the labeled images (label -1 is ignored), 0 when there are none;
+            # without selecting them, which would make the host wait for the device.
+            labels = batch["labels"]
+            per_image = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none",
+                                        label_smoothing=self.label_smoothing)
+            labeled = (labels >= 0).float()
+            ce = (per_image * labeled).sum() / labeled.sum().clamp(min=1)
             loss = loss + self.ce_weight * ce
             out["ce"] = ce.detach()
         if self.feature_weight > 0:

@@ -1,8 +1,9 @@
 """Batch pipelines: uint8 images on the device in, normalised model input out.
 
-Images stay uint8 in memory and are augmented a whole batch at a time on the device; per-sample
-PIL transforms in DataLoader workers would cost more than the model on a 2-core CPU. Two
-explicit pipelines: the clean one (evaluation, teachers) and the augmented one (training).
+Images stay uint8 in memory and are augmented a whole batch at a time on the device, each image
+with its own random draw (``noise.py``); per-sample PIL transforms in DataLoader workers would
+cost more than the model on a 2-core CPU and starve a GPU. Two explicit pipelines: the clean
+one (evaluation, teachers) and the noised one (training).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
+
+from .noise import BatchedNoise, crop_flip
 
 
 @dataclass(frozen=True)
@@ -46,33 +48,6 @@ def to_model_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
-def random_crop_flip(images: torch.Tensor, pad_fraction: float = 0.125,
-                     flip: bool = True) -> torch.Tensor:
-    """Per-image random translation (zero-padded crop) and horizontal flip, on uint8."""
-    b, _, h, w = images.shape
-    pad = max(1, round(h * pad_fraction))
-    padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,)).tolist()
-    dx = torch.randint(0, 2 * pad + 1, (b,)).tolist()
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-    if flip:
-        flip_mask = torch.rand(b, device=images.device) < 0.5
-        out = torch.where(flip_mask.view(b, 1, 1, 1), out.flip(-1), out)
-    return out
-
-
-class RandAugmentNoise:
-    """Pad-crop, flip, then torchvision's RandAugment drawn independently for every image
-    (applied to a batch tensor, v2 transforms would give the whole batch the same ops)."""
-
-    def __init__(self, num_ops: int = 2, magnitude: int = 9):
-        self.randaugment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = random_crop_flip(images)
-        return torch.stack([self.randaugment(image) for image in images])
-
-
 def no_augment(images: torch.Tensor) -> torch.Tensor:
     return images
 
@@ -82,8 +57,8 @@ def make_augment(settings) -> Callable[[torch.Tensor], torch.Tensor]:
     (pad-crop, flip), 'randaugment' (pad-crop, flip, RandAugment) or 'none'. Every task
     feeds its batch through this, then through the model's resize and normalisation."""
     if settings.augment == "randaugment":
-        return RandAugmentNoise(settings.randaugment_ops, settings.randaugment_magnitude)
-    return {"light": random_crop_flip, "none": no_augment}[settings.augment]
+        return BatchedNoise(settings.randaugment_ops, settings.randaugment_magnitude)
+    return {"light": crop_flip, "none": no_augment}[settings.augment]
 
 
 class CleanPipeline:

@@ -34,6 +34,7 @@ from noisystudent.pseudo_label import (
 from noisystudent.stage import load_run_data
 from noisystudent.student import train_student
 from noisystudent.train import train
+from noisystudent.transforms import InputSpec
 
 from .conftest import needs_fashion_mnist, quick_config
 
@@ -201,6 +202,52 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, 
         train(config, run, quiet=True)
     assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 1
     assert not (run / runs.MODEL).exists()
+
+
+class NanFromStep(tasks.SupervisedTask):
+    """A task whose loss turns NaN from a given step on."""
+
+    def __init__(self, model, nan_from: int):
+        spec = InputSpec(8, (0.5,) * 3, (0.5,) * 3)
+        super().__init__(model, lambda x: x, spec)
+        self.nan_from, self.calls = nan_from, 0
+
+    def forward(self, batch):
+        self.calls += 1
+        out = super().forward(batch)
+        if self.calls >= self.nan_from:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def _steps_of(task, steps: int):
+    from noisystudent.data.loaders import ImageBatches
+    from noisystudent.engine import train_one_epoch
+    from noisystudent.optim import make_optimizer
+
+    images = torch.randint(0, 256, (64, 3, 8, 8), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    loader = ImageBatches.training(images, torch.arange(64) % 3, 8, torch.device("cpu"),
+                                   seed=0, steps=steps)
+    groups = [{"params": list(task.trainable_module.parameters())}]
+    optimizer = make_optimizer("adamw", groups, lr=0.1, momentum=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return train_one_epoch(task, loader, optimizer, scheduler, device=torch.device("cpu"),
+                           dtype=None, progress=False)
+
+
+def test_no_update_from_a_non_finite_loss_and_the_epoch_names_its_first_step():
+    """The loop reads the loss once per epoch; a NaN still never reaches the weights."""
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+
+    reference, broken = model(), model()
+    _steps_of(NanFromStep(reference, nan_from=100), steps=3)  # 3 good steps
+    with pytest.raises(UserError, match="loss became nan at step 4"):
+        _steps_of(NanFromStep(broken, nan_from=4), steps=8)   # 3 good steps, then 5 NaN ones
+    for mine, theirs in zip(broken.parameters(), reference.parameters()):
+        assert torch.equal(mine, theirs)
 
 
 @needs_fashion_mnist

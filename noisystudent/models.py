@@ -158,6 +158,24 @@ def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rat
     return model
 
 
+def keep_spatial_map(model: nn.Module, layers: int) -> nn.Module:
+    """Set the first ``layers`` stride-2 convolutions (in module order: the stem, then the first
+    downsampling stage) to stride 1, as the official Noisy Student's ``small_image_model``
+    does for 32 px inputs: the last stage keeps a spatial map instead of ending on 1x1.
+    Strides hold no weights, so pretrained weights load unchanged; timm's TF "same" padding
+    follows the stride."""
+    if layers <= 0:
+        return model
+    strided = [m for m in model.modules()
+               if isinstance(m, nn.Conv2d) and tuple(m.stride) == (2, 2)]
+    if len(strided) < layers:
+        raise UserError(f"small_image={layers} but {type(model).__name__} has "
+                        f"{len(strided)} stride-2 convolutions")
+    for conv in strided[:layers]:
+        conv.stride = (1, 1)
+    return model
+
+
 def model_input_config(model: nn.Module) -> dict:
     """What the weights expect: mean/std (3 floats each), the default square input_size
     (pixels, from pretrained_cfg), interpolation and crop_pct for evaluation resizing."""
@@ -255,6 +273,15 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
     return groups
+
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def saved_parameter_count(path: str | Path) -> int:
+    """Learned parameters in a weights file (batch-norm statistics are buffers, not counted)."""
+    weights = runs.load_weights(path)
+    return sum(t.numel() for k, t in weights.items() if not k.endswith(BUFFERS))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

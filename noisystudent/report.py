@@ -11,6 +11,7 @@ from . import runs
 from .data.imageset import ImageSet
 from .device import resolve_device
 from .evaluate import evaluate_corruptions
+from .models import saved_parameter_count
 from .pseudo_label import SUMMARY
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,13 @@ def iteration_runs(run: Path, config) -> list[tuple[int, Path, Path | None]]:
     rows = [(0, teacher, None)]
     for k in range(1, config.iterations + 1):
         rows.append((k, run / f"iter{k}" / "student", run / f"iter{k}" / "pseudo-labels"))
+    if config.finetune:
+        rows.append((config.iterations, run / "finetune", None))
     return rows
 
 
-BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
 def parameter_count(model_run: Path) -> int:
-    """Learned parameters in the saved weights (batch-norm statistics are buffers, not counted)."""
-    weights = runs.load_weights(model_run / runs.MODEL)
-    return sum(t.numel() for k, t in weights.items() if not k.endswith(BUFFERS))
+    return saved_parameter_count(model_run / runs.MODEL)
 
 
 def _percent(value: float | None, digits: int = 2) -> str:
@@ -53,7 +51,10 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
         metrics = runs.read_json(model_run / runs.METRICS)
         info = runs.read_json(model_run / runs.MODEL_INFO)
         summary = runs.read_json(labels / SUMMARY) if labels else {}
-        row = {"iteration": k, "run": str(model_run), "model": info["model"],
+        role = "teacher" if k == 0 else f"student {k}"
+        if model_run.name == "finetune":
+            role += ", fine-tuned"
+        row = {"iteration": k, "role": role, "run": str(model_run), "model": info["model"],
                "image_size": info["input"]["size"], "parameters": parameter_count(model_run),
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
                "pseudo_labeled": summary.get("kept"), "test_top1": metrics["test_top1"]}
@@ -86,7 +87,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| iteration | model | parameters | pseudo-label accuracy | test top-1 | "
              "mean corruption error | mCE |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        role = "teacher" if r["iteration"] == 0 else f"student {r['iteration']}"
+        role = r.get("role") or ("teacher" if r["iteration"] == 0 else f"student {r['iteration']}")
         mce = f"{r['mce']:.1f}" if "mce" in r else "n/a"
         lines.append(f"| {r['iteration']} ({role}) | {r['model']} @{r['image_size']} | "
                      f"{r['parameters'] / 1e6:.2f} M | {_percent(r['pseudo_label_accuracy'])} | "

@@ -68,6 +68,10 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
                  data=data, unlabeled=unlabeled[0])
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
+    finetune = config.finetune_config(str(teacher / runs.MODEL))
+    if finetune is not None:  # the last student, fine-tuned on the labeled images
+        share_split(teacher, run / "finetune")
+        run_step(run / "finetune", train, finetune, quiet, data=data)
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)

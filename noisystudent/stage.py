@@ -21,7 +21,7 @@ from .device import resolve_device, resolve_precision
 from .errors import UserError
 from .inference import predict_logits
 from .metrics import classification_metrics
-from .models import configure_finetune, create_model, model_input_config
+from .models import configure_finetune, create_model, keep_spatial_map, model_input_config
 from .transforms import CleanPipeline, InputSpec
 
 
@@ -99,7 +99,8 @@ class Stage:
             return runs.read_json(self.run_dir / runs.METRICS)
         train = self.data.train
         save_model(self.run_dir, model, name=self.config.model, spec=spec,
-                   classes=train.classes, stored=(train.channels, train.images.shape[-1]))
+                   classes=train.classes, stored=(train.channels, train.images.shape[-1]),
+                   small_image=self.config.small_image)
         metrics = {"model": self.config.model, **facts, **self.test_metrics(model, spec)}
         runs.write_json(self.run_dir / runs.METRICS, metrics)
         distributed.barrier()
@@ -147,6 +148,7 @@ def build_model(config: TrainConfig, num_classes: int,
     it expects (the config's resolution, the weights' normalisation)."""
     model = create_model(config.model, num_classes, pretrained=config.pretrained,
                          drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
+    keep_spatial_map(model, config.small_image)
     configure_finetune(model, config.finetune, config.freeze_stages)
     info = model_input_config(model)
     spec = InputSpec(config.image_size, tuple(info["mean"]), tuple(info["std"]))
@@ -155,10 +157,11 @@ def build_model(config: TrainConfig, num_classes: int,
 
 
 def save_model(run_dir: Path, model: torch.nn.Module, *, name: str, spec: InputSpec,
-               classes: list[str], stored: tuple[int, int]) -> None:
+               classes: list[str], stored: tuple[int, int], small_image: int = 0) -> None:
     """The final weights plus what evaluate/predict/teachers need to rebuild the model."""
     runs.save_weights(run_dir / runs.MODEL, model.state_dict())
     runs.write_json(run_dir / runs.MODEL_INFO, {
         "model": name, "num_classes": len(classes), "classes": classes,
         "input": spec.to_dict(), "stored_channels": stored[0], "stored_size": stored[1],
+        "small_image": small_image,
     })

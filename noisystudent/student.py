@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
+import torch
+
+from . import runs
 from .config import StudentConfig
 from .data.imageset import ImageSet
 from .data.loaders import ImageBatches, LabeledAndPseudoBatches
 from .engine import fit
 from .errors import UserError
+from .models import count_parameters, saved_parameter_count
 from .pseudo_label import read_pseudo_labels
 from .stage import RunData, build_model, start_stage
 from .tasks import NoisyStudentTask
@@ -38,18 +44,42 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     pseudo_images = unlabeled.images[index]
 
     model, spec = build_model(config, len(train_set.classes), device)
+    check_student_size(model, summary["teacher"]["run"])
     pseudo_batch = config.batch_size * config.unlabeled_ratio
-    steps = config.steps_per_epoch or max(1, len(index) // pseudo_batch)
+    steps = steps_per_epoch(config, len(index))
     loader = LabeledAndPseudoBatches(
         ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
                               seed=config.seed, steps=steps),
         ImageBatches.training(pseudo_images, probs, pseudo_batch, device,
                               seed=config.seed + 1, steps=steps))
-    task = NoisyStudentTask(model, make_augment(config), spec,
-                            unlabeled_weight=config.unlabeled_weight,
+    weight = config.unlabeled_weight * (config.unlabeled_ratio
+                                        if config.loss_weighting == "per-image" else 1)
+    task = NoisyStudentTask(model, make_augment(config), spec, unlabeled_weight=weight,
                             label_smoothing=config.label_smoothing, device=device)
     fit(task, loader, settings=config, stage=stage)
     return stage.finish(task.final_model(), spec, {
         "pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
         "pseudo_labeled_images": len(index), "epochs": config.epochs,
-        "steps": config.epochs * len(loader)})
+        "steps": config.epochs * len(loader),
+        "passes": config.epochs * len(loader) * pseudo_batch / len(index)})
+
+
+def steps_per_epoch(config: StudentConfig, pseudo_labeled: int) -> int:
+    """Steps per epoch: as set, or enough for ``passes`` over the pseudo-labeled images in all,
+    or one pass per epoch."""
+    pseudo_batch = config.batch_size * config.unlabeled_ratio
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if config.passes:
+        return max(1, math.ceil(config.passes * pseudo_labeled / (pseudo_batch * config.epochs)))
+    return max(1, pseudo_labeled // pseudo_batch)
+
+
+def check_student_size(student: torch.nn.Module, teacher_run: str | Path) -> None:
+    """Noisy Student asks for a student equal to or larger than its teacher: warn otherwise."""
+    teacher_params = saved_parameter_count(Path(teacher_run) / runs.MODEL)
+    params = count_parameters(student)
+    if params < teacher_params:
+        warnings.warn(f"the student ({params / 1e6:.2f} M parameters) is smaller than its "
+                      f"teacher ({teacher_params / 1e6:.2f} M); Noisy Student asks for an equal "
+                      "or larger student (distill compresses a model)", stacklevel=2)

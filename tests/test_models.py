@@ -194,3 +194,18 @@ def test_param_groups_only_trainable():
     groups = param_groups(model, lr=0.1, weight_decay=1e-4)
     params = [p for g in groups for p in g["params"]]
     assert len(params) == 2 and all(g["lr"] == 0.1 and g["lr_scale"] == 1.0 for g in groups)
+
+
+def test_small_image_keeps_a_spatial_map_and_the_imagenet_weights():
+    reference = models.create_model("tf_efficientnet_lite0", 10, pretrained="offline")
+    x = torch.randn(1, 3, 32, 32)
+    maps = []
+    for layers in (0, 1, 2):
+        model = models.keep_spatial_map(
+            models.create_model("tf_efficientnet_lite0", 10, pretrained="offline"), layers)
+        maps.append(tuple(model.eval().forward_features(x).shape[-2:]))
+        ours, theirs = model.state_dict(), reference.state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs if "classifier" not in k)
+    assert maps == [(1, 1), (2, 2), (4, 4)]
+    with pytest.raises(UserError, match="stride-2 convolutions"):
+        models.keep_spatial_map(timm.create_model("resnet10t"), 9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,61 @@ def test_growing_student_schedule_and_shared_keys():
         SelfTrainConfig(student={"seed": 3}).validate()
     with pytest.raises(UserError, match="unknown config key student.rate"):
         SelfTrainConfig(student={"rate": 3}).validate()
+
+
+@pytest.mark.slow
+def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_tree):
+    """Your own images are stored once, at the largest size any stage sees; each model resizes
+    to its own, so labeled and pseudo-labeled batches always concatenate."""
+    from noisystudent.evaluate import evaluate
+
+    train_dir, test_dir = image_tree
+    config = SelfTrainConfig(
+        data=str(train_dir), test_data=str(test_dir), labels_per_class=4, iterations=1,
+        corruptions=False,
+        teacher={"model": "resnet10t", "pretrained": "none", "epochs": 1, "batch_size": 8,
+                 "image_size": 32},
+        pseudo_label={"threshold": 0.0},
+        student={"model": "resnet10t", "pretrained": "none", "epochs": 1, "batch_size": 4,
+                 "image_size": 48, "small_image": 1, "passes": 2, "cutout": 8,
+                 "padding": "reflect", "loss_weighting": "per-image"},
+        finetune={"epochs": 1, "batch_size": 8, "lr": 1e-4})
+    config.validate()
+    report = selftrain.self_train(config, tmp_path / "run", quiet=True)
+    student = tmp_path / "run" / "iter1" / "student"
+    info = runs.read_json(student / runs.MODEL_INFO)
+    assert info["stored_size"] == 48 and info["input"]["size"] == 48
+    assert info["small_image"] == 1
+    metrics = runs.read_json(student / runs.METRICS)
+    # 2 passes over the kept pseudo-labeled images, 4 x 3 = 12 of them per step.
+    kept = runs.read_json(tmp_path / "run" / "iter1" / "pseudo-labels" / "summary.json")["kept"]
+    assert metrics["steps"] == math.ceil(2 * kept / 12)
+    assert metrics["passes"] == pytest.approx(metrics["steps"] * 12 / kept)
+    # The saved student is rebuilt with its strides: evaluating it repeats its test top-1.
+    assert evaluate(student, quiet=True)["top1"] == pytest.approx(metrics["test_top1"],
+                                                                  abs=1e-6)
+    assert [r["role"] for r in report["rows"]] == ["teacher", "student 1",
+                                                   "student 1, fine-tuned"]
+    finetuned = runs.read_yaml(tmp_path / "run" / "finetune" / runs.CONFIG)
+    assert finetuned["pretrained"] == str(student / runs.MODEL)
+    assert finetuned["image_size"] == 48 and finetuned["augment"] == "none"
+
+
+def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
+    from noisystudent.config import StudentConfig
+    from noisystudent.models import create_model
+    from noisystudent.student import check_student_size, steps_per_epoch
+
+    config = StudentConfig(pseudo_labels="x", batch_size=10, unlabeled_ratio=3, epochs=4,
+                           passes=6)
+    assert steps_per_epoch(config, 1000) == 50           # 6 x 1000 / (30 x 4)
+    config.passes, config.steps_per_epoch = 0, 0
+    assert steps_per_epoch(config, 1000) == 33           # one pass per epoch
+    with pytest.raises(UserError, match="either passes or steps_per_epoch"):
+        StudentConfig(pseudo_labels="x", passes=2, steps_per_epoch=5).validate()
+    with pytest.warns(UserWarning, match="smaller than its teacher"):
+        check_student_size(create_model("mobilenetv3_small_050", 10), tiny_teacher)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_student_size(create_model("resnet10t", 10), tiny_teacher)

@@ -66,7 +66,8 @@ def noise_rate(batch: int, steps: int, threads: int) -> tuple[float, float]:
     from torchvision.transforms import v2
 
     from noisystudent.data.fashion_mnist import load_fashion_mnist
-    from noisystudent.noise import BatchedNoise, crop_flip
+    from noisystudent.noise import crop_flip
+    from noisystudent.transforms import BatchedNoise
 
     torch.set_num_threads(threads)
     images = load_fashion_mnist("test").images[:batch]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .noise import BatchedNoise, crop_flip
+from .noise import PADDING_MODES, Fill, crop_flip, cutout
+from .randaugment import BatchedRandAugment
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,36 @@ def to_model_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
 def no_augment(images: torch.Tensor) -> torch.Tensor:
     return images
+
+
+class BatchedNoise:
+    """The student's input noise on a uint8 batch: ``crop_flip`` (pad-crop by 1/8 of the size
+    and horizontal flip), then ``BatchedRandAugment(num_ops, magnitude)``, then ``cutout`` of
+    side ``cutout_size`` (0 = off); every draw per image, no loop over images."""
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9, cutout_size: int = 0,
+                 padding_mode: str = "constant", pad_fraction: float = 0.125,
+                 flip: bool = True, fill: Fill = 0, cutout_op: bool = False):
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.randaugment = BatchedRandAugment(num_ops, magnitude, fill=fill, cutout_op=cutout_op)
+        self.cutout_size = cutout_size
+        self.padding_mode = padding_mode
+        self.pad_fraction = pad_fraction
+        self.flip = flip
+        self.fill = fill
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.randaugment!r}, cutout_size={self.cutout_size}, "
+                f"padding_mode={self.padding_mode!r}, pad_fraction={self.pad_fraction}, "
+                f"flip={self.flip})")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = crop_flip(images, self.pad_fraction, self.flip, self.padding_mode)
+        out = self.randaugment(out)
+        if self.cutout_size > 0:
+            out = cutout(out, self.cutout_size, self.fill)
+        return out
 
 
 def make_augment(settings) -> Callable[[torch.Tensor], torch.Tensor]:

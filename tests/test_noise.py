@@ -1,4 +1,4 @@
-"""Tests of the batched student noise (noisystudent.noise) against torchvision, image by image.
+"""Tests of the batched student noise (noise.py, randaugment.py) against torchvision, per image.
 
 Every RandAugment op, forced for the whole batch, is compared on real Fashion-MNIST images
 (one channel, and three channels made of three different images) with torchvision's
@@ -28,15 +28,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from noisystudent.noise import (
-    OPS,
-    BatchedNoise,
-    BatchedRandAugment,
-    crop_flip,
-    cutout,
-    cutout_at,
-    translate_flip,
-)
+from noisystudent.noise import crop_flip, cutout, cutout_at, translate_flip
+from noisystudent.randaugment import OPS, BatchedRandAugment
+from noisystudent.transforms import BatchedNoise
 
 from .conftest import fashion_mnist_available
 

@@ -15,6 +15,8 @@ from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches, Labeled
 from noisystudent.errors import UserError
 from noisystudent.metrics import classification_metrics, expected_calibration_error
 from noisystudent.optim import cosine_with_warmup
+from noisystudent.randaugment import BatchedRandAugment
+from noisystudent.transforms import BatchedNoise
 
 from .conftest import needs_fashion_mnist
 
@@ -218,7 +220,7 @@ def fashion_test() -> torch.Tensor:
 
 @needs_fashion_mnist
 def test_randaugment_noise_is_uint8_seeded_and_drawn_per_image(fashion_test, monkeypatch):
-    augment = noise.BatchedNoise(num_ops=2, magnitude=9)
+    augment = BatchedNoise(num_ops=2, magnitude=9)
     torch.manual_seed(0)
     out = augment(fashion_test)
     assert out.shape == fashion_test.shape and out.dtype == torch.uint8
@@ -231,7 +233,7 @@ def test_randaugment_noise_is_uint8_seeded_and_drawn_per_image(fashion_test, mon
     # ops drawn per image give many distinct results, ops drawn per batch would give one.
     copies = fashion_test[:1].expand(64, -1, -1, -1).contiguous()
     torch.manual_seed(0)
-    out = noise.BatchedRandAugment(num_ops=2, magnitude=9)(copies)
+    out = BatchedRandAugment(num_ops=2, magnitude=9)(copies)
     distinct = {bytes(image.numpy().tobytes()) for image in out}
     assert len(distinct) >= 32
     changed = sum(not torch.equal(image, copies[0]) for image in out)

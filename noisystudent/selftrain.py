@@ -47,7 +47,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     log.info("1. teacher: %s", config.teacher_run or run / "iter0-teacher")
     teacher = Path(config.teacher_run) if config.teacher_run else run_step(
         run / "iter0-teacher", train, config.teacher_config(), quiet, data=data)
-    unlabeled = unlabeled_images(config, data, teacher)
+    unlabeled, source = unlabeled_images(config, data, teacher)
     for k in range(1, config.iterations + 1):
         iteration = run / f"iter{k}"
         # 2. The clean teacher pseudo-labels the unlabeled images.
@@ -57,15 +57,15 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
             if distributed.is_main():
                 shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
             distributed.barrier()
-            log.info("2. iteration %d: the teacher labels %d images", k, len(unlabeled[0]))
-            pseudo_label(teacher, labels, config.pseudo_label_config(), images=unlabeled,
-                         unlabeled=config.unlabeled, quiet=quiet)
+            log.info("2. iteration %d: the teacher labels %d images", k, len(unlabeled))
+            pseudo_label(teacher, labels, config.pseudo_label_config(),
+                         images=(unlabeled, source), unlabeled=config.unlabeled, quiet=quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = iteration / "student"
         log.info("3. iteration %d: noised student in %s", k, student)
         share_split(teacher, student)
         run_step(student, train_student, config.student_config(k, str(labels)), quiet,
-                 data=data, unlabeled=unlabeled[0])
+                 data=data, unlabeled=unlabeled)
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
     finetune = config.finetune_config(str(teacher / runs.MODEL))

@@ -26,7 +26,8 @@ def make_optimizer(name: str, groups: list[dict], lr: float,
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer.found_inf`` cancels an update on the device (fused kernels)."""
-    return bool(optimizer.defaults.get("fused"))
+    # Per group: a checkpoint from before fused kernels restores groups without them.
+    return all(group.get("fused") for group in optimizer.param_groups)
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,

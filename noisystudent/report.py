@@ -33,10 +33,6 @@ def iteration_runs(run: Path, config) -> list[tuple[int, Path, Path | None]]:
     return rows
 
 
-def parameter_count(model_run: Path) -> int:
-    return saved_parameter_count(model_run / runs.MODEL)
-
-
 def _percent(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
@@ -55,7 +51,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
         if model_run.name == "finetune":
             role += ", fine-tuned"
         row = {"iteration": k, "role": role, "run": str(model_run), "model": info["model"],
-               "image_size": info["input"]["size"], "parameters": parameter_count(model_run),
+               "image_size": info["input"]["size"],
+               "parameters": saved_parameter_count(model_run / runs.MODEL),
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
                "pseudo_labeled": summary.get("kept"), "test_top1": metrics["test_top1"]}
         if config.corruptions:

@@ -87,12 +87,11 @@ def make_augment(settings) -> Callable[[torch.Tensor], torch.Tensor]:
     """The noise a TrainConfig (or subclass) asks for, uint8 batch -> uint8 batch: 'light'
     (pad-crop, flip), 'randaugment' (pad-crop, flip, RandAugment) or 'none'. Every task
     feeds its batch through this, then through the model's resize and normalisation."""
-    padding = getattr(settings, "padding", "constant")
     if settings.augment == "randaugment":
         return BatchedNoise(settings.randaugment_ops, settings.randaugment_magnitude,
-                            cutout_size=getattr(settings, "cutout", 0), padding_mode=padding)
+                            cutout_size=settings.cutout, padding_mode=settings.padding)
     if settings.augment == "light":
-        return lambda images: crop_flip(images, padding_mode=padding)
+        return lambda images: crop_flip(images, padding_mode=settings.padding)
     return no_augment
 
 

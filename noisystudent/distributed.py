@@ -1,8 +1,9 @@
 """Data parallelism with PyTorch's own engine: ``torchrun ... -m noisystudent <command>``.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK and the rendezvous; the CLI calls ``setup()``,
-which joins the process group (NCCL on GPUs, gloo on CPUs). Everything here is a no-op in a
-single process, so the rest of the code reads the same either way.
+which joins the process group (NCCL on GPUs, gloo on CPUs). Every torchrun launch joins it, one
+process included, so a single GPU runs the same collectives as many. Without torchrun every
+helper here is a no-op, so the rest of the code reads the same either way.
 
 Semantics: ``batch_size`` is the *global* batch, split evenly across processes, so the learning
 rate and schedule mean the same thing for any number of processes. Only rank 0 writes files.
@@ -19,9 +20,13 @@ from torch.nn.parallel import DistributedDataParallel
 from .errors import UserError
 
 
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "WORLD_SIZE" in os.environ
+
+
 def setup() -> None:
-    """Join the process group when launched by torchrun with more than one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    """Join the process group when launched by torchrun (any number of processes)."""
+    if not launched_by_torchrun() or dist.is_initialized():
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
@@ -36,7 +41,8 @@ def teardown() -> None:
 
 
 def active() -> bool:
-    return dist.is_initialized() and dist.get_world_size() > 1
+    """In a process group: DDP, sharding and collectives run (a group of one included)."""
+    return dist.is_initialized()
 
 
 def rank() -> int:
@@ -57,7 +63,17 @@ def is_main() -> bool:
 
 def barrier() -> None:
     if active():
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[local_rank()])
+        else:
+            dist.barrier()
+
+
+def collective_device() -> torch.device:
+    """Where collective tensors live: NCCL moves GPU tensors only, gloo CPU tensors."""
+    if active() and dist.get_backend() == "nccl":
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -90,7 +106,8 @@ def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
     if not active():
         return metrics
     keys = sorted(metrics)
-    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
+                          device=collective_device())
     dist.all_reduce(values)
     total = dict(zip(keys, values.tolist()))
     return {k: total[k] if k == "images_per_s" else total[k] / world_size() for k in keys}
@@ -100,17 +117,12 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows, in rank order (the ranks' shares may differ by one)."""
     if not active():
         return tensor
-    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
-    dist.all_gather(sizes, torch.tensor([len(tensor)]))
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype)
-    padded[:len(tensor)] = tensor.cpu()
+    device = collective_device()
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([len(tensor)], device=device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.zeros((max(sizes), *tensor.shape[1:]), dtype=tensor.dtype, device=device)
+    padded[:len(tensor)] = tensor
     parts = [torch.empty_like(padded) for _ in sizes]
-    if dist.get_backend() == "nccl":  # NCCL gathers GPU tensors only
-        device = torch.device("cuda", local_rank())
-        parts_gpu = [p.to(device) for p in parts]
-        dist.all_gather(parts_gpu, padded.to(device))
-        parts = [p.cpu() for p in parts_gpu]
-    else:
-        dist.all_gather(parts, padded)
-    return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)])
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(tensor.device)

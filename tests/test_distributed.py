@@ -133,3 +133,51 @@ def test_pseudo_label_from_a_streamed_npy(tmp_path, tiny_teacher):
     with pytest.raises(UserError, match="pack it with --image-size"):
         pseudo_label(tiny_teacher, tmp_path / "x", PseudoLabelConfig(),
                      unlabeled=str(tmp_path / "rgb.npy"), quiet=True)
+
+
+def test_one_process_torchrun_goes_through_the_collectives(monkeypatch):
+    """A torchrun launch of one process joins the group, so one GPU exercises every collective
+    that many would (before, WORLD_SIZE=1 skipped them all)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from noisystudent import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0",
+                           WORLD_SIZE="1", LOCAL_RANK="0", TORCHELASTIC_RUN_ID="test").items():
+        monkeypatch.setenv(key, value)
+    calls = []
+    for name in ("all_gather", "all_reduce"):
+        real = getattr(dist, name)
+        monkeypatch.setattr(dist, name, lambda *a, _real=real, _name=name, **k:
+                            (calls.append(_name), _real(*a, **k))[1])
+    distributed.setup()
+    try:
+        assert distributed.active() and distributed.world_size() == 1
+        rows = torch.arange(12.0).view(6, 2)
+        assert torch.equal(distributed.gather_rows(rows), rows)
+        assert distributed.mean_metrics({"loss": 2.0, "images_per_s": 10.0}) == \
+            {"loss": 2.0, "images_per_s": 10.0}
+        model = distributed.wrap(torch.nn.Linear(2, 2), torch.device("cpu"))
+        assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        distributed.barrier()
+    finally:
+        distributed.teardown()
+    assert calls == ["all_gather", "all_gather", "all_reduce"]
+
+
+def test_collective_tensors_live_on_the_backends_device(monkeypatch):
+    import torch.distributed as dist
+
+    from noisystudent import distributed
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    assert distributed.collective_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    assert distributed.collective_device() == torch.device("cpu")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -84,16 +83,21 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, evaluate_exported
 
-    result = evaluate(args.run_dir, device=args.device, quiet=args.quiet,
-                      corruptions=args.corruptions, baseline=args.baseline,
-                      corruption_images=args.corruption_images)
+    if is_onnx(args.run_dir):
+        if args.corruptions:
+            raise UserError("--corruptions measures a run directory, not an exported .onnx file")
+        result = evaluate_exported(args.run_dir, quiet=args.quiet)
+    else:
+        result = evaluate(args.run_dir, device=args.device, quiet=args.quiet,
+                          corruptions=args.corruptions, baseline=args.baseline,
+                          corruption_images=args.corruption_images)
     print(f"test top-1: {result['top1']:.4f}  ECE: {result['ece']:.4f}  "
           f"({result['test_images']} images)")
     for name, acc in result["per_class"].items():
         print(f"  {name:<16} {acc:.4f}")
-    print(f"wrote {args.run_dir}/evaluation.json and confusion.png")
+    print(f"wrote {result['files'][0]} and {result['files'][1]}")
     if args.corruptions:
         measured = result["corruptions"]
         print(f"corruptions ({measured['images']} images each): clean error "
@@ -102,6 +106,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         for name, errors in measured["errors"].items():
             print(f"  {name:<18} " + " ".join(f"{e:.3f}" for e in errors))
         print(f"wrote {args.run_dir}/corruptions.json")
+
+
+def is_onnx(path: str) -> bool:
+    return path.lower().endswith(".onnx")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    result = export_onnx(args.run_dir, args.out)
+    print(f"wrote {result['path']} (max |logit difference| to PyTorch "
+          f"{result['max_logit_difference']:.1e})")
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> None:
@@ -138,16 +154,15 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import predict
+    from .deploy import format_predictions, predict_onnx
 
-    results = predict(args.run_dir, args.images, device=args.device, top_k=args.top_k)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    for r in results:
-        alternatives = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
-        extra = f"  ({alternatives})" if alternatives else ""
-        print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}{extra}")
+    if is_onnx(args.run_dir):
+        results = predict_onnx(args.run_dir, args.images, top_k=args.top_k)
+    else:
+        from .predict import predict
+
+        results = predict(args.run_dir, args.images, device=args.device, top_k=args.top_k)
+    print(format_predictions(results, args.json))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(command, config_cls)
         command.set_defaults(func=func)
 
-    evaluate = sub.add_parser("evaluate", help="test accuracy, confusion matrix, calibration")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate = sub.add_parser("evaluate", help="test accuracy, confusion matrix, calibration",
+                              description="Evaluate a run directory, or an exported .onnx file "
+                              "(through ONNX Runtime) on the test set of the run it came from.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--quiet", action="store_true", help="no progress or status lines")
     evaluate.add_argument("--corruptions", action="store_true",
@@ -222,13 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--channels", type=int, default=3, choices=(1, 3))
     pack.set_defaults(func=cmd_pack)
 
-    predict = sub.add_parser("predict", help="class and probability for image files")
-    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict = sub.add_parser("predict", help="class and probability for image files",
+                             description="From a run directory, or an exported .onnx file "
+                             "(through ONNX Runtime).")
+    predict.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=1, help="also list the next k-1 classes")
     predict.add_argument("--json", action="store_true", help="print JSON instead of lines")
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="the run's model as ONNX, preprocessing included",
+                            description="uint8 images in, logits out; class names and the "
+                            "stored size in the metadata; dynamic batch. Needs "
+                            "pip install 'noisystudent[export]'.")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", default="onnx", choices=("onnx",))
+    export.add_argument("--out", metavar="FILE.onnx", help="default: RUN_DIR/model.onnx")
+    export.add_argument("--quiet", action="store_true", help="no status lines")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -45,6 +45,8 @@ class SharedSettings:
     precision: str = _help("'auto' (bf16/fp16 where supported), 'bf16', 'fp16' or 'fp32'",
                            default="auto")
     strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
+    tensorboard: bool = _help("also write the metrics as TensorBoard events (RUN_DIR/tensorboard)",
+                              default=False)
 
     def validate(self) -> None:
         _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))

@@ -158,6 +158,7 @@ def fit(task: StudentTask, loader, *, settings: LoopSettings, stage: Stage,
         runs.save_checkpoint(checkpoint_path, state)
         # Logged after the checkpoint; a resume drops lines past the checkpoint's epoch.
         runs.append_jsonl(run_dir / runs.METRICS_LOG, {"epoch": epoch + 1, **metrics})
+        stage.scalars.add("epoch", metrics, epoch + 1)
         epoch_bar.set_postfix(loss=f"{metrics['loss']:.3f}")
     return epochs - start_epoch
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure  # no pyplot: files only, no display needed
+from tqdm.auto import tqdm
 
 from . import runs
 from .config import shared_settings_of
@@ -69,13 +70,39 @@ def evaluate(run_dir: str | Path, *, device: str = "auto", quiet: bool = False,
     result = classification_metrics(logits, test_set.labels, trained.classes)
     result["test_images"] = len(test_set)
     run = Path(run_dir)
-    runs.write_json(run / EVALUATION, result)
-    plot_confusion(result["confusion"], trained.classes, run / CONFUSION_PNG)
+    write_evaluation(result, trained.classes, run / EVALUATION, run / CONFUSION_PNG)
     if corruptions:
         result["corruptions"] = evaluate_corruptions(
             run, dev, quiet=quiet, baseline=baseline, images=corruption_images,
             trained=trained, test_set=test_set)
     return result
+
+
+def evaluate_exported(model_path: str | Path, *, quiet: bool = False) -> dict:
+    """An exported .onnx model through ONNX Runtime on the test set of the run it came from;
+    writes MODEL.evaluation.json and MODEL.confusion.png beside it."""
+    from .deploy import OnnxModel
+
+    model = OnnxModel(model_path)
+    settings = shared_settings_of(model.settings, channels=model.stored_channels)
+    test_set = load_test_set(settings, model.stored_size, classes=model.classes)
+    if test_set is None:
+        raise UserError(f"the run behind {model_path} had no test data; nothing to evaluate on")
+    loader = ImageBatches(test_set.images, test_set.labels, 256, torch.device("cpu"))
+    logits = [torch.from_numpy(model.logits(batch["images"].numpy()))
+              for batch in tqdm(loader, desc="evaluate", leave=False, disable=quiet)]
+    result = classification_metrics(torch.cat(logits), test_set.labels, model.classes)
+    result["test_images"] = len(test_set)
+    path = Path(model_path)
+    write_evaluation(result, model.classes, path.with_suffix(".evaluation.json"),
+                     path.with_suffix(".confusion.png"))
+    return result
+
+
+def write_evaluation(result: dict, classes: list[str], json_path: Path, png_path: Path) -> None:
+    result["files"] = [str(json_path), str(png_path)]
+    runs.write_json(json_path, result)
+    plot_confusion(result["confusion"], classes, png_path)
 
 
 def evaluate_corruptions(run_dir: str | Path, device: torch.device, *, quiet: bool = True,

@@ -7,24 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.images import UnreadableImage, open_image, resize_center_crop
+from .data.decode import read_image
 from .device import resolve_device
-from .errors import UserError
 from .inference import load_trained
 from .transforms import CleanPipeline
-
-
-def read_for_model(path: str | Path, channels: int, size: int) -> torch.Tensor:
-    """One image file as the uint8 (C, H, W) tensor the run's training images were stored as."""
-    if not Path(path).is_file():
-        raise UserError(f"image not found: {path}")
-    try:
-        img = resize_center_crop(open_image(path, channels), size)
-    except UnreadableImage as err:
-        raise UserError(f"cannot read image {path}: {err}") from None
-    array = np.asarray(img, dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array.copy())
 
 
 @torch.no_grad()
@@ -34,7 +20,7 @@ def predict(run_dir: str | Path, images: list[str | Path], device: str = "auto",
     dev = resolve_device(device)
     trained = load_trained(run_dir, dev)
     channels, size = trained.info["stored_channels"], trained.info["stored_size"]
-    batch = torch.stack([read_for_model(p, channels, size) for p in images]).to(dev)
+    batch = torch.from_numpy(np.stack([read_image(p, channels, size) for p in images])).to(dev)
     probs = trained.model(CleanPipeline(trained.spec)(batch)).float().softmax(1).cpu()
     top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=1)
     results = []

@@ -33,6 +33,7 @@ from .pseudo_label import (
 from .report import REPORT_JSON, write_report
 from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
+from .tensorboard import Scalars
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,20 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
     report = write_report(run, config, data.test, quiet)
+    log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()
     return report
+
+
+def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:
+    """One TensorBoard point per iteration: pseudo-labels, test top-1, mCE (--tensorboard)."""
+    scalars = Scalars(run, enabled)
+    for row in rows:
+        group = "finetune" if row["role"].endswith("fine-tuned") else "iteration"
+        scalars.add(group, {key: row.get(key) for key in
+                            ("pseudo_label_accuracy", "pseudo_labeled", "test_top1", "mce")},
+                    row["iteration"])
+    scalars.close()
 
 
 def stored_size(config: SelfTrainConfig) -> int:

@@ -6,7 +6,7 @@ metrics and ``metrics.json``."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from .errors import UserError
 from .inference import predict_logits
 from .metrics import classification_metrics
 from .models import configure_finetune, create_model, keep_spatial_map, model_input_config
+from .tensorboard import Scalars
 from .transforms import CleanPipeline, InputSpec
 
 
@@ -71,6 +72,7 @@ class Stage:
     data: RunData
     resume: bool = False
     quiet: bool = False
+    scalars: Scalars = field(default_factory=lambda: Scalars("", enabled=False))
 
     @property
     def seed(self) -> int:
@@ -103,6 +105,9 @@ class Stage:
                    small_image=self.config.small_image)
         metrics = {"model": self.config.model, **facts, **self.test_metrics(model, spec)}
         runs.write_json(self.run_dir / runs.METRICS, metrics)
+        self.scalars.add("test", {"top1": metrics["test_top1"], "ece": metrics.get("ece")},
+                         self.config.epochs)
+        self.scalars.close()
         distributed.barrier()
         return metrics
 
@@ -131,7 +136,8 @@ def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = 
     return Stage(run_dir=run_dir, config=config, device=device,
                  dtype=resolve_precision(config.precision, device, training=True),
                  eval_dtype=resolve_precision(config.precision, device, training=False),
-                 data=data, resume=resume, quiet=quiet)
+                 data=data, resume=resume, quiet=quiet,
+                 scalars=Scalars(run_dir, config.tensorboard))
 
 
 def share_split(teacher: str | Path, student: str | Path) -> None:

@@ -85,7 +85,7 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
         student={"model": "resnet10t", "pretrained": "none", "epochs": 1, "batch_size": 4,
                  "image_size": 48, "small_image": 1, "passes": 2, "cutout": 8,
                  "padding": "reflect", "loss_weighting": "per-image"},
-        finetune={"epochs": 1, "batch_size": 8, "lr": 1e-4})
+        finetune={"epochs": 1, "batch_size": 8, "lr": 1e-4}, tensorboard=True)
     config.validate()
     report = selftrain.self_train(config, tmp_path / "run", quiet=True)
     student = tmp_path / "run" / "iter1" / "student"
@@ -105,6 +105,17 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
     finetuned = runs.read_yaml(tmp_path / "run" / "finetune" / runs.CONFIG)
     assert finetuned["pretrained"] == str(student / runs.MODEL)
     assert finetuned["image_size"] == 48 and finetuned["augment"] == "none"
+    # --tensorboard: each stage's epochs in its own folder, one point per iteration at the top.
+    from .test_tensorboard import read_scalars
+
+    student_scalars = read_scalars(student / "tensorboard")
+    assert {"epoch/loss", "epoch/pseudo", "epoch/lr", "test/top1"} <= set(student_scalars)
+    top = read_scalars(tmp_path / "run" / "tensorboard")
+    assert top["iteration/test_top1"] == [(row["iteration"], pytest.approx(row["test_top1"]))
+                                          for row in report["rows"][:2]]
+    assert [step for step, _ in top["iteration/pseudo_label_accuracy"]] == [1]
+    assert top["iteration/pseudo_labeled"] == [(1, kept)]
+    assert top["finetune/test_top1"][0][0] == 1
 
 
 def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):

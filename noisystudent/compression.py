@@ -1,14 +1,19 @@
-"""What a compressed model costs: parameters, FLOPs, CPU latency; and the report table."""
+"""What a compressed model costs: parameters, FLOPs, CPU latency in PyTorch and, with the
+``export`` extra, in ONNX Runtime; and the report table."""
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .device import autocast
+from .errors import UserError
 from .inference import TrainedModel
 from .models import count_parameters
 from .transforms import InputSpec
@@ -43,25 +48,62 @@ def cpu_latency_ms(model: torch.nn.Module, spec: InputSpec, batch: int,
     return statistics.median(times)
 
 
+def onnx_latency_ms(run_dir: Path, batches: tuple[int, ...] = (1, 256),
+                    repeats: int = 5) -> dict[int, float] | None:
+    """Median wall time of ONNX Runtime (CPU) on the run's exported graph (uint8 images at the
+    stored size, preprocessing included), per batch size; None without the export extra."""
+    from .export import export_onnx, require_export_extra
+
+    try:
+        require_export_extra()
+    except UserError:
+        return None
+    from .deploy import OnnxModel
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = OnnxModel(export_onnx(run_dir, Path(folder) / "model.onnx")["path"])
+        result = {}
+        for batch in batches:
+            shape = (batch, model.stored_channels, model.stored_size, model.stored_size)
+            images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+            times = []
+            for i in range(repeats + 1):  # the first run is a warm-up
+                start = time.perf_counter()
+                model.logits(images, batch_size=batch)
+                if i:
+                    times.append((time.perf_counter() - start) * 1000)
+            result[batch] = statistics.median(times)
+    return result
+
+
 def describe(name: str, trained: TrainedModel, test_top1: float | None,
              dtype: torch.dtype | None) -> dict:
     model, spec = trained.model, trained.spec
+    onnx = onnx_latency_ms(trained.run_dir) or {}
     return {
         "name": name, "run": str(trained.run_dir), "model": trained.info["model"],
         "image_size": spec.size, "parameters": count_parameters(model),
         "mflops": count_flops(model, spec) / 1e6,
         "latency_ms_batch1": cpu_latency_ms(model, spec, 1, dtype),
         "latency_ms_batch256": cpu_latency_ms(model, spec, 256, dtype, repeats=3),
+        "onnx_latency_ms_batch1": onnx.get(1), "onnx_latency_ms_batch256": onnx.get(256),
         "test_top1": test_top1,
     }
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | run | parameters | MFLOPs / image | CPU ms @1 | CPU ms @256 | test top-1 |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | run | parameters | MFLOPs / image | PyTorch CPU ms @1 | PyTorch CPU ms "
+             "@256 | ONNX Runtime ms @1 | ONNX Runtime ms @256 | test top-1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def ms(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
     for r in rows:
         top1 = f"{100 * r['test_top1']:.2f}%" if r["test_top1"] is not None else "n/a"
         lines.append(f"| {r['name']}: {r['model']} @{r['image_size']} | {r['run']} | "
                      f"{r['parameters'] / 1e6:.2f} M | {r['mflops']:.1f} | "
-                     f"{r['latency_ms_batch1']:.1f} | {r['latency_ms_batch256']:.0f} | {top1} |")
+                     f"{r['latency_ms_batch1']:.1f} | {r['latency_ms_batch256']:.0f} | "
+                     f"{ms(r.get('onnx_latency_ms_batch1'), 1)} | "
+                     f"{ms(r.get('onnx_latency_ms_batch256'), 0)} | {top1} |")
     return "\n".join(lines) + "\n"

@@ -123,6 +123,8 @@ def compression_report(run_dir: Path, config: DistillConfig,
             f"FLOPs ratio teacher/student: {teacher['mflops'] / student['mflops']:.1f}x; "
             f"latency ratio @256: "
             f"{teacher['latency_ms_batch256'] / student['latency_ms_batch256']:.1f}x. "
-            f"Latency measured on the CPU ({dtype or 'fp32'}), median of repeats.\n")
+            f"Latency measured on the CPU, median of repeats: PyTorch ({dtype or 'fp32'}) on "
+            f"the model; ONNX Runtime (fp32) on the exported graph (`noisystudent export`: "
+            f"uint8 images in, preprocessing included; n/a without the export extra).\n")
     runs.write_text(run_dir / COMPRESSION_MD, text)
     return text

@@ -69,6 +69,8 @@ def test_distill_smoke_with_compression_report(tmp_path, teacher_run, mode):
     assert [r["name"] for r in rows] == ["teacher", "student without teacher",
                                          "distilled student"]
     assert rows[0]["mflops"] > rows[2]["mflops"] > 0
+    # ONNX Runtime latency beside PyTorch's, measured on each exported model.
+    assert all(r["onnx_latency_ms_batch256"] > r["onnx_latency_ms_batch1"] > 0 for r in rows)
     assert "| teacher: resnet10t @32" in (run / COMPRESSION_MD).read_text()
     # The deployed student holds no training-only projection: its keys are the model's own.
     keys = set(runs.load_weights(run / runs.MODEL))

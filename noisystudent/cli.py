@@ -293,7 +293,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _warning_line
     setup_logging(getattr(args, "quiet", False))
-    from . import distributed  # imports torch: after parsing, so --help stays quick
+    if args.command == "predict" and is_onnx(args.run_dir):
+        # ONNX Runtime, numpy and Pillow only: this runs where torch is not installed.
+        return run_safely(lambda: args.func(args))
+    try:
+        from . import distributed  # imports torch: after parsing, so --help stays quick
+    except ImportError as err:
+        print(f"noisystudent: error: {err.name} is not installed; '{args.command}' needs the "
+              "full install (pip install noisystudent); predictions from an exported .onnx "
+              "file need only onnxruntime, numpy and pillow", file=sys.stderr)
+        return EXIT_USAGE
 
     distributed.setup()  # under torchrun: join the process group
     if not distributed.is_main():

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UserError
 
 
@@ -401,6 +399,8 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    import yaml  # here, not above: the CLI imports this module where only deploy deps exist
+
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

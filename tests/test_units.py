@@ -317,6 +317,17 @@ def test_image_batches_with_more_steps_than_one_pass():
     assert len(rows) == 8 and len(set(rows)) == 8
 
 
+def test_image_batches_partial_last_batch_and_steps_without_shuffle():
+    # Shuffled without drop_last: every row once, the last batch partial (no repeated rows).
+    batches = ImageBatches(_numbered(10), torch.arange(10), 4, CPU, shuffle=True)
+    rows = [b["index"].tolist() for b in batches]
+    assert [len(r) for r in rows] == [4, 4, 2] and sorted(sum(rows, [])) == list(range(10))
+    # In order with more steps than one pass: the order wraps round, no empty batch.
+    ordered = ImageBatches(_numbered(10), torch.arange(10), 4, CPU, steps=4)
+    assert [b["index"].tolist() for b in ordered] == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                                       [8, 9, 0, 1], [2, 3, 4, 5]]
+
+
 def test_image_batches_tiny_labeled_set_still_yields_a_batch():
     batches = ImageBatches.training(_numbered(3), torch.arange(3), 8, CPU, seed=0)
     got = _collect(batches)

@@ -62,10 +62,11 @@ class ImageBatches:
     def order(self) -> torch.Tensor:
         """This epoch's row order: enough shuffled passes to fill ``len(self)`` batches."""
         n = len(self.images)
+        # More than one pass only when ``steps`` asks for more batches than the set fills.
+        passes = max(1, math.ceil(len(self) * self.batch_size / n)) if self.steps else 1
         if not self.shuffle:
-            return torch.arange(n)
+            return torch.arange(n).repeat(passes)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        passes = max(1, math.ceil(len(self) * self.batch_size / n))
         return torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])
 
     def __iter__(self):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from noisystudent.config import TrainConfig, load_config
+from noisystudent.config import SelfTrainConfig, TrainConfig, load_config
 from noisystudent.errors import UserError
 
 
@@ -46,3 +46,15 @@ def test_bad_values_are_one_line_errors(key, value, message):
 def test_config_must_be_a_mapping(tmp_path):
     with pytest.raises(UserError, match="must be a mapping"):
         load_config(TrainConfig, write(tmp_path, "- 1\n- 2\n"))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
+                                        .glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    config = load_config(SelfTrainConfig, str(path))
+    for k in range(1, config.iterations + 1):
+        config.student_config(k, "labels").validate()
+    config.teacher_config().validate()
+    finetune = config.finetune_config("weights.safetensors")
+    if finetune is not None:
+        finetune.validate()

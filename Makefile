@@ -20,8 +20,8 @@ data:
 	      && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null) \
 	  || echo "note: dataset-fashion-mnist not installed; noisystudent will download Fashion-MNIST"
 
-# Noisy Student on Fashion-MNIST, 100 labels per class, 2 iterations (about 6 min on a 2-core Zen 4;
-# about 30 on an AVX2-only CPU).
+# Noisy Student on Fashion-MNIST, 100 labels per class, 2 iterations (about 10 min on a 2-core Zen 4;
+# expect three times that on an AVX2-only CPU).
 demo: $(STAMP) data
 	$(BIN)/noisystudent self-train configs/demo.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 

@@ -61,7 +61,8 @@ def onnx_latency_ms(run_dir: Path, batches: tuple[int, ...] = (1, 256),
     from .deploy import OnnxModel
 
     with tempfile.TemporaryDirectory() as folder:
-        model = OnnxModel(export_onnx(run_dir, Path(folder) / "model.onnx")["path"])
+        model = OnnxModel(export_onnx(run_dir, Path(folder) / "model.onnx",
+                                      every_rank=True)["path"])
         result = {}
         for batch in batches:
             shape = (batch, model.stored_channels, model.stored_size, model.stored_size)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import runs
+from . import distributed, runs
 from .compression import describe, markdown_table
 from .config import DistillConfig
 from .data.images import load_unlabeled_folder
@@ -98,7 +98,9 @@ def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = Fal
         "labeled_images": len(labeled) if labeled else 0,
         "unlabeled_images": len(unlabeled) if unlabeled else 0, "epochs": config.epochs,
         "steps": config.epochs * len(loader)})
-    log.info(compression_report(stage.run_dir, config, metrics["test_top1"]))
+    if distributed.is_main():  # measured once, in one process
+        log.info(compression_report(stage.run_dir, config, metrics["test_top1"]))
+    distributed.barrier()
     return metrics
 
 

@@ -60,9 +60,11 @@ def require_export_extra() -> None:
                         "pip install 'noisystudent[export]'")
 
 
-def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> dict:
+def export_onnx(run_dir: str | Path, out: str | Path | None = None, *,
+                every_rank: bool = False) -> dict:
     """Write RUN_DIR's model as ONNX (default RUN_DIR/model.onnx) and check it against
-    PyTorch on random images; returns the path and the measured difference."""
+    PyTorch on random images; returns the path and the measured difference. Under torchrun
+    only rank 0 writes, unless ``every_rank`` (a file private to each process)."""
     require_export_extra()
     trained = load_trained(run_dir, torch.device("cpu"))
     path = Path(out) if out is not None else trained.run_dir / ONNX_FILE
@@ -72,7 +74,8 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None) -> dict:
                              trained.spec).eval()
     channels, size = trained.info["stored_channels"], trained.info["stored_size"]
     example = torch.randint(0, 256, (2, channels, size, size), dtype=torch.uint8)
-    runs.atomic_write(path, lambda tmp: _write_onnx(deployed, example, tmp, metadata(trained)))
+    runs.atomic_write(path, lambda tmp: _write_onnx(deployed, example, tmp, metadata(trained)),
+                      every_rank=every_rank)
     difference = check_parity(deployed, path, channels, size)
     log.debug("exported %s -> %s (max |logit difference| %.2e on random images)",
              trained.run_dir, path, difference)

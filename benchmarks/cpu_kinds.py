@@ -5,14 +5,17 @@ BENCHMARKS.md, so a run on another machine adds its kind beside the others.
     python benchmarks/cpu_kinds.py [--batch-size 256] [--steps 4] [--skip-compile]
 
 The bare tf_efficientnet_lite0 @32 step (forward, backward, fused AdamW) on random inputs,
-and inference (eval, no grad) at the same batch. Every figure is images/s in this one run;
-the ratios between variants are what ``precision: auto`` rests on.
+and inference (eval, no grad) at the same batch; then each model family's training step in
+fp32 and bf16 beside the dtype ``precision: auto`` picks for it (``precision.py``, measured
+at start-up with a fresh cache). Every figure is images/s in this one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +25,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
+from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.device import autocast, cpu_kind  # noqa: E402
 from noisystudent.models import create_model  # noqa: E402
 from noisystudent.optim import make_optimizer  # noqa: E402
+from noisystudent.precision import training_precision, training_rate  # noqa: E402
 
 MODEL, SIZE = "tf_efficientnet_lite0", 32
 # Warm-up steps before timing. Measured here: the 3rd and 4th steps of a process's first
@@ -57,6 +62,35 @@ def train_rate(batch: int, steps: int, dtype, channels_last: bool, compiled: boo
     for _ in range(steps):
         step()
     return batch * steps / (time.perf_counter() - start)
+
+
+# (model, image size, input channels): the teachers and students the recipes use.
+FAMILIES = [("tf_efficientnet_lite0", 32, 3), ("tf_efficientnet_lite0", 96, 3),
+            ("cifar_resnet20", 28, 1), ("cifar_resnet32", 28, 1), ("cifar_resnet56", 28, 1),
+            ("cifar_wrn28_2", 28, 1)]
+
+
+def family_rows(batch: int, steps: int) -> list[str]:
+    """Per family: the bare step in fp32 and bf16 (channels_last, drop-path 0.1) and what
+    ``precision: auto`` chooses, measured as a fresh run would (empty cache)."""
+    rows = ["| model | input | fp32 images/s | bf16 images/s | auto picks | auto vs fp32 | "
+            "auto vs bf16 |", "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    for name, size, chans in FAMILIES:
+        shape = (batch if size < 64 else batch // 4, chans, size, size)
+        rates = [training_rate(create_model(name, 10, drop_path_rate=0.1, in_chans=chans),
+                               shape, dtype, steps=steps) for dtype in (None, torch.bfloat16)]
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["NOISYSTUDENT_CACHE"] = cache
+            config = TrainConfig(model=name, pretrained="none", image_size=size,
+                                 in_chans=chans, batch_size=shape[0], drop_path_rate=0.1)
+            auto = training_precision(config, torch.device("cpu"))
+            del os.environ["NOISYSTUDENT_CACHE"]
+        picked = rates[1] if auto == torch.bfloat16 else rates[0]
+        rows.append(f"| {name} | {size} px x {chans}, batch {shape[0]} | {rates[0]:,.0f} | "
+                    f"{rates[1]:,.0f} | {'bf16' if auto else 'fp32'} | "
+                    f"{picked / rates[0]:.2f}x | {picked / rates[1]:.2f}x |")
+        print(rows[-1], flush=True)
+    return rows
 
 
 def noise_rate(batch: int, steps: int, threads: int) -> tuple[float, float]:
@@ -129,6 +163,7 @@ def main() -> None:
         rows.append(("inference", f"{name}, channels_last", cores, rate))
         print(f"inference {name}: {rate:.0f} images/s", flush=True)
 
+    families = family_rows(args.batch_size, args.steps)
     looped, batched = noise_rate(args.batch_size, args.steps, cores)
     print(f"noise: {looped:.0f} images/s per image, {batched:.0f} batched", flush=True)
 
@@ -142,6 +177,11 @@ def main() -> None:
             f"tf_efficientnet_lite0 @{SIZE}, batch {args.batch_size}, {args.steps} timed steps "
             f"after {WARMUP} warm-up steps (compilation included in the warm-up).\n\n"
             + "\n".join(table) + "\n\n"
+            "Each model family's training step (forward, cross-entropy, backward, SGD; "
+            "`precision.training_rate`) and the dtype `precision: auto` picks for it, measured "
+            "at start-up as a first run does (its own short measurement, so the pick can differ "
+            "from this table where the two dtypes are close):\n\n"
+            + "\n".join(families) + "\n\n"
             f"The student's noise (pad-crop, flip, RandAugment 2 ops at magnitude 9, "
             f"Fashion-MNIST 28 px): {looped:,.0f} images/s with torchvision's RandAugment "
             f"called per image, {batched:,.0f} batched (noise.py), {batched / looped:.1f}x.\n")

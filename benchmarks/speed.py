@@ -48,6 +48,7 @@ from noisystudent.device import autocast, cpu_kind, resolve_precision  # noqa: E
 from noisystudent.engine import train_one_epoch  # noqa: E402
 from noisystudent.inference import predict_logits  # noqa: E402
 from noisystudent.optim import build_optimizer, make_optimizer  # noqa: E402
+from noisystudent.precision import training_precision  # noqa: E402
 from noisystudent.stage import build_model  # noqa: E402
 from noisystudent.tasks import NoisyStudentTask, SupervisedTask  # noqa: E402
 from noisystudent.transforms import CleanPipeline, make_augment  # noqa: E402
@@ -134,7 +135,7 @@ def toolkit_training(images, labels, batch_size: int, steps: int, warmup: int) -
     model, spec = build_model(config, 10, device)
     optimizer, scheduler = build_optimizer(model, config, warmup + steps)
     task = SupervisedTask(model, make_augment(config), spec, device=device)
-    dtype = resolve_precision(config.precision, device, training=True)
+    dtype = training_precision(config, device)
     for n in (warmup, steps):
         loader = ImageBatches.training(images, labels, batch_size, device, seed=0, steps=n)
         metrics = train_one_epoch(task, loader, optimizer, scheduler, device=device,
@@ -268,7 +269,8 @@ def main() -> None:
     batch = args.batch_size or (1024 if gpu else 256)
     steps = args.steps or (40 if gpu else 8)
     warmup = args.warmup * 2 if gpu else args.warmup
-    dtype = resolve_precision("auto", device, training=True)
+    dtype = training_precision(TrainConfig(model=MODEL, pretrained="none", image_size=SIZE,
+                                           batch_size=batch), device)
     torch.manual_seed(0)
     train = load_fashion_mnist("train")
     images, labels = train.images[:20_000], train.labels[:20_000]

@@ -21,12 +21,13 @@ from .transforms import InputSpec
 
 def count_flops(model: torch.nn.Module, spec: InputSpec) -> int:
     """Forward FLOPs for one image at the model's input size (PyTorch's own counter; a
-    multiply-add counts as 2)."""
-    x = torch.zeros(1, 3, spec.size, spec.size)
+    multiply-add counts as 2), on whatever device the model is."""
+    device = next(model.parameters()).device
+    x = torch.zeros(1, spec.channels, spec.size, spec.size, device=device)
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.cpu()(x)
+        model(x)
     model.train(was_training)
     return int(counter.get_total_flops())
 
@@ -36,7 +37,8 @@ def cpu_latency_ms(model: torch.nn.Module, spec: InputSpec, batch: int,
                    dtype: torch.dtype | None, repeats: int = 5) -> float:
     """Median wall time of one forward pass on the CPU, after a warm-up pass."""
     model = model.cpu().eval()
-    x = torch.randn(batch, 3, spec.size, spec.size).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, spec.channels, spec.size, spec.size)
+    x = x.contiguous(memory_format=torch.channels_last)
     model = model.to(memory_format=torch.channels_last)
     times = []
     for i in range(repeats + 1):

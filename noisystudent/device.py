@@ -30,20 +30,14 @@ def cpu_kind() -> str:
     return "AVX2"
 
 
-# Training precision on each CPU kind with precision 'auto' (BENCHMARKS.md, "CPU kind"
-# sections, benchmarks/cpu_kinds.py): on AVX2 bf16 autocast trained Lite0 4.6x slower than
-# fp32 (34 vs 157 images/s, Zen 3); on AVX-512 BF16 fp32 with channels_last trained faster
-# than bf16 (Zen 4 and Zen 5). AMX runs bf16 matrix products ~5x faster than AVX-512 BF16.
-CPU_TRAINING_DTYPE = {"AMX": torch.bfloat16, "AVX-512 BF16": None, "AVX2": None}
-
-
 def resolve_precision(precision: str, device: torch.device,
                       training: bool = True) -> torch.dtype | None:
     """The autocast dtype, or None for fp32.
 
-    'auto': bf16 (fp16 without bf16) on CUDA. On a CPU by its kind (``cpu_kind``): inference
-    in bf16 wherever the CPU has bf16 instructions (AVX-512 BF16 or AMX; emulated bf16 is
-    slower than fp32), training as ``CPU_TRAINING_DTYPE`` says.
+    'auto': bf16 (fp16 without bf16) on CUDA. On a CPU: inference in bf16 wherever the CPU
+    has bf16 instructions (AVX-512 BF16 or AMX; emulated bf16 is slower than fp32), training
+    in fp32. A training stage asks ``precision.training_precision`` instead, which measures
+    which of the two trains its model faster on a CPU with bf16 instructions.
     """
     if precision == "fp32":
         return None
@@ -53,10 +47,9 @@ def resolve_precision(precision: str, device: torch.device,
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    kind = cpu_kind()
-    if training:
-        return CPU_TRAINING_DTYPE[kind]
-    return None if kind == "AVX2" else torch.bfloat16
+    if training or cpu_kind() == "AVX2":
+        return None
+    return torch.bfloat16
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

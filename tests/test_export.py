@@ -107,3 +107,25 @@ def test_export_errors_are_one_line(tiny_teacher, tmp_path, monkeypatch, capsys)
     with pytest.raises(UserError, match=r"pip install 'noisystudent\[export\]'"):
         export_onnx(tiny_teacher, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_one_channel_small_image_student_exports_with_parity(tmp_path):
+    """A from-scratch CIFAR ResNet on one grayscale channel: trained by ``train``, exported,
+    and the ONNX graph (its own preprocessing included) agrees with PyTorch."""
+    from noisystudent.train import train
+    from tests.conftest import quick_config
+
+    run = tmp_path / "resnet20"
+    train(quick_config(model="cifar_resnet20", in_chans=1, image_size=28, labels_per_class=3,
+                       drop_path_rate=0.1), run, quiet=True)
+    trained = load_trained(run, torch.device("cpu"))
+    assert trained.spec.channels == 1 and trained.model.conv_stem.in_channels == 1
+    path = tmp_path / "resnet20.onnx"
+    assert export_onnx(run, path)["max_logit_difference"] <= 1e-3
+    test = load_fashion_mnist("test")
+    loader = ImageBatches(test.images[:500], test.labels[:500], 250, torch.device("cpu"))
+    expected = predict_logits(trained.model, CleanPipeline(trained.spec), loader,
+                              device=torch.device("cpu"), dtype=None).numpy()
+    got = OnnxModel(path).logits(test.images[:500].numpy(), batch_size=250)
+    assert np.abs(got - expected).max() <= 1e-3
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999

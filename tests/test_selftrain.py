@@ -50,7 +50,7 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
         assert row["test_top1"] == metrics["test_top1"]
     assert all(r["pseudo_label_accuracy"] is not None for r in report["rows"][1:])
     text = (tmp_path / "run" / REPORT_MD).read_text()
-    assert "| 2 (student 2) | resnet10t @32 |" in text
+    assert "| 2 (student 2) | cifar_resnet20 @28 |" in text
     for png in (ACCURACY_PNG, CORRUPTIONS_PNG):
         assert (tmp_path / "run" / png).stat().st_size > 1000
     # Students learn the teacher's labeled split.
@@ -122,6 +122,7 @@ def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
     from noisystudent.config import StudentConfig
     from noisystudent.models import create_model
     from noisystudent.student import check_student_size, steps_per_epoch
+    from noisystudent.transforms import InputSpec
 
     config = StudentConfig(pseudo_labels="x", batch_size=10, unlabeled_ratio=3, epochs=4,
                            passes=6)
@@ -130,9 +131,17 @@ def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
     assert steps_per_epoch(config, 1000) == 33           # one pass per epoch
     with pytest.raises(UserError, match="either passes or steps_per_epoch"):
         StudentConfig(pseudo_labels="x", passes=2, steps_per_epoch=5).validate()
-    with pytest.warns(UserWarning, match="smaller than its teacher"):
-        check_student_size(create_model("mobilenetv3_small_050", 10), tiny_teacher)
+    # Size is FLOPs at each model's own resolution (the teacher: resnet10t @32).
+    rgb32 = InputSpec(32, (0.5,) * 3, (0.5,) * 3)
+    with pytest.warns(UserWarning, match=r"MFLOPs per image at 32 px\) is smaller"):
+        check_student_size(create_model("mobilenetv3_small_050", 10), rgb32, tiny_teacher)
+    with pytest.warns(UserWarning, match="smaller than its teacher"):  # same model, lower res
+        check_student_size(create_model("resnet10t", 10), InputSpec(24, rgb32.mean, rgb32.std),
+                           tiny_teacher)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_student_size(create_model("resnet10t", 10), tiny_teacher)
+        check_student_size(create_model("resnet10t", 10), rgb32, tiny_teacher)
+        # 0.27 M parameters against resnet10t's 4.9 M, but more compute at 32 px
+        check_student_size(create_model("cifar_resnet20", 10, in_chans=1),
+                           InputSpec(32, (0.5,), (0.5,), 1), tiny_teacher)

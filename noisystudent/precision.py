@@ -1,0 +1,148 @@
+"""``precision: auto`` for training on a CPU: the faster of fp32 and bf16 autocast for the model,
+input and batch at hand, measured once and cached.
+
+Which dtype trains faster depends on the model as much as on the CPU: on an AVX-512 BF16 Zen 4
+a dense 3x3 convolution runs on the bf16 dot-product units (CIFAR ResNet-20 @32: 1,064 images/s
+in bf16 against 607 in fp32) and a depthwise one does not (Lite0 @32: 366 against 896). So on
+a CPU with bf16 instructions (AVX-512 BF16 or AMX) the first run of a (model, input, batch)
+times a few steps of each and keeps the faster; later runs read the answer from
+``$NOISYSTUDENT_CACHE/precision.json`` (default ``~/.cache/noisystudent``), keyed by the CPU's
+name, torch version, thread count, model, input and batch, so a run and its resume train in
+the same dtype. A CPU without bf16 instructions trains in fp32 without measuring (bf16 is
+emulated there: 34 against 157 images/s for Lite0 on a Zen 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed, runs
+from .device import autocast, cpu_kind, resolve_precision
+from .errors import UserError
+from .models import create_model, keep_spatial_map
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "precision.json"
+# Steps per dtype: the first ones touch fresh memory and pick kernels (a process's first
+# steps measured 5-15x slower), so they are not timed.
+WARMUP_STEPS, TIMED_STEPS = 3, 4
+# The measured batch: large enough for the per-image rate of the real step, small enough that
+# a slow model (Lite0 @96 fp32: ~100 images/s) measures in seconds.
+MAX_MEASURED_BATCH = 128
+
+
+def _cache_path() -> Path:
+    root = os.environ.get("NOISYSTUDENT_CACHE") or Path.home() / ".cache" / "noisystudent"
+    return Path(root) / CACHE_FILE
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def training_rate(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype | None,
+                  steps: int = TIMED_STEPS, warmup: int = WARMUP_STEPS) -> float:
+    """Images/s of the bare training step (forward, cross-entropy, backward, SGD) on random
+    channels_last input of ``input_shape`` = (batch, channels, size, size). The model's
+    weights and gradients are left changed: pass a throwaway copy."""
+    cpu = torch.device("cpu")
+    model = model.to(cpu, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(input_shape).to(memory_format=torch.channels_last)
+    num_classes = getattr(model, "num_classes", 0) or 10
+    y = torch.randint(0, num_classes, (input_shape[0],))
+
+    def step() -> None:
+        with autocast(cpu, dtype):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return input_shape[0] * steps / (time.perf_counter() - start)
+
+
+def measured_training_dtype(build: callable, key: dict,
+                            input_shape: tuple[int, ...]) -> torch.dtype | None:
+    """The faster of fp32 (None) and bf16 for the model ``build()`` returns, from the cache or
+    measured now. ``key`` names the model and input (its JSON is the cache key)."""
+    full_key = json.dumps({"cpu": _cpu_name(), "torch": torch.__version__,
+                           "threads": torch.get_num_threads(), **key,
+                           "batch": input_shape[0]}, sort_keys=True)
+    path = _cache_path()
+    cache = _read_cache(path)
+    if full_key not in cache:
+        rates = {}
+        state = torch.random.get_rng_state()  # measuring must not move the run's random stream
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            rates[name] = training_rate(build(), input_shape, dtype)
+        torch.random.set_rng_state(state)
+        best = max(rates, key=rates.get)
+        cache[full_key] = {"dtype": best, "images_per_s": {k: round(v, 1)
+                                                            for k, v in rates.items()}}
+        log.info("precision auto: %s trains in %s here (%s images/s fp32, %s bf16; cached in %s)",
+                 key.get("model"), best, f"{rates['fp32']:,.0f}", f"{rates['bf16']:,.0f}", path)
+        _write_cache(path, cache)
+    return torch.bfloat16 if cache[full_key]["dtype"] == "bf16" else None
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # missing or damaged: measure again
+        return {}
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)),
+                          every_rank=True)
+    except (OSError, UserError) as err:  # a read-only home: measure again next time
+        log.warning("could not cache the precision measurement in %s (%s)", path, err)
+
+
+def training_precision(config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a TrainConfig's stage trains in (None = fp32). 'auto' on a CPU with
+    bf16 instructions is measured for the config's model and input (module docstring);
+    elsewhere ``device.resolve_precision`` decides. Under torchrun rank 0 measures and every
+    rank trains in its answer."""
+    if config.precision != "auto" or device.type != "cpu" or cpu_kind() == "AVX2":
+        return resolve_precision(config.precision, device, training=True)
+    def build() -> nn.Module:
+        model = create_model(config.model, 10, drop_path_rate=config.drop_path_rate,
+                             in_chans=config.in_chans)
+        return keep_spatial_map(model, config.small_image)
+
+    key = {"model": config.model, "image_size": config.image_size,
+           "in_chans": config.in_chans, "small_image": config.small_image}
+    shape = (min(config.images_per_step, MAX_MEASURED_BATCH), config.in_chans, config.image_size,
+             config.image_size)
+    choice = [None]
+    if distributed.is_main():
+        choice = [measured_training_dtype(build, key, shape)]
+    if distributed.active():
+        torch.distributed.broadcast_object_list(choice, src=0)
+    return choice[0]

@@ -301,17 +301,17 @@ class SelfTrainConfig(SharedSettings):
     def finetune_config(self, student_weights: str) -> TrainConfig | None:
         """The final fine-tune: the last student's model and input, its weights as the start,
         the ``finetune`` section's settings over defaults that refine a trained model rather
-        than train a new one: no noise, the student's optimizer at 1/100 of its peak lr, no
-        warmup (a fresh run's warmup to AdamW at 2e-3 cost a trained student 2.9 points),
-        3 epochs."""
+        than train a new one: light noise (pad-crop, flip), the student's optimizer at 1/100
+        of its peak lr, no warmup, 3 epochs. A fresh run's defaults (a warmup to AdamW at
+        2e-3) cost a trained student 4.5 points (BENCHMARKS.md, "Final fine-tune")."""
         if not self.finetune:
             return None
         last = self.student_config(max(1, self.iterations), "pending")
         values = {"model": last.model, "image_size": last.image_size,
                   "small_image": last.small_image, "in_chans": last.in_chans,
                   "channels_last": last.channels_last,
-                  "augment": "none", "drop_rate": 0.0, "drop_path_rate": 0.0,
-                  "optimizer": last.optimizer, "lr": last.lr / 100,
+                  "augment": "light", "padding": last.padding, "drop_rate": 0.0,
+                  "drop_path_rate": 0.0, "optimizer": last.optimizer, "lr": last.lr / 100,
                   "momentum": last.momentum, "weight_decay": last.weight_decay,
                   "warmup_epochs": 0.0, "epochs": 3, "batch_size": last.batch_size,
                   "label_smoothing": last.label_smoothing,

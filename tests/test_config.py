@@ -58,3 +58,18 @@ def test_every_shipped_config_loads_and_validates(path):
     finetune = config.finetune_config("weights.safetensors")
     if finetune is not None:
         finetune.validate()
+
+
+def test_the_final_fine_tune_refines_the_last_student_by_default():
+    config = SelfTrainConfig(
+        student={"model": "resnet10t", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4,
+                 "in_chans": 1, "image_size": 28, "batch_size": 32},
+        student_models=["cifar_resnet20", "cifar_resnet32"], iterations=2,
+        finetune={"epochs": 2})
+    config.validate()
+    finetune = config.finetune_config("last.safetensors")
+    assert (finetune.model, finetune.in_chans, finetune.image_size) == ("cifar_resnet32", 1, 28)
+    assert (finetune.optimizer, finetune.weight_decay, finetune.batch_size) == ("sgd", 5e-4, 32)
+    assert finetune.lr == pytest.approx(1e-3) and finetune.warmup_epochs == 0
+    assert (finetune.augment, finetune.drop_rate, finetune.drop_path_rate) == ("light", 0, 0)
+    assert finetune.epochs == 2 and finetune.pretrained == "last.safetensors"

@@ -104,7 +104,8 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
                                                    "student 1, fine-tuned"]
     finetuned = runs.read_yaml(tmp_path / "run" / "finetune" / runs.CONFIG)
     assert finetuned["pretrained"] == str(student / runs.MODEL)
-    assert finetuned["image_size"] == 48 and finetuned["augment"] == "none"
+    assert finetuned["image_size"] == 48 and finetuned["augment"] == "light"
+    assert finetuned["warmup_epochs"] == 0 and finetuned["padding"] == "reflect"
     # --tensorboard: each stage's epochs in its own folder, one point per iteration at the top.
     from .test_tensorboard import read_scalars
 

@@ -5,7 +5,7 @@ Which dtype trains faster depends on the model as much as on the CPU: on an AVX-
 a dense 3x3 convolution runs on the bf16 dot-product units (CIFAR ResNet-20 @32: 1,064 images/s
 in bf16 against 607 in fp32) and a depthwise one does not (Lite0 @32: 366 against 896). So on
 a CPU with bf16 instructions (AVX-512 BF16 or AMX) the first run of a (model, input, batch)
-times a few steps of each and keeps the faster; later runs read the answer from
+times a few steps of each and keeps bf16 where it is at least 10% faster; later runs read the answer from
 ``$NOISYSTUDENT_CACHE/precision.json`` (default ``~/.cache/noisystudent``), keyed by the CPU's
 name, torch version, thread count, model, input and batch, so a run and its resume train in
 the same dtype. A CPU without bf16 instructions trains in fp32 without measuring (bf16 is
@@ -36,6 +36,9 @@ CACHE_FILE = "precision.json"
 # Steps per dtype: the first ones touch fresh memory and pick kernels (a process's first
 # steps measured 5-15x slower), so they are not timed.
 WARMUP_STEPS, TIMED_STEPS = 3, 4
+# bf16 is kept only when it trains at least this much faster: it rounds activations, and a
+# near tie (Lite0 @128 measured 54 against 52 images/s) is measurement noise, not a reason.
+BF16_MIN_SPEEDUP = 1.1
 # The measured batch: large enough for the per-image rate of the real step, small enough that
 # a slow model (Lite0 @96 fp32: ~100 images/s) measures in seconds.
 MAX_MEASURED_BATCH = 128
@@ -98,7 +101,7 @@ def measured_training_dtype(build: callable, key: dict,
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             rates[name] = training_rate(build(), input_shape, dtype)
         torch.random.set_rng_state(state)
-        best = max(rates, key=rates.get)
+        best = "bf16" if rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"] else "fp32"
         cache[full_key] = {"dtype": best, "images_per_s": {k: round(v, 1)
                                                             for k, v in rates.items()}}
         log.info("precision auto: %s trains in %s here (%s images/s fp32, %s bf16; cached in %s)",

@@ -59,6 +59,12 @@ def test_auto_picks_the_faster_dtype_measured_once_and_cached(cache, monkeypatch
     assert len(json.loads(cache.read_text())) == 2
 
 
+def test_a_near_tie_keeps_fp32(cache, monkeypatch):
+    fake_rates(monkeypatch, fp32=100.0, bf16=105.0)
+    config = TrainConfig(model="cifar_resnet20", pretrained="none")
+    assert precision.training_precision(config, CPU) is None
+
+
 def test_a_student_is_measured_at_its_whole_step_capped(cache, monkeypatch):
     calls = fake_rates(monkeypatch, fp32=1.0, bf16=2.0)
     student = StudentConfig(model="cifar_resnet20", pretrained="none", image_size=28,

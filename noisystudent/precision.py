@@ -5,10 +5,10 @@ Which dtype trains faster depends on the model as much as on the CPU: on an AVX-
 a dense 3x3 convolution runs on the bf16 dot-product units (CIFAR ResNet-20 @32: 1,064 images/s
 in bf16 against 607 in fp32) and a depthwise one does not (Lite0 @32: 366 against 896). So on
 a CPU with bf16 instructions (AVX-512 BF16 or AMX) the first run of a (model, input, batch)
-times a few steps of each and keeps bf16 where it is at least 10% faster; later runs read the answer from
-``$NOISYSTUDENT_CACHE/precision.json`` (default ``~/.cache/noisystudent``), keyed by the CPU's
-name, torch version, thread count, model, input and batch, so a run and its resume train in
-the same dtype. A CPU without bf16 instructions trains in fp32 without measuring (bf16 is
+times a few steps of each and keeps bf16 where it is at least 10% faster; later runs read
+the answer from ``$NOISYSTUDENT_CACHE/precision.json`` (default ``~/.cache/noisystudent``),
+keyed by the CPU's name, torch version, thread count, model, input and batch, so a run and
+its resume train in the same dtype. A CPU without bf16 instructions trains in fp32 without measuring (bf16 is
 emulated there: 34 against 157 images/s for Lite0 on a Zen 3).
 """
 

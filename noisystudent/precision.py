@@ -8,8 +8,8 @@ a CPU with bf16 instructions (AVX-512 BF16 or AMX) the first run of a (model, in
 times a few steps of each and keeps bf16 where it is at least 10% faster; later runs read
 the answer from ``$NOISYSTUDENT_CACHE/precision.json`` (default ``~/.cache/noisystudent``),
 keyed by the CPU's name, torch version, thread count, model, input and batch, so a run and
-its resume train in the same dtype. A CPU without bf16 instructions trains in fp32 without measuring (bf16 is
-emulated there: 34 against 157 images/s for Lite0 on a Zen 3).
+its resume train in the same dtype. A CPU without bf16 instructions trains in fp32 without
+measuring (bf16 is emulated there: 34 against 157 images/s for Lite0 on a Zen 3).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
@@ -42,11 +41,6 @@ BF16_MIN_SPEEDUP = 1.1
 # The measured batch: large enough for the per-image rate of the real step, small enough that
 # a slow model (Lite0 @96 fp32: ~100 images/s) measures in seconds.
 MAX_MEASURED_BATCH = 128
-
-
-def _cache_path() -> Path:
-    root = os.environ.get("NOISYSTUDENT_CACHE") or Path.home() / ".cache" / "noisystudent"
-    return Path(root) / CACHE_FILE
 
 
 def _cpu_name() -> str:
@@ -93,7 +87,7 @@ def measured_training_dtype(build: callable, key: dict,
     full_key = json.dumps({"cpu": _cpu_name(), "torch": torch.__version__,
                            "threads": torch.get_num_threads(), **key,
                            "batch": input_shape[0]}, sort_keys=True)
-    path = _cache_path()
+    path = runs.cache_root() / CACHE_FILE
     cache = _read_cache(path)
     if full_key not in cache:
         rates = {}

@@ -39,10 +39,6 @@ def corruption_names() -> list[str]:
     return get_corruption_names("common")
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("NOISYSTUDENT_CACHE", Path.home() / ".cache" / "noisystudent"))
-
-
 def _corrupt_chunk(images: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
     """uint8 (n, H, W, C) -> corrupted uint8 (n, S, S, C), S = max(H, 32)."""
     from imagecorruptions import corrupt
@@ -68,7 +64,7 @@ def corrupted_sets(images: torch.Tensor, names: list[str], quiet: bool = True,
     """Every (corruption, severity) version of the uint8 (N, C, H, W) images, cached on disk."""
     array = images.permute(0, 2, 3, 1).contiguous().numpy()
     key = hashlib.sha256(array.tobytes()).hexdigest()[:16]
-    folder = cache_root() / "corruptions" / key
+    folder = runs.cache_root() / "corruptions" / key
     folder.mkdir(parents=True, exist_ok=True)
     result, missing = {}, []
     for name in names:

@@ -34,6 +34,13 @@ TMP_SUFFIX = ".tmp"
 CHECKPOINT_MAGIC = b"noisystudent-checkpoint sha256:"
 
 
+
+def cache_root() -> Path:
+    """Where the toolkit keeps what it computes once per machine (corruption sets, precision
+    measurements): ``$NOISYSTUDENT_CACHE``, default ``~/.cache/noisystudent``."""
+    return Path(os.environ.get("NOISYSTUDENT_CACHE", Path.home() / ".cache" / "noisystudent"))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any],
                  every_rank: bool = False) -> None:
     """``write(tmp)`` then fsync and rename over ``path``: readers, and a run killed at any

@@ -32,7 +32,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group("settings (override --config; defaults in brackets)")
     for f in dataclasses.fields(cls):
         kind = field_type(cls, f.name)
-        if kind is dict:
+        if kind is dict or typing.get_args(kind) == (dict,):
             continue  # sections are set in the YAML file or with --set section.key=value
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} [{f.default}]"

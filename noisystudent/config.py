@@ -272,6 +272,10 @@ class SelfTrainConfig(SharedSettings):
     student_models: list[str] = _help("model per iteration, e.g. [tf_efficientnet_lite0, "
                                       "tf_efficientnet_lite1]; the last one repeats",
                                       default_factory=list)
+    students: list[dict] = _help("per-iteration overrides of the student section, e.g. "
+                                 "[{passes: 2}, {passes: 4}] for a student that grows in "
+                                 "length; the last one repeats (set in the YAML file)",
+                                 default_factory=list)
     corruptions: bool = _help("measure corruption error (mCE) of the teacher and the students",
                               default=True)
     corruption_images: int = _help("test images corrupted per type and severity (0 = all)",
@@ -294,6 +298,8 @@ class SelfTrainConfig(SharedSettings):
         values = {**self.student, **shared_settings(self), "pseudo_labels": pseudo_labels}
         if self.student_models:
             values["model"] = self.student_models[min(iteration, len(self.student_models)) - 1]
+        if self.students:
+            values.update(self.students[min(iteration, len(self.students)) - 1])
         config = build(StudentConfig, values, prefix="student.")
         config.validate()
         return config
@@ -325,14 +331,24 @@ class SelfTrainConfig(SharedSettings):
         _check_range("iterations", self.iterations, 0, 20)
         _check_range("corruption_images", self.corruption_images, 0)
         for key in shared_settings(self):
-            for section in ("teacher", "student", "finetune"):
-                if key in getattr(self, section):
+            sections = {"teacher": self.teacher, "student": self.student,
+                        "finetune": self.finetune,
+                        **{f"students[{i}]": s for i, s in enumerate(self.students)}}
+            for section, values in sections.items():
+                if key in values:
                     raise UserError(f"{section}.{key} is shared by every stage: set it at the "
                                     f"top level of the config")
         if self.teacher_run is None:
             self.teacher_config()
         self.pseudo_label_config()
-        self.student_config(1, "pending")
+        valid = [f.name for f in dataclasses.fields(StudentConfig)]
+        for i, overrides in enumerate(self.students):
+            unknown = [k for k in overrides if k not in valid]
+            if unknown:
+                raise UserError(f"unknown config key students[{i}].{unknown[0]}; valid keys: "
+                                f"{', '.join(valid)}")
+        for iteration in range(1, max(1, len(self.students)) + 1):
+            self.student_config(iteration, "pending")
         if "pretrained" in self.finetune:
             raise UserError("finetune.pretrained is always the last student's weights")
         self.finetune_config("pending.safetensors")
@@ -372,6 +388,10 @@ def coerce(cls: type, name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"{name} must be a mapping of settings")
         return dict(value)
+    if typing.get_origin(kind) is list and typing.get_args(kind) == (dict,):
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise UserError(f"{name} must be a list of mappings of settings")
+        return [dict(v) for v in value]
     if typing.get_origin(kind) is list:
         if isinstance(value, str):  # from the command line: a,b,c
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -73,3 +73,23 @@ def test_the_final_fine_tune_refines_the_last_student_by_default():
     assert finetune.lr == pytest.approx(1e-3) and finetune.warmup_epochs == 0
     assert (finetune.augment, finetune.drop_rate, finetune.drop_path_rate) == ("light", 0, 0)
     assert finetune.epochs == 2 and finetune.pretrained == "last.safetensors"
+
+
+def test_each_iteration_can_override_the_student_section(tmp_path):
+    path = tmp_path / "grow.yaml"
+    path.write_text("iterations: 3\nstudent: {passes: 2, lr: 0.1}\n"
+                    "students: [{passes: 1.5}, {passes: 4, model: cifar_resnet32}]\n")
+    config = load_config(SelfTrainConfig, str(path))
+    first, second, third = (config.student_config(k, "labels") for k in (1, 2, 3))
+    assert (first.passes, second.passes, third.passes) == (1.5, 4.0, 4.0)
+    assert (first.model, second.model) == ("tf_efficientnet_lite0", "cifar_resnet32")
+    assert first.lr == second.lr == 0.1
+    path.write_text("students: [{passes: 2}, {pases: 4}]\n")
+    with pytest.raises(UserError, match=r"unknown config key students\[1\]\.pases"):
+        load_config(SelfTrainConfig, str(path))
+    path.write_text("students: [{seed: 3}]\n")
+    with pytest.raises(UserError, match=r"students\[0\]\.seed is shared"):
+        load_config(SelfTrainConfig, str(path))
+    path.write_text("students: [passes]\n")
+    with pytest.raises(UserError, match="students must be a list of mappings"):
+        load_config(SelfTrainConfig, str(path))

@@ -200,6 +200,9 @@ class StudentConfig(TrainConfig):
                                  default=3)
     unlabeled_weight: float = _help("weight of the soft cross-entropy on pseudo-labels",
                                     default=1.0)
+    target_temperature: float = _help("the soft pseudo-labels p taken to p^(1/T), renormalised, "
+                                      "before the loss: < 1 sharpens, 1 = as labeled",
+                                      default=1.0)
     loss_weighting: str = _help("'per-batch': CE + unlabeled_weight x pseudo CE, each a batch "
                                 "mean; 'per-image' (official): the pseudo term also x "
                                 "unlabeled_ratio, so every image counts the same",
@@ -220,6 +223,7 @@ class StudentConfig(TrainConfig):
             raise UserError("a student needs pseudo_labels: a directory written by pseudo-label")
         _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
         _check_range("unlabeled_weight", self.unlabeled_weight, 0.0)
+        _check_range("target_temperature", self.target_temperature, 0.0, 100.0, low_open=True)
         _check_choice("loss_weighting", self.loss_weighting, ("per-batch", "per-image"))
         _check_range("passes", self.passes, 0.0, 10_000.0)
         if self.passes and self.steps_per_epoch:

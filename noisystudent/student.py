@@ -15,6 +15,7 @@ from .data.loaders import ImageBatches, LabeledAndPseudoBatches
 from .engine import fit
 from .errors import UserError
 from .inference import load_trained
+from .losses import retemper
 from .pseudo_label import read_pseudo_labels
 from .stage import RunData, build_model, start_stage
 from .tasks import NoisyStudentTask
@@ -42,6 +43,7 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
         raise UserError(f"the pseudo-labels index {summary['unlabeled_images']} unlabeled "
                         f"images, the student was given {len(unlabeled)}")
     pseudo_images = unlabeled.images[index]
+    probs = retemper(probs, config.target_temperature)
 
     model, spec = build_model(config, len(train_set.classes), device)
     check_student_size(model, spec, summary["teacher"]["run"])

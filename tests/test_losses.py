@@ -10,9 +10,26 @@ import torch
 import torch.nn.functional as F
 from timm.task.distillation import LogitDistillationTask
 
-from noisystudent.losses import kd_loss, soft_target_ce
+from noisystudent.losses import kd_loss, retemper, soft_target_ce
 from noisystudent.tasks import DistillTask, NoisyStudentTask
 from noisystudent.transforms import InputSpec, to_model_input
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.8, 2.0])
+def test_retemper_is_the_labelers_softmax_at_the_new_temperature(temperature):
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(0)) * 4
+    stored = logits.softmax(1)
+    torch.testing.assert_close(retemper(stored, temperature), (logits / temperature).softmax(1),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_retemper_keeps_one_hot_labels_and_leaves_t1_alone():
+    one_hot = F.one_hot(torch.tensor([2, 0, 1]), 3).float()
+    assert torch.equal(retemper(one_hot, 0.5), one_hot)
+    assert torch.equal(retemper(one_hot, 50.0), one_hot)
+    # Golden value: [0.8, 0.2] at T = 0.5 is [0.64, 0.04] / 0.68.
+    torch.testing.assert_close(retemper(torch.tensor([[0.8, 0.2]]), 0.5),
+                               torch.tensor([[0.64 / 0.68, 0.04 / 0.68]]))
 
 
 def test_kd_loss_golden_value():

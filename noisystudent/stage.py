@@ -53,7 +53,6 @@ def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConf
         return run_dir, build(config_cls, runs.read_yaml(saved))
     if saved.exists():
         raise UserError(f"{run_dir} already holds a run; pass --resume or choose another --out")
-    config.validate()
     distributed.barrier()  # every rank has looked before rank 0 writes
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_yaml(saved, to_dict(config))

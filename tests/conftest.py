@@ -52,9 +52,7 @@ def quick_config(**overrides) -> TrainConfig:
     settings = dict(model="resnet10t", pretrained="none", labels_per_class=4, epochs=1,
                     batch_size=8, image_size=32, drop_path_rate=0.0, eval_batch_size=512)
     settings.update(overrides)
-    config = TrainConfig(**settings)
-    config.validate()
-    return config
+    return TrainConfig(**settings)
 
 
 @pytest.fixture(scope="session")

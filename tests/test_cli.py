@@ -89,3 +89,31 @@ def test_status_lines_go_to_the_logger_and_quiet_silences_them(capsys):
     log.info("iteration 1: pseudo-labeling")
     log.warning("skipped 2 unreadable images")
     assert capsys.readouterr().err == "skipped 2 unreadable images\n"
+
+
+def test_self_train_help_lists_every_section_setting():
+    result = run_cli("self-train", "--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    student = [line for line in lines if line.strip().startswith("--student.")]
+    assert len(student) > 20
+    for flag in ("--teacher.image-size", "--pseudo-label.threshold", "--finetune.epochs",
+                 "--student.unlabeled-weight", "--print-config"):
+        assert flag in result.stdout
+    # Each with its help text and default.
+    assert "weight of the soft cross-entropy on pseudo-labels [1.0]" in " ".join(
+        " ".join(lines).split())
+
+
+def test_print_config_shows_the_typed_settings_and_runs_nothing(tmp_path, capsys):
+    import yaml
+
+    assert main(["self-train", "configs/smoke.yaml", "--out", str(tmp_path / "run"),
+                 "--set", "student.unlabeled_weight=2", "--student.passes", "3",
+                 "--student.steps-per-epoch", "0", "--no-teacher.channels-last",
+                 "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["student"]["unlabeled_weight"] == 2.0
+    assert (printed["student"]["passes"], printed["student"]["steps_per_epoch"]) == (3.0, 0)
+    assert printed["teacher"]["channels_last"] is False
+    assert not (tmp_path / "run").exists()

@@ -1,9 +1,23 @@
+"""Typed settings: YAML as data, coercion and one-line errors, every section typed, old run
+directories' config.yaml still load."""
+
 from pathlib import Path
 
 import pytest
+import yaml
 
-from noisystudent.config import SelfTrainConfig, TrainConfig, load_config
+from noisystudent.config import (
+    DistillConfig,
+    SelfTrainConfig,
+    StudentConfig,
+    TrainConfig,
+    build,
+    load_config,
+    to_dict,
+)
 from noisystudent.errors import UserError
+
+BEFORE = Path(__file__).parent / "data" / "configs-before-pydantic"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -53,11 +67,10 @@ def test_config_must_be_a_mapping(tmp_path):
 def test_every_shipped_config_loads_and_validates(path):
     config = load_config(SelfTrainConfig, str(path))
     for k in range(1, config.iterations + 1):
-        config.student_config(k, "labels").validate()
-    config.teacher_config().validate()
-    finetune = config.finetune_config("weights.safetensors")
-    if finetune is not None:
-        finetune.validate()
+        assert isinstance(config.student_config(k, "labels"), StudentConfig)
+    assert isinstance(config.teacher_config(), TrainConfig)
+    # What a run saves loads back to the same settings.
+    assert build(SelfTrainConfig, yaml.safe_load(yaml.safe_dump(to_dict(config)))) == config
 
 
 def test_the_final_fine_tune_refines_the_last_student_by_default():
@@ -66,7 +79,6 @@ def test_the_final_fine_tune_refines_the_last_student_by_default():
                  "in_chans": 1, "image_size": 28, "batch_size": 32},
         student_models=["cifar_resnet20", "cifar_resnet32"], iterations=2,
         finetune={"epochs": 2})
-    config.validate()
     finetune = config.finetune_config("last.safetensors")
     assert (finetune.model, finetune.in_chans, finetune.image_size) == ("cifar_resnet32", 1, 28)
     assert (finetune.optimizer, finetune.weight_decay, finetune.batch_size) == ("sgd", 5e-4, 32)
@@ -93,3 +105,61 @@ def test_each_iteration_can_override_the_student_section(tmp_path):
     path.write_text("students: [passes]\n")
     with pytest.raises(UserError, match="students must be a list of mappings"):
         load_config(SelfTrainConfig, str(path))
+
+
+@pytest.mark.parametrize("path", sorted(BEFORE.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_yaml_written_before_the_typed_settings_still_loads(path):
+    """Run directories of the earlier version (sections copied untyped, '--set' values kept
+    as strings, finetune: {} for none) load, typed."""
+    saved = yaml.safe_load(path.read_text())
+    cls = SelfTrainConfig if "iterations" in saved else (
+        StudentConfig if "pseudo_labels" in saved else
+        DistillConfig if "kd_weight" in saved else TrainConfig)
+    config = build(cls, saved)
+    if "with-set" in path.name:
+        assert config.student.unlabeled_weight == 2.0 and config.teacher.epochs == 3
+        assert isinstance(config.teacher.epochs, int)
+    if cls is SelfTrainConfig:
+        assert config.finetune_config("w.safetensors") is None
+        if "cpu-recipe" in path.name:
+            assert config.student_config(2, "x").passes == 17.0
+            assert config.student_config(1, "x").model == "cifar_resnet20"
+
+
+def test_a_set_value_is_saved_typed(tmp_path):
+    from noisystudent.stage import open_run
+
+    config = load_config(SelfTrainConfig, "configs/smoke.yaml",
+                         {"student.unlabeled_weight": "2", "teacher.channels_last": "false"})
+    run, _ = open_run(config, tmp_path / "run", False, SelfTrainConfig)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["student"]["unlabeled_weight"] == 2.0
+    assert type(saved["student"]["unlabeled_weight"]) is float
+    assert saved["teacher"]["channels_last"] is False
+    assert saved["students"] == [] and saved["finetune"] is None
+
+
+def test_students_entries_are_typed_and_saved_as_given():
+    config = build(SelfTrainConfig, {"iterations": 2, "students": [{}, {"passes": "4",
+                                                                       "in_chans": "1"}]})
+    assert to_dict(config)["students"] == [{}, {"passes": 4.0, "in_chans": 1}]
+    second = config.student_config(2, "x")
+    assert (second.passes, second.in_chans) == (4.0, 1)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"student": {"lr": "-1"}}, r"^student\.lr must be in \(0, 10\]; got -1$"),
+    ({"teacher": {"optimizer": "lamb"}}, r"^teacher\.optimizer must be one of adamw, sgd"),
+    ({"pseudo_label": {"threshold": 2}}, r"^pseudo_label\.threshold must be in \[0, 1\]"),
+    ({"pseudo_label": {"seed": 3}}, r"^pseudo_label\.seed is shared by every stage"),
+    ({"teacher": {"device": "cpu"}}, r"^teacher\.device is shared by every stage"),
+    ({"finetune": {"epochs": "x"}}, r"^finetune\.epochs must be an integer; got 'x'$"),
+    ({"finetune": {"pretrained": "w"}}, "finetune.pretrained is always the last student's"),
+    ({"students": [{}, {"cutout": 500}]}, r"cutout must be in \[0, 128\].*\(in students\[1\]\)"),
+    ({"student": {"warmup_epochs": 9}}, r"warmup_epochs must be in \[0, 5\].*\(in student\)"),
+    ({"iterations": 21}, r"^iterations must be in \[0, 20\]; got 21$"),
+])
+def test_every_section_has_the_same_one_line_errors(values, message):
+    with pytest.raises(UserError, match=message) as info:
+        build(SelfTrainConfig, values)
+    assert "\n" not in str(info.value)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from noisystudent import runs
-from noisystudent.config import DistillConfig
+from noisystudent.config import DistillConfig, build
 from noisystudent.data.imageset import ImageSet
 from noisystudent.distill import (
     COMPRESSION_JSON,
@@ -32,9 +32,7 @@ def distill_config(teacher, **overrides) -> DistillConfig:
     settings = {**quick_config(labels_per_class=3).__dict__, "model": "mobilenetv3_small_050",
                 "teacher": str(teacher), "steps_per_epoch": 2, "temperature": 2.0}
     settings.update(overrides)
-    config = DistillConfig(**settings)
-    config.validate()
-    return config
+    return DistillConfig(**settings)
 
 
 def test_student_pools_hide_labels_and_both_mixes_every_batch():
@@ -80,4 +78,4 @@ def test_distill_smoke_with_compression_report(tmp_path, teacher_run, mode):
 
 def test_distill_requires_a_teacher():
     with pytest.raises(UserError, match="--teacher"):
-        DistillConfig().validate()
+        build(DistillConfig, {})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from noisystudent import runs, selftrain
-from noisystudent.config import SelfTrainConfig, load_config
+from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
 from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD
 
@@ -60,13 +60,12 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
 
 def test_growing_student_schedule_and_shared_keys():
     config = SelfTrainConfig(student_models=["tf_efficientnet_lite0", "tf_efficientnet_lite1"])
-    config.validate()
     assert config.student_config(1, "x").model == "tf_efficientnet_lite0"
     assert config.student_config(3, "x").model == "tf_efficientnet_lite1"  # the last repeats
     with pytest.raises(UserError, match="student.seed is shared"):
-        SelfTrainConfig(student={"seed": 3}).validate()
+        build(SelfTrainConfig, {"student": {"seed": 3}})
     with pytest.raises(UserError, match="unknown config key student.rate"):
-        SelfTrainConfig(student={"rate": 3}).validate()
+        build(SelfTrainConfig, {"student": {"rate": 3}})
 
 
 @pytest.mark.slow
@@ -86,7 +85,6 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
                  "image_size": 48, "small_image": 1, "passes": 2, "cutout": 8,
                  "padding": "reflect", "loss_weighting": "per-image"},
         finetune={"epochs": 1, "batch_size": 8, "lr": 1e-4}, tensorboard=True)
-    config.validate()
     report = selftrain.self_train(config, tmp_path / "run", quiet=True)
     student = tmp_path / "run" / "iter1" / "student"
     info = runs.read_json(student / runs.MODEL_INFO)
@@ -120,7 +118,7 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
 
 
 def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
-    from noisystudent.config import StudentConfig
+    from noisystudent.config import StudentConfig, build
     from noisystudent.models import create_model
     from noisystudent.student import check_student_size, steps_per_epoch
     from noisystudent.transforms import InputSpec
@@ -131,7 +129,7 @@ def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
     config.passes, config.steps_per_epoch = 0, 0
     assert steps_per_epoch(config, 1000) == 33           # one pass per epoch
     with pytest.raises(UserError, match="either passes or steps_per_epoch"):
-        StudentConfig(pseudo_labels="x", passes=2, steps_per_epoch=5).validate()
+        build(StudentConfig, {"pseudo_labels": "x", "passes": 2, "steps_per_epoch": 5})
     # Size is FLOPs at each model's own resolution (the teacher: resnet10t @32).
     rgb32 = InputSpec(32, (0.5,) * 3, (0.5,) * 3)
     with pytest.warns(UserWarning, match=r"MFLOPs per image at 32 px\) is smaller"):

@@ -96,12 +96,12 @@ def family_rows(batch: int, steps: int) -> list[str]:
 def noise_rate(batch: int, steps: int, threads: int) -> tuple[float, float]:
     """Images/s of the student's noise (pad-crop, flip, RandAugment 2 ops, magnitude 9) on
     Fashion-MNIST: torchvision's v2.RandAugment called once per image (the previous
-    implementation) against the batched per-image noise of noise.py."""
+    implementation) against the batched per-image noise of the noise package."""
     from torchvision.transforms import v2
 
     from noisystudent.data.fashion_mnist import load_fashion_mnist
-    from noisystudent.noise import crop_flip
-    from noisystudent.transforms import BatchedNoise
+    from noisystudent.noise import BatchedNoise
+    from noisystudent.noise.crop import crop_flip
 
     torch.set_num_threads(threads)
     images = load_fashion_mnist("test").images[:batch]
@@ -184,7 +184,7 @@ def main() -> None:
             + "\n".join(families) + "\n\n"
             f"The student's noise (pad-crop, flip, RandAugment 2 ops at magnitude 9, "
             f"Fashion-MNIST 28 px): {looped:,.0f} images/s with torchvision's RandAugment "
-            f"called per image, {batched:,.0f} batched (noise.py), {batched / looped:.1f}x.\n")
+            f"called per image, {batched:,.0f} batched (noise/), {batched / looped:.1f}x.\n")
     write_section(f"cpu-{kind.replace(' ', '-').lower()}",
                   f"CPU kind: {kind} (training and inference step)", body, "0")
 

@@ -18,9 +18,9 @@ from .device import resolve_precision
 from .engine import fit
 from .errors import UserError
 from .inference import load_trained
+from .noise import make_augment
 from .stage import build_model, share_split, start_stage
 from .tasks import DistillTask
-from .transforms import make_augment
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,11 @@ from .engine import fit
 from .errors import UserError
 from .inference import load_trained
 from .losses import retemper
+from .noise import make_augment
 from .pseudo_label import read_pseudo_labels
 from .stage import RunData, build_model, start_stage
 from .tasks import NoisyStudentTask
-from .transforms import InputSpec, make_augment
+from .transforms import InputSpec
 
 
 def train_student(config: StudentConfig | None, out: str | Path, *, data: RunData,

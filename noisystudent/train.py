@@ -8,9 +8,10 @@ from .config import TrainConfig
 from .data.loaders import ImageBatches
 from .engine import fit
 from .inference import predict_logits
+from .noise import make_augment
 from .stage import RunData, build_model, start_stage
 from .tasks import SupervisedTask
-from .transforms import CleanPipeline, make_augment
+from .transforms import CleanPipeline
 
 
 def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,

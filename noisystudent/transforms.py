@@ -1,21 +1,19 @@
-"""Batch pipelines: uint8 images on the device in, normalised model input out.
+"""The model-input side of the batch pipelines: uint8 images on the device in, normalised
+model input out (``to_model_input``, for the model an ``InputSpec`` describes).
 
-Images stay uint8 in memory and are augmented a whole batch at a time on the device, each image
-with its own random draw (``noise.py``); per-sample PIL transforms in DataLoader workers would
-cost more than the model on a 2-core CPU and starve a GPU. Two explicit pipelines: the clean
-one (evaluation, teachers) and the noised one (training).
+Images stay uint8 in memory and are noised a whole batch at a time on the device, each image
+with its own random draw (the ``noise`` package: ``noise.make_augment``, uint8 to uint8);
+per-sample PIL transforms in DataLoader workers would cost more than the model on a 2-core CPU
+and starve a GPU. The clean pipeline (evaluation, teachers) is ``CleanPipeline``; a training
+task runs the noise, then ``to_model_input``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from .noise import PADDING_MODES, Fill, crop_flip, cutout
-from .randaugment import BatchedRandAugment
 
 
 @dataclass(frozen=True)
@@ -57,52 +55,6 @@ def to_model_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
-
-
-def no_augment(images: torch.Tensor) -> torch.Tensor:
-    return images
-
-
-class BatchedNoise:
-    """The student's input noise on a uint8 batch: ``crop_flip`` (pad-crop by 1/8 of the size
-    and horizontal flip), then ``BatchedRandAugment(num_ops, magnitude)``, then ``cutout`` of
-    side ``cutout_size`` (0 = off); every draw per image, no loop over images."""
-
-    def __init__(self, num_ops: int = 2, magnitude: int = 9, cutout_size: int = 0,
-                 padding_mode: str = "constant", pad_fraction: float = 0.125,
-                 flip: bool = True, fill: Fill = 0, cutout_op: bool = False):
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        self.randaugment = BatchedRandAugment(num_ops, magnitude, fill=fill, cutout_op=cutout_op)
-        self.cutout_size = cutout_size
-        self.padding_mode = padding_mode
-        self.pad_fraction = pad_fraction
-        self.flip = flip
-        self.fill = fill
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.randaugment!r}, cutout_size={self.cutout_size}, "
-                f"padding_mode={self.padding_mode!r}, pad_fraction={self.pad_fraction}, "
-                f"flip={self.flip})")
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = crop_flip(images, self.pad_fraction, self.flip, self.padding_mode)
-        out = self.randaugment(out)
-        if self.cutout_size > 0:
-            out = cutout(out, self.cutout_size, self.fill)
-        return out
-
-
-def make_augment(settings) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The noise a TrainConfig (or subclass) asks for, uint8 batch -> uint8 batch: 'light'
-    (pad-crop, flip), 'randaugment' (pad-crop, flip, RandAugment) or 'none'. Every task
-    feeds its batch through this, then through the model's resize and normalisation."""
-    if settings.augment == "randaugment":
-        return BatchedNoise(settings.randaugment_ops, settings.randaugment_magnitude,
-                            cutout_size=settings.cutout, padding_mode=settings.padding)
-    if settings.augment == "light":
-        return lambda images: crop_flip(images, padding_mode=settings.padding)
-    return no_augment
 
 
 class CleanPipeline:

@@ -1,4 +1,4 @@
-"""Tests of the batched student noise (noise.py, randaugment.py) against torchvision, per image.
+"""Tests of the batched student noise (the ``noise`` package) against torchvision, per image.
 
 Every RandAugment op, forced for the whole batch, is compared on real Fashion-MNIST images
 (one channel, and three channels made of three different images) with torchvision's
@@ -28,9 +28,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from noisystudent.noise import crop_flip, cutout, cutout_at, translate_flip
-from noisystudent.randaugment import OPS, BatchedRandAugment
-from noisystudent.transforms import BatchedNoise
+from noisystudent.config import StudentConfig
+from noisystudent.noise import BatchedNoise, make_augment, no_augment
+from noisystudent.noise.crop import crop_flip, translate_flip
+from noisystudent.noise.cutout import cutout, cutout_at
+from noisystudent.noise.randaugment import OPS, BatchedRandAugment
 
 from .conftest import fashion_mnist_available
 
@@ -79,7 +81,7 @@ def tv_magnitude(name: str, magnitude: int, negative: bool, height: int, width: 
     return -value if signed and negative else value
 
 
-def tv_op(image: torch.Tensor, name: str, mag: float, fill=0) -> torch.Tensor:
+def tv_op(image: torch.Tensor, name: str, mag: float) -> torch.Tensor:
     """One image through torchvision's public v2.functional op, with the arguments of
     ``_AutoAugmentBase._apply_image_or_video_transform``."""
     if name == "Identity":
@@ -87,19 +89,19 @@ def tv_op(image: torch.Tensor, name: str, mag: float, fill=0) -> torch.Tensor:
     if name == "ShearX":
         return TF.affine(image, angle=0.0, translate=[0, 0], scale=1.0,
                          shear=[math.degrees(math.atan(mag)), 0.0], interpolation=NEAREST,
-                         fill=fill, center=[0, 0])
+                         fill=0, center=[0, 0])
     if name == "ShearY":
         return TF.affine(image, angle=0.0, translate=[0, 0], scale=1.0,
                          shear=[0.0, math.degrees(math.atan(mag))], interpolation=NEAREST,
-                         fill=fill, center=[0, 0])
+                         fill=0, center=[0, 0])
     if name == "TranslateX":
         return TF.affine(image, angle=0.0, translate=[int(mag), 0], scale=1.0,
-                         shear=[0.0, 0.0], interpolation=NEAREST, fill=fill)
+                         shear=[0.0, 0.0], interpolation=NEAREST, fill=0)
     if name == "TranslateY":
         return TF.affine(image, angle=0.0, translate=[0, int(mag)], scale=1.0,
-                         shear=[0.0, 0.0], interpolation=NEAREST, fill=fill)
+                         shear=[0.0, 0.0], interpolation=NEAREST, fill=0)
     if name == "Rotate":
-        return TF.rotate(image, angle=mag, interpolation=NEAREST, fill=fill)
+        return TF.rotate(image, angle=mag, interpolation=NEAREST, fill=0)
     if name == "Brightness":
         return TF.adjust_brightness(image, brightness_factor=1.0 + mag)
     if name == "Color":
@@ -251,32 +253,6 @@ def test_per_image_ops_and_signs_match_torchvision(real):
         assert close(ours[i:i + 1], theirs[None], name in GEOMETRIC), (i, name)
 
 
-def test_geometric_fill_and_bilinear(real):
-    """A non-zero fill (one value and one per channel) and bilinear sampling, as torchvision."""
-    images = _batch(real, "rgb")
-    for interpolation, fill in (("nearest", 128), ("nearest", (10, 200, 50)), ("bilinear", 0)):
-        augment = BatchedRandAugment(num_ops=1, magnitude=13, interpolation=interpolation,
-                                     fill=fill)
-        mode = v2.InterpolationMode(interpolation)
-        for name in ("ShearX", "TranslateY", "Rotate"):
-            ours = augment.apply_op(images, name, True)
-            mag = tv_magnitude(name, 13, True, 28, 28)
-            fill_arg = list(fill) if isinstance(fill, tuple) else fill
-            if name == "Rotate":
-                theirs = per_image(lambda im, mag=mag, mode=mode, fill_arg=fill_arg: TF.rotate(
-                    im, angle=mag, interpolation=mode, fill=fill_arg), images)
-            elif name == "ShearX":
-                theirs = per_image(lambda im, mag=mag, mode=mode, fill_arg=fill_arg: TF.affine(
-                    im, angle=0.0, translate=[0, 0], scale=1.0,
-                    shear=[math.degrees(math.atan(mag)), 0.0], interpolation=mode,
-                    fill=fill_arg, center=[0, 0]), images)
-            else:
-                theirs = per_image(lambda im, mag=mag, mode=mode, fill_arg=fill_arg: TF.affine(
-                    im, angle=0.0, translate=[0, int(mag)], scale=1.0, shear=[0.0, 0.0],
-                    interpolation=mode, fill=fill_arg), images)
-            assert close(ours, theirs, geometric=True), (interpolation, fill, name)
-
-
 def test_non_square_images_match_torchvision(real):
     """Translate is relative to each axis (150/331 of W for X, of H for Y) and the geometry
     is right off the square."""
@@ -408,13 +384,13 @@ def _pad(images: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
     return F.pad(images.float(), (pad,) * 4, mode=mode).to(torch.uint8)
 
 
-@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate"])
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
 def test_crop_flip_is_a_window_of_the_padded_image(mode):
     torch.manual_seed(1)
     n, size = 2000, 32
     images = _coordinate_images(n, size)
-    out = crop_flip(images, pad_fraction=0.125, padding_mode=mode)
-    pad = 4
+    out = crop_flip(images, padding_mode=mode)
+    pad = 4  # 1/8 of 32
     # The centre pixel is never padding: it names the source row and column.
     c = size // 2
     src_row = out[:, 0, c, c].long() - 1
@@ -437,7 +413,7 @@ def test_crop_flip_is_a_window_of_the_padded_image(mode):
     assert abs(flipped.sum().item() - n / 2) < 5 * math.sqrt(n / 4)
 
 
-@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate"])
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
 def test_translate_flip_matches_padding(real, mode):
     images = _batch(real, "rgb")
     pad = 5
@@ -451,20 +427,24 @@ def test_translate_flip_matches_padding(real, mode):
         assert torch.equal(out[i], window.flip(-1) if bool(flips[i]) else window), i
 
 
-def test_crop_flip_without_translation(real):
-    images = _batch(real, "gray")
-    assert torch.equal(crop_flip(images, pad_fraction=0, flip=False), images)
-    out = crop_flip(images, pad_fraction=0.0, flip=True)
+def test_crop_flip_only_flips_images_too_small_to_pad():
+    """round(4 / 8) = 0: a 4 px image is not translated, only flipped (about half of them)."""
+    torch.manual_seed(6)
+    images = torch.randint(1, 256, (64, 1, 4, 4), dtype=torch.uint8)
+    out = crop_flip(images)
     same = (out == images).flatten(1).all(1)
     mirrored = (out == images.flip(-1)).flatten(1).all(1)
-    assert (same | mirrored).all()
+    assert (same ^ mirrored).all()
     assert same.any() and mirrored.any()
 
 
-def test_crop_flip_reflect_needs_small_pad():
+def test_translate_flip_reflect_needs_small_pad():
+    zeros = torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError):
-        crop_flip(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), pad_fraction=1.0,
-                  padding_mode="reflect")
+        translate_flip(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), zeros, zeros,
+                       zeros.bool(), pad=4, padding_mode="reflect")
+    with pytest.raises(ValueError):
+        crop_flip(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), padding_mode="replicate")
 
 
 # --------------------------------------------------------------------------- cutout
@@ -474,7 +454,7 @@ def test_cutout_one_clipped_square_per_image():
     torch.manual_seed(2)
     n, size, side = 2000, 32, 10
     images = torch.full((n, 3, size, size), 200, dtype=torch.uint8)
-    out = cutout(images, side, fill=0)
+    out = cutout(images, side)
     masked = (out == 0).all(1)  # (n, H, W)
     assert ((out == 0) | (out == 200)).all() and ((out == 0).any(1) == masked).all()
     rows, cols = masked.any(2), masked.any(1)
@@ -494,38 +474,38 @@ def test_cutout_one_clipped_square_per_image():
     assert torch.unique(tops * size + lefts).numel() > 400  # positions vary
 
 
-def test_cutout_fill_and_real_images(real):
-    images = _batch(real, "rgb")
+def test_cutout_at_real_images(real):
+    images = _batch(real, "rgb_low")  # no zeros: every cut-out pixel stands out
     cy = torch.randint(0, 28, (32,))
     cx = torch.randint(0, 28, (32,))
-    for fill in (7, (1, 2, 3)):
-        out = cutout_at(images, cy, cx, 9, fill=fill)
+    for side in (9, 8):
+        out = cutout_at(images, cy, cx, side)
         expected = images.clone()
-        values = torch.tensor(fill if isinstance(fill, tuple) else (fill,) * 3,
-                              dtype=torch.uint8).view(3, 1, 1)
         for i in range(32):
-            top, left = int(cy[i]) - 4, int(cx[i]) - 4
-            expected[i, :, max(top, 0):top + 9, max(left, 0):left + 9] = values
+            top, left = int(cy[i]) - side // 2, int(cx[i]) - side // 2
+            expected[i, :, max(top, 0):top + side, max(left, 0):left + side] = 0
         assert torch.equal(out, expected)
+        assert not torch.equal(out, images)
     assert torch.equal(cutout(images, 0), images)
 
 
-def test_cutout_op_in_randaugment():
-    augment = BatchedRandAugment(num_ops=1, magnitude=30, cutout_op=True)
-    assert augment.ops[-1] == "Cutout" and len(augment.ops) == 15
-    side = augment.cutout_size(28)
-    assert side == 2 * int(40 / 224 * 28)  # the official level-10 cutout, scaled to 28 px
-    images = torch.full((500, 1, 28, 28), 200, dtype=torch.uint8)
-    out = augment.apply_op(images, "Cutout")
-    masked = out[:, 0] == 0
-    rows, cols = masked.any(2), masked.any(1)
-    assert torch.equal(masked, rows[:, :, None] & cols[:, None, :])
-    assert (rows.sum(1) <= side).all() and (rows.sum(1) == side).any()
-    assert (masked.flatten(1).sum(1) >= 1).all()
-    torch.manual_seed(0)
-    augment(images)
-    assert (augment.last_ops == 14).any()
-    assert BatchedRandAugment().ops == OPS
+# --------------------------------------------------------------------------- from a config
+
+
+def test_make_augment_builds_the_noise_a_config_asks_for():
+    config = StudentConfig(pseudo_labels="x", augment="randaugment", randaugment_ops=3,
+                           randaugment_magnitude=15, cutout=8, padding="reflect")
+    noise = make_augment(config)
+    assert repr(noise) == ("BatchedNoise(BatchedRandAugment(num_ops=3, magnitude=15), "
+                           "cutout_size=8, padding_mode='reflect')")
+    torch.manual_seed(8)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    light = make_augment(StudentConfig(pseudo_labels="x", augment="light", padding="reflect"))
+    torch.manual_seed(9)
+    out = light(images)
+    torch.manual_seed(9)
+    assert torch.equal(out, crop_flip(images, padding_mode="reflect"))
+    assert make_augment(StudentConfig(pseudo_labels="x", augment="none")) is no_augment
 
 
 # --------------------------------------------------------------------------- shapes, dtypes
@@ -536,7 +516,7 @@ MAKERS = {
     "crop_flip_reflect": lambda: (lambda x: crop_flip(x, padding_mode="reflect")),
     "cutout": lambda: (lambda x: cutout(x, 6)),
     "randaugment": lambda: BatchedRandAugment(2, 9),
-    "randaugment_cutout": lambda: BatchedRandAugment(3, 15, cutout_op=True),
+    "randaugment_3_30": lambda: BatchedRandAugment(3, 30),
     "noise": lambda: BatchedNoise(2, 9, cutout_size=8),
     "noise_reflect": lambda: BatchedNoise(2, 9, padding_mode="reflect"),
 }
@@ -600,15 +580,15 @@ def test_no_host_device_sync_in_a_call(real):
     """CPU has no torch.cuda.set_sync_debug_mode, so intercept the aten ops of a whole call
     (after the first call of a size, which builds the lookup tables) instead."""
     images = _batch(real, "rgb")
-    noise = BatchedNoise(num_ops=2, magnitude=9, cutout_size=8, padding_mode="reflect",
-                         fill=(1, 2, 3), cutout_op=True)
-    bilinear = BatchedRandAugment(2, 9, interpolation="bilinear", fill=5)
+    noise = BatchedNoise(num_ops=2, magnitude=9, cutout_size=8, padding_mode="reflect")
+    light = make_augment(StudentConfig(pseudo_labels="x", augment="light"))
     noise(images)
-    bilinear(images[:, :1])
+    noise(images[:, :1])
     with _SyncRecorder() as recorder:
         noise(images)
         noise(images[:1])  # B = 1 (new tables only where the size changes: C, H, W)
-        bilinear(images[:, :1])
+        noise(images[:, :1])
+        light(images)
     assert recorder.syncs == []
     with _SyncRecorder() as recorder:  # the recorder does see a sync when there is one
         _ = images[images > 3]

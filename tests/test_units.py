@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from noisystudent import distributed, noise
+from noisystudent import distributed
 from noisystudent.data.arrays import NpyImages
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches, LabeledAndPseudoBatches
 from noisystudent.errors import UserError
 from noisystudent.metrics import classification_metrics, expected_calibration_error
+from noisystudent.noise import BatchedNoise
+from noisystudent.noise.crop import crop_flip
+from noisystudent.noise.randaugment import BatchedRandAugment
 from noisystudent.optim import cosine_with_warmup
-from noisystudent.randaugment import BatchedRandAugment
-from noisystudent.transforms import BatchedNoise
 
 from .conftest import needs_fashion_mnist
 
@@ -162,27 +163,36 @@ def _nonzero_images(n: int, side: int = 12, seed: int = 0) -> torch.Tensor:
     return torch.randint(1, 256, (n, 1, side, side), dtype=torch.uint8, generator=gen)
 
 
+def _unflipped(out: torch.Tensor, images: torch.Tensor, pad: int) -> torch.Tensor:
+    """``out`` with the flipped images mirrored back: a flipped crop is the mirror of a window
+    of the padded image (on images without symmetries only one of the two fits)."""
+    flipped = _window_matches(out.flip(-1), images, pad).flatten(1).any(1)
+    return torch.where(flipped.view(-1, 1, 1, 1), out.flip(-1), out)
+
+
 @needs_fashion_mnist
-def test_random_crop_without_flip_is_a_window_of_the_zero_padded_image(fashion_test):
+def test_random_crop_is_a_window_of_the_zero_padded_image(fashion_test):
     images = fashion_test[:64]
     torch.manual_seed(0)
-    out = noise.crop_flip(images, pad_fraction=0.125, flip=False)
+    out = crop_flip(images)
     assert out.shape == images.shape and out.dtype == torch.uint8
-    pad = 4  # round(28 * 0.125) = round(3.5) = 4
-    matches = _window_matches(out, images, pad)
+    pad = 4  # round(28 / 8) = round(3.5) = 4
+    windows = _unflipped(out, images, pad)
+    matches = _window_matches(windows, images, pad)
     assert matches.flatten(1).any(1).all()  # every image is some window of its padded self
     # and not of its neighbour: the crop is taken from the image at the same index
-    assert not _window_matches(out, images.roll(1, 0), pad).flatten(1).any(1).all()
+    assert not _window_matches(windows, images.roll(1, 0), pad).flatten(1).any(1).all()
     # Same seed, same crops.
     torch.manual_seed(0)
-    assert torch.equal(noise.crop_flip(images, pad_fraction=0.125, flip=False), out)
+    assert torch.equal(crop_flip(images), out)
 
 
 def test_random_crop_offsets_differ_per_image_and_cover_the_padding():
-    images = _nonzero_images(400, side=12)
+    images = _nonzero_images(400, side=24)
     torch.manual_seed(1)
-    out = noise.crop_flip(images, pad_fraction=0.25, flip=False)  # pad 3: 7 x 7 offsets
-    matches = _window_matches(out, images, 3)
+    out = crop_flip(images)  # pad round(24 / 8) = 3: 7 x 7 offsets
+    windows = _unflipped(out, images, 3)
+    matches = _window_matches(windows, images, 3)
     assert (matches.flatten(1).sum(1) == 1).all()  # no zeros inside: exactly one offset fits
     where = matches.flatten(1).float().argmax(1)
     dy, dx = where // 7, where % 7
@@ -191,24 +201,20 @@ def test_random_crop_offsets_differ_per_image_and_cover_the_padding():
     assert (dy == dx).float().mean() < 0.4  # drawn independently (1/7 expected)
     # The identity crop (offset pad, pad) is one of them, and the padding is zeros.
     assert bool((where == 3 * 7 + 3).any())
-    corner = out[(dy == 0) & (dx == 0)]
+    corner = windows[(dy == 0) & (dx == 0)]
     assert len(corner) and (corner[:, :, :3, :] == 0).all() and (corner[:, :, :, :3] == 0).all()
 
 
 def test_random_crop_flips_about_half_of_a_batch():
-    images = _nonzero_images(2000, side=8)  # pad = max(1, round(1.0)) = 1: 3 x 3 offsets
+    images = _nonzero_images(2000, side=8)  # pad = round(8 / 8) = 1: 3 x 3 offsets
     torch.manual_seed(2)
-    out = noise.crop_flip(images, pad_fraction=0.125, flip=True)
+    out = crop_flip(images)
     assert out.shape == images.shape and out.dtype == torch.uint8
     straight = _window_matches(out, images, 1).flatten(1).any(1)
     flipped = _window_matches(out.flip(-1), images, 1).flatten(1).any(1)
     assert (straight ^ flipped).all()  # each output is a crop, either flipped or not
     # Binomial(2000, 1/2): sd 22.4; 150 is more than 6 sd.
     assert abs(int(flipped.sum()) - 1000) < 150
-    # flip=False never flips.
-    torch.manual_seed(2)
-    plain = noise.crop_flip(images, pad_fraction=0.125, flip=False)
-    assert _window_matches(plain, images, 1).flatten(1).any(1).all()
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +235,7 @@ def test_randaugment_noise_is_uint8_seeded_and_drawn_per_image(fashion_test, mon
     torch.manual_seed(1)
     assert not torch.equal(augment(fashion_test), out)
 
-    # 64 copies of one image, with the crop and flip switched off so only RandAugment acts:
+    # 64 copies of one image through RandAugment alone (no crop or flip):
     # ops drawn per image give many distinct results, ops drawn per batch would give one.
     copies = fashion_test[:1].expand(64, -1, -1, -1).contiguous()
     torch.manual_seed(0)

@@ -15,14 +15,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from noisystudent.data import fashion_mnist as fm
+from noisystudent.data.decode import UnreadableImage, open_image
 from noisystudent.data.idx import read_idx
-from noisystudent.data.images import (
-    UnreadableImage,
-    load_image_folder,
-    load_manifest,
-    load_unlabeled_folder,
-    open_image,
-)
+from noisystudent.data.images import load_image_folder, load_manifest, load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet, ImageSetDataset
 from noisystudent.data.splits import load_split, make_split, save_split
 from noisystudent.errors import UserError

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .arrays import Images
 
@@ -37,15 +36,3 @@ class ImageSet:
             skipped=list(self.skipped),
         )
 
-
-class ImageSetDataset(Dataset):
-    """Yields (uint8 image, int64 label, index) so default collate batches are cheap."""
-
-    def __init__(self, imageset: ImageSet):
-        self.imageset = imageset
-
-    def __len__(self) -> int:
-        return len(self.imageset)
-
-    def __getitem__(self, i: int):
-        return self.imageset.images[i], self.imageset.labels[i], i

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLI, ROOT, WORK, run, write_section  # noqa: E402
 from teacher_resolution import teacher_and_labels  # noqa: E402
 
+from noisystudent.layout import SelfTrainLayout  # noqa: E402
+
 RECIPE = ROOT / "configs" / "fashion-mnist-1000-cpu.yaml"
 IMAGENET_STUDENT = [  # the earlier Lite0 recipe's student (fashion-mnist-1000-cpu-lite0.yaml)
     "--student-models", "tf_efficientnet_lite0", "--set", "student.pretrained=offline",
@@ -55,7 +57,7 @@ def recipe_teacher(seed: int) -> Path:
         resume = ["--resume"] if (out / "config.yaml").is_file() else []
         run(CLI + ["self-train", str(RECIPE), "--out", str(out), "--quiet", "--iterations", "0",
                    "--seed", str(seed), "--no-corruptions", *resume])
-    return out / "iter0-teacher"
+    return SelfTrainLayout(out).teacher
 
 
 def iteration_one(name: str, seed: int, passes: float | None) -> dict:

@@ -84,10 +84,6 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def my_share(length: int) -> tuple[int, int]:
     """This rank's contiguous [start, stop) of ``length`` items, as even as possible."""
     base, extra = divmod(length, world_size())

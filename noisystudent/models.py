@@ -1,5 +1,4 @@
-"""Building timm models: pretrained weights (offline, hub, safetensors), fine-tuning modes,
-optimizer parameter groups."""
+"""Building timm models: pretrained weights (offline, hub, safetensors), fine-tuning modes."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import timm
 import torch
 from timm.data import resolve_model_data_config
 from timm.models import group_parameters
-from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
 from . import runs, small_models
@@ -269,25 +267,6 @@ def configure_finetune(model: nn.Module, mode: str, freeze_stages: int = 0) -> N
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and params and \
                 all(p in frozen for p in params):
             module.register_forward_pre_hook(_keep_eval)
-
-
-def param_groups(model: nn.Module, lr: float, weight_decay: float,
-                 layer_decay: float | None = None) -> list[dict]:
-    """Optimizer groups of the trainable parameters, without weight decay on 1-D ones (biases,
-    norms). With layer_decay, timm's layer-wise LR decay (group_matcher blocks): each group has
-    lr = lr * lr_scale and keeps "lr_scale" so a scheduler can rescale it."""
-    if layer_decay is None:
-        groups = param_groups_weight_decay(model, weight_decay)
-        for group in groups:
-            group["lr_scale"] = 1.0
-    else:
-        if not 0.0 < layer_decay <= 1.0:
-            raise UserError(f"layer_decay must be in (0, 1], got {layer_decay}")
-        groups = param_groups_layer_decay(model, weight_decay=weight_decay,
-                                          layer_decay=layer_decay)
-    for group in groups:
-        group["lr"] = lr * group["lr_scale"]
-    return groups
 
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")

@@ -1,12 +1,33 @@
-"""Optimizer and learning-rate schedule of every training stage."""
+"""Optimizer, its parameter groups and learning-rate schedule of every training stage."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from torch import nn
 
-from .models import param_groups
+from .errors import UserError
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float,
+                 layer_decay: float | None = None) -> list[dict]:
+    """Optimizer groups of the trainable parameters, without weight decay on 1-D ones (biases,
+    norms). With layer_decay, timm's layer-wise LR decay (group_matcher blocks): each group has
+    lr = lr * lr_scale and keeps "lr_scale" so a scheduler can rescale it."""
+    if layer_decay is None:
+        groups = param_groups_weight_decay(model, weight_decay)
+        for group in groups:
+            group["lr_scale"] = 1.0
+    else:
+        if not 0.0 < layer_decay <= 1.0:
+            raise UserError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        groups = param_groups_layer_decay(model, weight_decay=weight_decay,
+                                          layer_decay=layer_decay)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    return groups
 
 
 def make_optimizer(name: str, groups: list[dict], lr: float,

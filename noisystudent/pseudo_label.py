@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 from . import distributed, runs
 from .config import PseudoLabelConfig, shared_settings_of, to_dict
-from .data.arrays import load_npy_images
-from .data.images import load_unlabeled_folder
+from .data.images import load_npy_images, load_unlabeled_folder
 from .data.imageset import ImageSet
 from .data.loaders import ImageBatches
 from .data.sources import load_train_and_test

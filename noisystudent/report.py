@@ -11,6 +11,7 @@ from . import runs
 from .data.imageset import ImageSet
 from .device import resolve_device
 from .evaluate import evaluate_corruptions
+from .layout import SelfTrainLayout, role
 from .models import saved_parameter_count
 from .pseudo_label import SUMMARY
 
@@ -20,17 +21,6 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 ACCURACY_PNG = "accuracy.png"
 CORRUPTIONS_PNG = "corruptions.png"
-
-
-def iteration_runs(run: Path, config) -> list[tuple[int, Path, Path | None]]:
-    """(iteration, model run, pseudo-labels it learned from) for the teacher and each student."""
-    teacher = Path(config.teacher_run) if config.teacher_run else run / "iter0-teacher"
-    rows = [(0, teacher, None)]
-    for k in range(1, config.iterations + 1):
-        rows.append((k, run / f"iter{k}" / "student", run / f"iter{k}" / "pseudo-labels"))
-    if config.finetune:
-        rows.append((config.iterations, run / "finetune", None))
-    return rows
 
 
 def _percent(value: float | None, digits: int = 2) -> str:
@@ -43,14 +33,14 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     device = resolve_device(config.device)
     rows = []
     teacher_dir = None
-    for k, model_run, labels in iteration_runs(run, config):
+    layout = SelfTrainLayout(run, config.teacher_run)
+    for step in layout.steps(config.iterations, bool(config.finetune)):
+        model_run = step.run
         metrics = runs.read_json(model_run / runs.METRICS)
         info = runs.read_json(model_run / runs.MODEL_INFO)
-        summary = runs.read_json(labels / SUMMARY) if labels else {}
-        role = "teacher" if k == 0 else f"student {k}"
-        if model_run.name == "finetune":
-            role += ", fine-tuned"
-        row = {"iteration": k, "role": role, "run": str(model_run), "model": info["model"],
+        summary = runs.read_json(step.labels / SUMMARY) if step.labels else {}
+        row = {"iteration": step.iteration, "role": step.role, "finetuned": step.finetuned,
+               "run": str(model_run), "model": info["model"],
                "image_size": info["input"]["size"],
                "parameters": saved_parameter_count(model_run / runs.MODEL),
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
@@ -84,9 +74,9 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| iteration | model | parameters | pseudo-label accuracy | test top-1 | "
              "mean corruption error | mCE |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        role = r.get("role") or ("teacher" if r["iteration"] == 0 else f"student {r['iteration']}")
+        name = r.get("role") or role(r["iteration"])
         mce = f"{r['mce']:.1f}" if "mce" in r else "n/a"
-        lines.append(f"| {r['iteration']} ({role}) | {r['model']} @{r['image_size']} | "
+        lines.append(f"| {r['iteration']} ({name}) | {r['model']} @{r['image_size']} | "
                      f"{r['parameters'] / 1e6:.2f} M | {_percent(r['pseudo_label_accuracy'])} | "
                      f"{_percent(r['test_top1'])} | "
                      f"{_percent(r.get('mean_corruption_error'), 1)} | {mce} |")

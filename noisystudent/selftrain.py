@@ -23,6 +23,7 @@ from . import distributed, runs
 from .config import SelfTrainConfig
 from .data.imageset import ImageSet
 from .errors import CorruptFile
+from .layout import SelfTrainLayout
 from .pseudo_label import (
     first,
     load_unlabeled,
@@ -45,14 +46,14 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     data = load_run_data(config, stored_size(config))  # once, for every stage
 
     # 1. Train a teacher on the labeled images (or start from a finished run).
-    log.info("1. teacher: %s", config.teacher_run or run / "iter0-teacher")
-    teacher = Path(config.teacher_run) if config.teacher_run else run_step(
-        run / "iter0-teacher", train, config.teacher_config(), quiet, data=data)
+    layout = SelfTrainLayout(run, config.teacher_run)
+    log.info("1. teacher: %s", layout.teacher)
+    teacher = layout.teacher if config.teacher_run else run_step(
+        layout.teacher, train, config.teacher_config(), quiet, data=data)
     unlabeled, source = unlabeled_images(config, data, teacher)
     for k in range(1, config.iterations + 1):
-        iteration = run / f"iter{k}"
         # 2. The clean teacher pseudo-labels the unlabeled images.
-        labels = iteration / "pseudo-labels"
+        labels = layout.pseudo_labels(k)
         if not pseudo_labels_complete(labels):
             distributed.barrier()  # every rank has looked before rank 0 removes it
             if distributed.is_main():
@@ -62,7 +63,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
             pseudo_label(teacher, labels, config.pseudo_label_config(),
                          images=(unlabeled, source), unlabeled=config.unlabeled, quiet=quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
-        student = iteration / "student"
+        student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
         share_split(teacher, student)
         run_step(student, train_student, config.student_config(k, str(labels)), quiet,
@@ -71,8 +72,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         teacher = student
     finetune = config.finetune_config(str(teacher / runs.MODEL))
     if finetune is not None:  # the last student, fine-tuned on the labeled images
-        share_split(teacher, run / "finetune")
-        run_step(run / "finetune", train, finetune, quiet, data=data)
+        share_split(teacher, layout.finetune)
+        run_step(layout.finetune, train, finetune, quiet, data=data)
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
@@ -86,7 +87,7 @@ def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:
     """One TensorBoard point per iteration: pseudo-labels, test top-1, mCE (--tensorboard)."""
     scalars = Scalars(run, enabled)
     for row in rows:
-        group = "finetune" if row["role"].endswith("fine-tuned") else "iteration"
+        group = "finetune" if row["finetuned"] else "iteration"
         scalars.add(group, {key: row.get(key) for key in
                             ("pseudo_label_accuracy", "pseudo_labeled", "test_top1", "mce")},
                     row["iteration"])

@@ -12,18 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from noisystudent.data import fashion_mnist as fm
+from noisystudent.data.arrays import NpyImages
+from noisystudent.data.decode import UnreadableImage, open_image
 from noisystudent.data.idx import read_idx
-from noisystudent.data.images import (
-    UnreadableImage,
-    load_image_folder,
-    load_manifest,
-    load_unlabeled_folder,
-    open_image,
-)
-from noisystudent.data.imageset import ImageSet, ImageSetDataset
+from noisystudent.data.images import load_image_folder, load_manifest, load_unlabeled_folder
+from noisystudent.data.imageset import ImageSet
 from noisystudent.data.splits import load_split, make_split, save_split
 from noisystudent.errors import UserError
 
@@ -361,7 +356,7 @@ def test_manifest_missing_file_skipped(tmp_path):
 # ---------------------------------------------------------------- ImageSet
 
 
-def test_imageset_subset_and_dataset():
+def test_imageset_subset_in_memory_and_streamed(tmp_path):
     s = ImageSet(
         images=torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 1, 2, 2).contiguous(),
         labels=torch.tensor([0, 1, 0, 1, -1]),
@@ -378,9 +373,15 @@ def test_imageset_subset_and_dataset():
         )
         assert sub.images[:, 0, 0, 0].tolist() == [3, 1]
 
-    images, labels, index = next(iter(DataLoader(ImageSetDataset(s), batch_size=5)))
-    assert images.dtype == torch.uint8 and images.shape == (5, 1, 2, 2)
-    assert labels.dtype == torch.int64 and index.tolist() == [0, 1, 2, 3, 4]
+    # Backed by a .npy (streamed unlabeled images): the subset stays a lazy view of the rows.
+    np.save(tmp_path / "images.npy", s.images.numpy())
+    streamed = ImageSet(images=NpyImages(tmp_path / "images.npy"), labels=s.labels,
+                        classes=[], skipped=["broken.png"])
+    sub = streamed.subset([4, 0, 2]).subset([2, 0])
+    assert isinstance(sub.images, NpyImages) and len(sub) == 2 and sub.channels == 1
+    assert torch.equal(sub.images.read(), s.images[[2, 4]])
+    assert sub.labels.tolist() == [0, -1] and sub.paths is None
+    assert sub.skipped == ["broken.png"] and sub.skipped is not streamed.skipped
 
 
 # ---------------------------------------------------------------- splits

@@ -1,4 +1,5 @@
-"""models.py: offline ImageNet weights, pretrained sources, fine-tuning modes, param groups."""
+"""models.py: offline ImageNet weights, pretrained sources, fine-tuning modes, and
+optim.param_groups over timm models."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from noisystudent.models import (
     count_parameters,
     create_model,
     model_input_config,
-    param_groups,
 )
+from noisystudent.optim import param_groups
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -14,8 +14,8 @@ from noisystudent.models import (
     count_parameters,
     create_model,
     model_input_config,
-    param_groups,
 )
+from noisystudent.optim import param_groups
 
 # Parameters in millions as the papers give them (He et al. 2016 table 6; Zagoruyko &
 # Komodakis 2016 tables), with the papers' rounding, for 10 classes.

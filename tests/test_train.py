@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+import noisystudent.evaluate as evaluation
 from noisystudent import engine, runs
+from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
+from noisystudent.device import resolve_device
 from noisystudent.evaluate import evaluate
+from noisystudent.inference import load_trained
 from noisystudent.predict import predict
 from noisystudent.train import train
+from noisystudent.transforms import CleanPipeline
 
 from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config
 
 
 @needs_fashion_mnist
-def test_fashion_mnist_train_evaluate_predict(tmp_path, image_tree):
+def test_fashion_mnist_train_evaluate_predict(tmp_path, image_tree, monkeypatch):
     run = tmp_path / "run"
     # 10 labels per class, 4 epochs from scratch: measured 49.5% (chance is 10%).
     metrics = train(quick_config(labels_per_class=10, epochs=4, batch_size=16), run, quiet=True)
@@ -29,16 +35,40 @@ def test_fashion_mnist_train_evaluate_predict(tmp_path, image_tree):
     assert json.loads((run / runs.METRICS).read_text())["test_top1"] == metrics["test_top1"]
     assert len(load_split(run / runs.SPLITS)["labeled"]) == 100
 
+    seen, predict_logits = [], evaluation.predict_logits
+
+    def keep_logits(*args, **kwargs):  # the logits evaluate infers, kept for the check below
+        seen.append(predict_logits(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(evaluation, "predict_logits", keep_logits)
     result = evaluate(run, quiet=True)
     assert result["top1"] == pytest.approx(metrics["test_top1"], abs=2e-3)
-    assert len(result["confusion"]) == 10 and sum(map(sum, result["confusion"])) == 10_000
+    # The confusion matrix (rows true, columns predicted) counted here from those logits and
+    # the test set's own labels.
+    test = load_fashion_mnist("test")
+    [logits] = seen
+    expected = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(expected, (test.labels.numpy(), logits.argmax(1).numpy()), 1)
+    assert result["confusion"] == expected.tolist()
     assert 0.0 < result["ece"] < 0.5
     assert (run / "confusion.png").stat().st_size > 1000
 
     image = next((image_tree[1]).rglob("*.png"))
     [answer] = predict(run, [image], top_k=3)
     assert answer["class"] in metrics["per_class"]
-    assert 0.0 < answer["probability"] <= 1.0 and len(answer["top"]) == 3
+    # The PNG is test image int(stem): its top 3 against the model's softmax on that image as
+    # the data set holds it, computed here (fp32, as predict runs).
+    device = resolve_device("auto")
+    trained = load_trained(run, device)
+    with torch.no_grad():
+        batch = test.images[[int(image.stem)]].to(device)
+        probs = trained.model(CleanPipeline(trained.spec)(batch)).float().softmax(1)[0].cpu()
+    top_p, top_i = probs.topk(3)
+    assert [t["class"] for t in answer["top"]] == [trained.classes[i] for i in top_i.tolist()]
+    assert [t["probability"] for t in answer["top"]] == pytest.approx(top_p.tolist(), rel=1e-5)
+    assert (answer["class"], answer["probability"]) == (answer["top"][0]["class"],
+                                                        answer["top"][0]["probability"])
 
 
 def test_image_folder_run_with_validation(tmp_path, image_tree):

@@ -19,8 +19,8 @@ import torch
 from noisystudent import runs
 from noisystudent.errors import UserError
 
-from .images import UnreadableImage, _check_dir, _decode, _find_images
-from .imageset import ImageSet
+from .decode import UnreadableImage, decode_image
+from .files import check_dir, find_images
 
 
 class NpyImages:
@@ -99,20 +99,13 @@ def rows_of(images: Images, idx: torch.Tensor) -> torch.Tensor:
     return images.read(idx) if isinstance(images, NpyImages) else images[idx]
 
 
-def load_npy_images(path: str | Path) -> ImageSet:
-    """Unlabeled images streamed from a .npy file (labels -1)."""
-    images = NpyImages(path)
-    return ImageSet(images=images, labels=torch.full((len(images),), -1, dtype=torch.int64),
-                    classes=[])
-
-
 def pack_folder(folder: str | Path, out: str | Path, size: int, channels: int = 3,
                 chunk: int = 4096) -> dict:
     """Decode every image below ``folder`` into a uint8 (N, C, size, size) .npy, a chunk at a
     time (memory stays flat); unreadable files are skipped and counted."""
     root = Path(folder).expanduser()
-    _check_dir(root, "image folder")
-    files = _find_images(root)
+    check_dir(root, "image folder")
+    files = find_images(root)
     if not files:
         raise UserError(f"no images found under {root}")
     out = Path(out)
@@ -121,7 +114,7 @@ def pack_folder(folder: str | Path, out: str | Path, size: int, channels: int = 
     kept, skipped = 0, []
     def decode(path: Path) -> bytes | None:
         try:
-            return _decode(str(path), size, channels).transpose(2, 0, 1).tobytes()
+            return decode_image(str(path), size, channels).transpose(2, 0, 1).tobytes()
         except UnreadableImage:
             return None
 

@@ -67,14 +67,20 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
 
 
+def decode_image(path: str | Path, size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 (size, size, C), resized and center-cropped; raises
+    UnreadableImage for a file that cannot be read."""
+    arr = np.asarray(resize_center_crop(open_image(path, channels), size), dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
 def read_image(path: str | Path, channels: int, size: int) -> np.ndarray:
     """One image file as uint8 (C, size, size), as a run stored its training images; a
     missing or unreadable file is a one-line error."""
     if not Path(path).is_file():
         raise UserError(f"image not found: {path}")
     try:
-        img = resize_center_crop(open_image(path, channels), size)
+        array = decode_image(path, size, channels)
     except UnreadableImage as err:
         raise UserError(f"cannot read image {path}: {err}") from None
-    array = np.asarray(img, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
+    return array.transpose(2, 0, 1).copy()

@@ -1,4 +1,5 @@
-"""Load the user's own images: an ImageFolder tree, an unlabeled folder, or a CSV manifest."""
+"""Load the user's own images: an ImageFolder tree, an unlabeled folder or packed .npy, or a
+CSV manifest."""
 
 from __future__ import annotations
 
@@ -11,31 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent.data.decode import UnreadableImage, open_image, resize_center_crop
+from noisystudent.data.arrays import NpyImages
+from noisystudent.data.decode import UnreadableImage, decode_image
+from noisystudent.data.files import IMAGE_EXTENSIONS, check_dir, find_images
 from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
-
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-)
-
-def is_image_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _decode(path: str, size: int, channels: int) -> np.ndarray:
-    img = resize_center_crop(open_image(path, channels), size)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def _load_files(
@@ -49,7 +30,7 @@ def _load_files(
 
     def work(p: str):
         try:
-            return _decode(p, size, channels)
+            return decode_image(p, size, channels)
         except UnreadableImage as e:
             return e
 
@@ -88,30 +69,12 @@ def _load_files(
     )
 
 
-def _visible(path: Path, root: Path) -> bool:
-    # Skip hidden files/dirs, e.g. macOS "._photo.jpg" resource forks that aren't images.
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def _find_images(root: Path) -> list[Path]:
-    return sorted(
-        p for p in root.rglob("*") if p.is_file() and is_image_file(p) and _visible(p, root)
-    )
-
-
-def _check_dir(root: Path, what: str) -> None:
-    if not root.exists():
-        raise UserError(f"{what} {root} does not exist; check the path")
-    if not root.is_dir():
-        raise UserError(f"{what} {root} is not a directory; pass a folder of images")
-
-
 def load_image_folder(
     root: str | Path, size: int, channels: int = 3, strict: bool = False
 ) -> ImageSet:
     """ImageFolder layout root/<class>/...images (nested allowed); classes sorted by name."""
     root = Path(root).expanduser()
-    _check_dir(root, "image folder")
+    check_dir(root, "image folder")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise UserError(f"{root} has no class folders; expected {root}/<class name>/<images>")
@@ -119,7 +82,7 @@ def load_image_folder(
     labels: list[int] = []
     empty = []
     for label, d in enumerate(class_dirs):
-        files = _find_images(d)
+        files = find_images(d)
         paths += [str(p) for p in files]
         labels += [label] * len(files)
         if not files:
@@ -140,12 +103,19 @@ def load_unlabeled_folder(
 ) -> ImageSet:
     """Every image below root (flat or nested), in sorted path order, with label -1."""
     root = Path(root).expanduser()
-    _check_dir(root, "unlabeled folder")
-    files = _find_images(root)
+    check_dir(root, "unlabeled folder")
+    files = find_images(root)
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return _load_files([str(p) for p in files], [-1] * len(files), [], size=size,
                        channels=channels, strict=strict)
+
+
+def load_npy_images(path: str | Path) -> ImageSet:
+    """Unlabeled images streamed from a .npy file (labels -1)."""
+    images = NpyImages(path)
+    return ImageSet(images=images, labels=torch.full((len(images),), -1, dtype=torch.int64),
+                    classes=[])
 
 
 def _inside(csv_path: Path, line: int, path: str) -> str:

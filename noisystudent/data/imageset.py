@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-if TYPE_CHECKING:
-    from .arrays import NpyImages
+from .arrays import Images
 
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor | NpyImages  # uint8 (N, C, H, W), C is 1 or 3; NpyImages: on disk
+    images: Images  # uint8 (N, C, H, W), C is 1 or 3; NpyImages: on disk
     labels: torch.Tensor  # int64 (N,), -1 where the label is unknown
     classes: list[str]  # class names, index = label
     paths: list[str] | None = None  # source file per image when loaded from files
@@ -39,15 +36,3 @@ class ImageSet:
             skipped=list(self.skipped),
         )
 
-
-class ImageSetDataset(Dataset):
-    """Yields (uint8 image, int64 label, index) so default collate batches are cheap."""
-
-    def __init__(self, imageset: ImageSet):
-        self.imageset = imageset
-
-    def __len__(self) -> int:
-        return len(self.imageset)
-
-    def __getitem__(self, i: int):
-        return self.imageset.images[i], self.imageset.labels[i], i

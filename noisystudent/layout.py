@@ -1,0 +1,76 @@
+"""The layout of a self-training run directory, and the role each of its steps plays.
+
+    RUN/iter0-teacher/          the supervised teacher (unless ``teacher_run`` names one)
+    RUN/iterK/pseudo-labels/    the images iteration K's teacher labeled
+    RUN/iterK/student/          iteration K's noised student
+    RUN/finetune/               the last student, fine-tuned on the labeled images
+
+The loop (selftrain.py), its ``--resume`` and the report (report.py) all find the steps here;
+the names on disk never change, so older run directories still resume and report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TEACHER_DIR = "iter0-teacher"
+PSEUDO_LABELS_DIR = "pseudo-labels"
+STUDENT_DIR = "student"
+FINETUNE_DIR = "finetune"
+
+
+def role(iteration: int, finetuned: bool = False) -> str:
+    """The step's name in the report: "teacher", "student K" or "student K, fine-tuned"."""
+    name = "teacher" if iteration == 0 else f"student {iteration}"
+    return f"{name}, fine-tuned" if finetuned else name
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model of the run: its iteration, run directory and the pseudo-labels it learned
+    from (None for the teacher and the fine-tuned student)."""
+
+    iteration: int
+    run: Path
+    labels: Path | None = None
+    finetuned: bool = False
+
+    @property
+    def role(self) -> str:
+        return role(self.iteration, self.finetuned)
+
+
+class SelfTrainLayout:
+    """Where each step of the self-training run in ``run`` lives; ``teacher_run``, when set,
+    is a finished run used as the iteration-0 teacher instead of ``run/iter0-teacher``."""
+
+    def __init__(self, run: str | Path, teacher_run: str | Path | None = None):
+        self.run = Path(run)
+        self.teacher_run = teacher_run
+
+    @property
+    def teacher(self) -> Path:
+        return Path(self.teacher_run) if self.teacher_run else self.run / TEACHER_DIR
+
+    def iteration(self, k: int) -> Path:
+        return self.run / f"iter{k}"
+
+    def pseudo_labels(self, k: int) -> Path:
+        return self.iteration(k) / PSEUDO_LABELS_DIR
+
+    def student(self, k: int) -> Path:
+        return self.iteration(k) / STUDENT_DIR
+
+    @property
+    def finetune(self) -> Path:
+        return self.run / FINETUNE_DIR
+
+    def steps(self, iterations: int, finetune: bool) -> list[Step]:
+        """The teacher, each student and (with ``finetune``) the fine-tuned last student."""
+        steps = [Step(0, self.teacher)]
+        steps += [Step(k, self.student(k), self.pseudo_labels(k))
+                  for k in range(1, iterations + 1)]
+        if finetune:
+            steps.append(Step(iterations, self.finetune, finetuned=True))
+        return steps

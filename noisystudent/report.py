@@ -34,7 +34,7 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     rows = []
     teacher_dir = None
     layout = SelfTrainLayout(run, config.teacher_run)
-    for step in layout.steps(config.iterations, bool(config.finetune)):
+    for step in layout.steps(config.iterations, config.fine_tunes):
         model_run = step.run
         metrics = runs.read_json(model_run / runs.METRICS)
         info = runs.read_json(model_run / runs.MODEL_INFO)

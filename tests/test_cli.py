@@ -117,3 +117,13 @@ def test_print_config_shows_the_typed_settings_and_runs_nothing(tmp_path, capsys
     assert (printed["student"]["passes"], printed["student"]["steps_per_epoch"]) == (3.0, 0)
     assert printed["teacher"]["channels_last"] is False
     assert not (tmp_path / "run").exists()
+
+
+def test_onnx_predict_parses_without_pydantic_or_torch(tmp_path):
+    """An install for .onnx predictions only (onnxruntime, numpy, pillow) runs the CLI."""
+    code = ("import sys; sys.modules['pydantic'] = None; sys.modules['torch'] = None; "
+            "from noisystudent.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "predict", str(tmp_path / "m.onnx"),
+                             "a.png"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"noisystudent: error: model file not found: {tmp_path}/m.onnx"

@@ -42,10 +42,20 @@ def _section(info) -> type | None:
     None for a plain setting and for a list of sections (``students``: YAML only)."""
     from pydantic import BaseModel
 
+    if typing.get_origin(info.annotation) is list:
+        return None
     for kind in (info.annotation, *typing.get_args(info.annotation)):
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             return kind
     return None
+
+
+def _sections_list(info) -> bool:
+    """A list of sections (``students``): set in the YAML file, no flags."""
+    from pydantic import BaseModel
+
+    return typing.get_origin(info.annotation) is list and any(
+        isinstance(a, type) and issubclass(a, BaseModel) for a in typing.get_args(info.annotation))
 
 
 def _add_settings(group, cls: type, prefix: str, flag_prefix: str = "") -> list[str]:
@@ -55,7 +65,7 @@ def _add_settings(group, cls: type, prefix: str, flag_prefix: str = "") -> list[
     dests = []
     for name, info in cls.model_fields.items():
         kind = info.annotation
-        if _section(info) is not None or "list[" in str(kind) and "Overrides" in str(kind):
+        if _section(info) is not None or _sections_list(info):
             continue
         flag = "--" + flag_prefix + name.replace("_", "-")
         default = "unset: see the section" if overrides else \

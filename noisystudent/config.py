@@ -449,7 +449,7 @@ def describe(err: ValidationError, root: type[BaseModel], prefix: str = "") -> s
         message = str(first["ctx"]["error"])
         return f"{message} (in {name})" if name else message
     if kind in ("list_type", "model_type", "model_attributes_type") and \
-            "students" in map(str, loc[:1]) and len(loc) <= 2:
+            loc[:1] == ("students",) and len(loc) <= 2:
         return "students must be a list of mappings of settings"
     what = next((text for key, text in _TYPE_NAMES.items() if kind.startswith(key)), None)
     if what:

@@ -97,6 +97,7 @@ def test_self_train_help_lists_every_section_setting():
     lines = result.stdout.splitlines()
     student = [line for line in lines if line.strip().startswith("--student.")]
     assert len(student) > 20
+    assert "--students." not in result.stdout  # each iteration's overrides: YAML only
     for flag in ("--teacher.image-size", "--pseudo-label.threshold", "--finetune.epochs",
                  "--student.unlabeled-weight", "--print-config"):
         assert flag in result.stdout

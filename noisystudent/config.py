@@ -275,6 +275,8 @@ class PseudoLabelSettings(Settings):
     balance: bool = setting(True, "bring every predicted class to per_class images")
     per_class: int = setting(0, "images per class after balancing (0 = mean kept per class)",
                              ge=0)
+    top_k: int = setting(0, "classes stored per soft label, in fp16 (0 = all up to 100 "
+                         "classes, else 10); the student renormalises them", ge=0)
     batch_size: int = setting(512, "teacher inference batch size", ge=1)
     max_images: int = setting(0, "label only the first N unlabeled images (0 = all)", ge=0)
 

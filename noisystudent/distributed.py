@@ -109,6 +109,25 @@ def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: total[k] if k == "images_per_s" else total[k] / world_size() for k in keys}
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over the ranks (the tensor itself for one process)."""
+    if not active():
+        return tensor
+    total = tensor.to(collective_device())
+    dist.all_reduce(total)
+    return total.to(tensor.device)
+
+
+def exclusive_prefix(tensor: torch.Tensor) -> torch.Tensor:
+    """Per element, the sum of the ranks before this one (zeros on rank 0 and alone)."""
+    if not active():
+        return torch.zeros_like(tensor)
+    parts = [torch.empty_like(tensor, device=collective_device()) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.to(collective_device()))
+    before = torch.stack(parts[:rank()]).sum(0) if rank() else torch.zeros_like(parts[0])
+    return before.to(tensor.device)
+
+
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows, in rank order (the ranks' shares may differ by one)."""
     if not active():

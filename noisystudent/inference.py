@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,22 +49,33 @@ def load_trained(run_dir: str | Path, device: torch.device) -> TrainedModel:
                         config=runs.read_yaml(run / runs.CONFIG), run_dir=run)
 
 
-@torch.no_grad()
 def predict_logits(model: torch.nn.Module, pipeline: Callable, loader: Iterable[dict], *,
                    device: torch.device, dtype: torch.dtype | None, progress: bool = False,
                    description: str = "predict") -> torch.Tensor:
     """fp32 logits on the CPU for every batch of the loader, model in eval mode."""
+    chunks = [logits for _, logits in iter_logits(model, pipeline, loader, device=device,
+                                                  dtype=dtype, progress=progress,
+                                                  description=description)]
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def iter_logits(model: torch.nn.Module, pipeline: Callable, loader: Iterable[dict], *,
+                device: torch.device, dtype: torch.dtype | None, progress: bool = False,
+                description: str = "predict") -> Iterator[tuple[dict, torch.Tensor]]:
+    """(batch, its fp32 logits on the CPU) for every batch of the loader, model in eval mode:
+    a caller that reduces each batch holds one batch of logits, whatever the set's size."""
     was_training = model.training
     model.eval()
-    chunks = []
-    for step, batch in enumerate(tqdm(loader, desc=description, leave=False,
-                                      disable=not progress)):
-        with autocast(device, dtype):
-            chunks.append(model(pipeline(batch["images"])).float().cpu())
-        if step % 50 == 49:
-            release_free_heap()
-    model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.empty(0)
+    try:
+        for step, batch in enumerate(tqdm(loader, desc=description, leave=False,
+                                          disable=not progress)):
+            with torch.no_grad(), autocast(device, dtype):
+                logits = model(pipeline(batch["images"])).float().cpu()
+            yield batch, logits
+            if step % 50 == 49:
+                release_free_heap()
+    finally:
+        model.train(was_training)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

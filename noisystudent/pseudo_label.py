@@ -10,10 +10,10 @@ full class, whole copies plus a random fraction of a rare one).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import distributed, runs
 from .config import PseudoLabelConfig, shared_settings_of, to_dict
@@ -24,11 +24,22 @@ from .data.sources import load_train_and_test
 from .data.splits import load_split
 from .device import resolve_device, resolve_precision
 from .errors import UserError
-from .inference import TrainedModel, load_trained, predict_logits
+from .inference import TrainedModel, iter_logits, load_trained
+from .selection import Part, StreamedSelection
+from .soft_labels import (
+    LabelWriter,
+    SoftTargets,
+    kept_part,
+    label_parts,
+    read_kept,
+    reduce_logits,
+    resolve_top_k,
+)
 from .transforms import CleanPipeline
 
 SUMMARY = "summary.json"
-SHARD = "pseudo-{:05d}.safetensors"
+LEGACY_SHARDS = "pseudo-*.safetensors"
+STALE = (LEGACY_SHARDS, "labels-*.safetensors", "kept-*.safetensors")
 
 
 def load_unlabeled(path: str, size: int, channels: int, strict: bool) -> tuple[ImageSet, str]:
@@ -73,127 +84,148 @@ def first(images: ImageSet, count: int) -> ImageSet:
     return images.subset(range(count)) if 0 < count < len(images) else images
 
 
-def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_classes: int, *,
-                       threshold: float, per_class: int | None,
-                       generator: torch.Generator) -> torch.Tensor:
-    """Indices kept after the confidence threshold and, when per_class is given, balancing."""
-    kept = torch.nonzero(confidence >= threshold).flatten()
-    if per_class is None:
-        return kept
-    chosen = []
-    for c in range(num_classes):
-        members = kept[predicted[kept] == c]
-        if len(members) == 0:
-            continue
-        members = members[confidence[members].argsort(descending=True, stable=True)]
-        if len(members) >= per_class:
-            chosen.append(members[:per_class])  # a full class keeps its most confident
-        else:
-            copies, remainder = divmod(per_class, len(members))
-            extra = members[torch.randperm(len(members), generator=generator)[:remainder]]
-            chosen.append(torch.cat([members.repeat(copies), extra]))
-    return torch.cat(chosen).sort().values if chosen else kept[:0]
-
-
 def pseudo_label(teacher_run: str | Path, out: str | Path,
                  config: PseudoLabelConfig | None = None, *, unlabeled: str | None = None,
                  images: tuple[ImageSet, str] | None = None, quiet: bool = False) -> dict:
-    """Label the unlabeled images with the teacher; writes shards and summary.json in ``out``.
+    """Label the unlabeled images with the teacher; writes the label and kept parts and
+    summary.json in ``out``.
 
     The images: ``images`` (the set and where it comes from) when the caller holds them,
-    else the folder or .npy ``unlabeled``, else the teacher run's unlabeled split."""
+    else the folder or .npy ``unlabeled``, else the teacher run's unlabeled split.
+    Everything streams: each rank labels a contiguous share and appends each batch's reduced
+    outputs to its part files; selection reads them back, with only per-class histograms
+    summed over the ranks; so memory does not grow with the number of images."""
     config = config or PseudoLabelConfig()
     out = Path(out)
     if (out / SUMMARY).is_file():
         raise UserError(f"{out} already holds pseudo-labels; choose another --out")
-    if distributed.is_main():  # shards of an unfinished pass (maybe more ranks) are stale
-        for stale in out.glob("pseudo-*.safetensors"):
-            stale.unlink()
-    distributed.barrier()  # nobody writes a shard before everyone has checked
+    if distributed.is_main():  # parts of an unfinished pass (maybe more ranks) are stale
+        for pattern in STALE:
+            for stale in out.glob(pattern):
+                stale.unlink()
+    distributed.barrier()  # nobody writes a part before everyone has checked
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
     images, source = images or unlabeled_images(teacher_run, unlabeled, config.max_images)
     images = first(images, config.max_images)
     if len(images) == 0:
         raise UserError(f"no unlabeled images in {source}")
-    # Under torchrun each rank labels a contiguous share; only the (confidence, class) pairs
-    # are gathered, so every rank makes the same global selection and saves its own probs.
+    num_classes = len(teacher.classes)
+    top_k = resolve_top_k(config.top_k, num_classes, config.soft)
+
+    # 1. Label: every batch is reduced to what selection and the student need, and appended.
     start, stop = distributed.my_share(len(images))
     loader = ImageBatches(images.images[start:stop], images.labels[start:stop],
                           config.batch_size, device)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = LabelWriter(out, distributed.rank(), start)
+    truth = torch.zeros(3, dtype=torch.float64)  # correct, known, highest confidence
     started = time.perf_counter()
-    logits = predict_logits(teacher.model, CleanPipeline(teacher.spec), loader, device=device,
-                            dtype=resolve_precision(config.precision, device, training=False),
-                            progress=not quiet and distributed.is_main(),
-                            description="pseudo-label")
+    for batch, logits in iter_logits(
+            teacher.model, CleanPipeline(teacher.spec), loader, device=device,
+            dtype=resolve_precision(config.precision, device, training=False),
+            progress=not quiet and distributed.is_main(), description="pseudo-label"):
+        stored = reduce_logits(logits, temperature=config.temperature, soft=config.soft,
+                               top_k=top_k)
+        writer.append(stored)
+        labels = batch["labels"].cpu()
+        truth[0] += float((stored["predicted"].long() == labels).sum())
+        truth[1] += float((labels >= 0).sum())
+        truth[2] = max(float(truth[2]), float(stored["confidence"].max()))
+    writer.close()
     distributed.barrier()  # the slowest rank's time is the pass's time
     seconds = time.perf_counter() - started
-    num_classes = len(teacher.classes)
-    my_confidence, my_predicted = logits.softmax(1).max(1)
-    confidence = distributed.gather_rows(my_confidence)
-    predicted = distributed.gather_rows(my_predicted)
-    probs = (logits / config.temperature).softmax(1) if config.soft \
-        else F.one_hot(my_predicted, num_classes).float()
 
-    above = int((confidence >= config.threshold).sum())
-    per_class = None
-    if config.balance:
-        per_class = config.per_class or max(1, round(above / num_classes))
-    generator = torch.Generator().manual_seed(config.seed)
-    index = select_and_balance(confidence, predicted, num_classes, threshold=config.threshold,
-                               per_class=per_class, generator=generator)
-
-    if len(index) == 0:
+    # 2. Select: the official rule, streamed over the parts (selection.py).
+    selection = StreamedSelection(
+        lambda: selection_parts(out, distributed.rank()), num_classes,
+        threshold=config.threshold, balance=config.balance, per_class=config.per_class,
+        seed=config.seed, all_reduce=distributed.all_reduce_sum,
+        exclusive_prefix=distributed.exclusive_prefix)
+    if selection.above == 0:
+        highest = float(distributed.gather_rows(truth[2:]).max())
         raise UserError(f"no image reached the confidence threshold {config.threshold} "
-                        f"(highest {float(confidence.max()):.3f}); lower --threshold")
-    mine = index[(index >= start) & (index < stop)]
-    runs.save_weights(out / SHARD.format(distributed.rank()),
-                      {"index": mine.to(torch.int64), "probs": probs[mine - start].contiguous()},
-                      every_rank=True)
-    summary = summarize(index, confidence, predicted, images, teacher=teacher, source=source,
-                        unlabeled=unlabeled, config=config, above=above, per_class=per_class)
+                        f"(highest {highest:.3f}); lower --threshold")
+
+    # 3. Write each part's copies beside it, and count what was kept.
+    kept = KeptCounts(num_classes)
+    for path, (part_start, copies) in zip(label_parts(out, distributed.rank()),
+                                          selection.chosen_copies()):
+        runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
+        stored = runs.load_weights(path)
+        kept.add(copies, stored, images.labels[part_start:part_start + len(copies)])
+    distributed.barrier()  # every part is on disk before the summary marks the pass done
+    known = distributed.all_reduce_sum(truth[:2])
+    summary = summarize(kept.total(), teacher=teacher, source=source, unlabeled=unlabeled,
+                        config=config, images=len(images), above=selection.above,
+                        per_class=selection.per_class, top_k=top_k,
+                        accuracy=float(known[0] / known[1]) if known[1] == len(images)
+                        else None)
     summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
-                   images_per_s=len(images) / max(seconds, 1e-9))
-    distributed.barrier()  # every shard is on disk before the summary marks the pass done
+                   images_per_s=len(images) / max(seconds, 1e-9),
+                   stored_bytes=sum(p.stat().st_size for pattern in STALE[1:]
+                                    for p in out.glob(pattern)))
     runs.write_json(out / SUMMARY, summary)
     distributed.barrier()
     return summary
 
 
-def summarize(index, confidence, predicted, images: ImageSet, *, teacher: TrainedModel,
-              source: str, unlabeled: str | None, config: PseudoLabelConfig, above: int,
-              per_class: int | None) -> dict:
-    classes = teacher.classes
-    kept_pred = predicted[index]
-    summary = {
+def selection_parts(directory: Path, rank: int) -> Iterator[Part]:
+    for path in label_parts(directory, rank):
+        stored = runs.load_weights(path)
+        yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long())
+
+
+class KeptCounts:
+    """Totals over the kept images, summed over the parts and then the ranks."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        # kept (with copies), unique, correct among unique, confidence sum, per class
+        self.counts = torch.zeros(4 + num_classes, dtype=torch.float64)
+
+    def add(self, copies: torch.Tensor, stored: dict, truth: torch.Tensor) -> None:
+        copies = copies.double()
+        chosen = copies > 0
+        predicted = stored["predicted"].long()
+        self.counts[0] += copies.sum()
+        self.counts[1] += chosen.sum()
+        self.counts[2] += (chosen & (predicted == truth)).sum()
+        self.counts[3] += (stored["confidence"].double() * copies).sum()
+        self.counts[4:] += torch.bincount(predicted, copies, minlength=self.num_classes)
+
+    def total(self) -> torch.Tensor:
+        return distributed.all_reduce_sum(self.counts)
+
+
+def summarize(counts: torch.Tensor, *, teacher: TrainedModel, source: str,
+              unlabeled: str | None, config: PseudoLabelConfig, images: int, above: int,
+              per_class: int | None, top_k: int, accuracy: float | None) -> dict:
+    kept, unique, correct, confidence = (float(v) for v in counts[:4])
+    return {
         "teacher": {"run": str(teacher.run_dir), "model": teacher.info["model"]},
         "unlabeled_source": source,
         "unlabeled_folder": unlabeled,
         "max_images": config.max_images,
-        "classes": classes,
-        "unlabeled_images": len(images),
+        "classes": teacher.classes,
+        "unlabeled_images": images,
         "above_threshold": above,
-        "kept": len(index),
-        "unique_kept": int(index.unique().numel()),
+        "kept": int(kept),
+        "unique_kept": int(unique),
         "per_class": per_class,
-        "count_per_class": {c: int((kept_pred == i).sum()) for i, c in enumerate(classes)},
-        "mean_confidence": float(confidence[index].mean()) if len(index) else None,
+        "top_k": top_k,
+        "count_per_class": {c: int(n) for c, n in zip(teacher.classes, counts[4:].tolist())},
+        "mean_confidence": confidence / kept if kept else None,
         "settings": to_dict(config),
-        "pseudo_label_accuracy": None,
-    }
-    truth = images.labels
-    if len(truth) and bool((truth >= 0).all()):
         # True labels are known only when the unlabeled set is a split of labeled data; they
         # measure the teacher and are never used for training.
-        summary["pseudo_label_accuracy"] = float((predicted == truth).float().mean())
-        unique = index.unique()
-        summary["kept_accuracy"] = float((predicted[unique] == truth[unique]).float().mean()) \
-            if len(unique) else None
-    return summary
+        "pseudo_label_accuracy": accuracy,
+        "kept_accuracy": correct / unique if accuracy is not None and unique else None,
+    }
 
 
 def pseudo_labels_complete(directory: str | Path) -> bool:
-    """Finished (summary.json is written last) and every shard passes its checksum."""
+    """Finished (summary.json is written last) and every part passes its checksum."""
     try:
         read_pseudo_labels(directory)
         return True
@@ -201,14 +233,19 @@ def pseudo_labels_complete(directory: str | Path) -> bool:
         return False
 
 
-def read_pseudo_labels(directory: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """All shards of a pseudo-label directory, in index order: (index, probs, summary)."""
+def read_pseudo_labels(directory: str | Path,
+                       temperature: float = 1.0) -> tuple[torch.Tensor, SoftTargets, dict]:
+    """The kept images of a pseudo-label directory, in index order (an image repeated as
+    often as it was kept), their soft labels at ``temperature``, and the summary."""
     directory = runs.require_run(directory, SUMMARY)
-    shards = sorted(directory.glob("pseudo-*.safetensors"))
-    if not shards:
-        raise UserError(f"{directory} has no pseudo-*.safetensors shards")
-    parts = [runs.load_weights(p) for p in shards]  # checksums verified
-    index = torch.cat([p["index"] for p in parts])
-    probs = torch.cat([p["probs"] for p in parts])
-    order = index.argsort(stable=True)
-    return index[order], probs[order], runs.read_json(directory / SUMMARY)
+    summary = runs.read_json(directory / SUMMARY)
+    num_classes = len(summary["classes"])
+    if not label_parts(directory) and (legacy := sorted(directory.glob(LEGACY_SHARDS))):
+        # Written before the labels streamed: each rank's kept indices and fp32 probabilities.
+        parts = [runs.load_weights(p) for p in legacy]
+        index = torch.cat([p["index"] for p in parts])
+        probs = torch.cat([p["probs"] for p in parts])
+        order = index.argsort(stable=True)
+        return index[order], SoftTargets(probs[order], None, num_classes, temperature), summary
+    index, targets = read_kept(directory, num_classes, temperature)
+    return index, targets, summary

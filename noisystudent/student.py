@@ -15,7 +15,6 @@ from .data.loaders import ImageBatches, LabeledAndPseudoBatches
 from .engine import fit
 from .errors import UserError
 from .inference import load_trained
-from .losses import retemper
 from .noise import make_augment
 from .pseudo_label import read_pseudo_labels
 from .stage import RunData, build_model, start_stage
@@ -35,16 +34,15 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     config, device, train_set = stage.config, stage.device, data.train
     labeled = train_set.subset(stage.labeled_split()["labeled"])
 
-    index, probs, summary = read_pseudo_labels(config.pseudo_labels)
+    index, targets, summary = read_pseudo_labels(config.pseudo_labels, config.target_temperature)
     teacher_classes = summary.get("classes", train_set.classes)
-    if probs.shape[1] != len(train_set.classes) or teacher_classes != train_set.classes:
+    if teacher_classes != train_set.classes:
         raise UserError(f"the pseudo-labels' classes {teacher_classes} differ from the data's "
                         f"{train_set.classes}; label with a teacher trained on these classes")
     if len(unlabeled) != summary["unlabeled_images"]:
         raise UserError(f"the pseudo-labels index {summary['unlabeled_images']} unlabeled "
                         f"images, the student was given {len(unlabeled)}")
     pseudo_images = unlabeled.images[index]
-    probs = retemper(probs, config.target_temperature)
 
     model, spec = build_model(config, len(train_set.classes), device)
     check_student_size(model, spec, summary["teacher"]["run"])
@@ -53,7 +51,7 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     loader = LabeledAndPseudoBatches(
         ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
                               seed=config.seed, steps=steps),
-        ImageBatches.training(pseudo_images, probs, pseudo_batch, device,
+        ImageBatches.training(pseudo_images, targets, pseudo_batch, device,
                               seed=config.seed + 1, steps=steps))
     weight = config.unlabeled_weight * (config.unlabeled_ratio
                                         if config.loss_weighting == "per-image" else 1)

@@ -5,6 +5,7 @@ feature distillation, and sharded pseudo-labeling equal to a single process; plu
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -71,22 +72,52 @@ def test_two_process_feature_distillation(tmp_path, tiny_teacher):
     assert "fc.weight" in deployed and not any("projection" in k for k in deployed)
 
 
+def same_labels(one, two) -> None:
+    index1, targets1, summary1 = read_pseudo_labels(one)
+    index2, targets2, summary2 = read_pseudo_labels(two)
+    assert torch.equal(index1, index2)
+    torch.testing.assert_close(targets1.dense(), targets2.dense())
+    assert summary2["count_per_class"] == summary1["count_per_class"]
+    assert summary2["pseudo_label_accuracy"] == pytest.approx(summary1["pseudo_label_accuracy"])
+
+
+LABEL_701 = ["--max-images", "701", "--threshold", "0", "--precision", "fp32", "--per-class", "60",
+             "--quiet"]
+ONE_PROCESS_701 = PseudoLabelConfig(max_images=701, threshold=0, precision="fp32", per_class=60)
+
+
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_two_process_pseudo_labels_equal_single_process(tmp_path, tiny_teacher):
-    settings = dict(max_images=701, threshold=0.0, precision="fp32")  # odd: uneven shares
-    single = pseudo_label(tiny_teacher, tmp_path / "one", PseudoLabelConfig(**settings),
-                          quiet=True)
+    # 701 images: uneven shares; 60 per class: full classes cut and rare ones duplicated.
+    pseudo_label(tiny_teacher, tmp_path / "one", ONE_PROCESS_701, quiet=True)
     torchrun("pseudo-label", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "two"),
-             "--max-images", "701", "--threshold", "0", "--precision", "fp32", "--quiet")
-    assert sorted(p.name for p in (tmp_path / "two").glob("pseudo-*")) == \
-        ["pseudo-00000.safetensors", "pseudo-00001.safetensors"]
-    index1, probs1, _ = read_pseudo_labels(tmp_path / "one")
-    index2, probs2, summary = read_pseudo_labels(tmp_path / "two")
-    assert torch.equal(index1, index2)
-    torch.testing.assert_close(probs1, probs2)
-    assert summary["count_per_class"] == single["count_per_class"]
-    assert summary["pseudo_label_accuracy"] == pytest.approx(single["pseudo_label_accuracy"])
+             *LABEL_701)
+    assert sorted(p.name for p in (tmp_path / "two").glob("labels-*")) == \
+        ["labels-00000-00000.safetensors", "labels-00001-00000.safetensors"]
+    same_labels(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_two_nodes_through_a_c10d_rendezvous_label_as_one_process(tmp_path, tiny_teacher):
+    """Two single-process "nodes" (two torchrun agents) meet through a c10d rendezvous on
+    127.0.0.1, as the README's several-machine command does, and give one process's labels."""
+    pseudo_label(tiny_teacher, tmp_path / "one", ONE_PROCESS_701, quiet=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=labels",
+            "-m", "noisystudent", "pseudo-label", "--teacher", str(tiny_teacher),
+            "--out", str(tmp_path / "nodes"), *LABEL_701]
+    nodes = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    assert len(list((tmp_path / "nodes").glob("labels-*"))) == 2  # one share per node
+    same_labels(tmp_path / "one", tmp_path / "nodes")
 
 
 def test_npy_images_stream_rows_and_views(tmp_path):

@@ -1,72 +1,223 @@
-"""Pseudo-labeling: a clean teacher, soft/hard labels, threshold, official-style balancing."""
+"""Pseudo-labeling: a clean teacher, soft/hard/top-k labels in fp16 parts, the official
+selection rule (threshold, balancing) streamed over the parts, equal to the in-memory rule."""
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 import torch
-from safetensors.torch import load_file
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from noisystudent import runs
+from noisystudent import distributed, runs, soft_labels
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
-from noisystudent.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels, select_and_balance
+from noisystudent.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels
+from noisystudent.selection import Part, StreamedSelection, random_key, select_and_balance
+from noisystudent.soft_labels import SoftTargets, label_parts, reduce_logits
 
 
 def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():
     confidence = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.95, 0.85, 0.2, 0.99, 0.4, 0.45])
     predicted = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
-    gen = torch.Generator().manual_seed(0)
-    kept = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=4,
-                              generator=gen)
+    kept = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=4, seed=0)
     by_class = {c: kept[predicted[kept] == c].tolist() for c in range(3)}
     assert sorted(by_class[0]) == [0, 1, 2, 3]          # the 4 most confident of 5
     assert sorted(by_class[1]) == [5, 5, 6, 6]          # 2 members (0.2 dropped): 2 copies each
     assert len(by_class[2]) == 4 and set(by_class[2]) == {8, 9, 10}  # 1 copy + 1 random extra
+    # The extra copy goes to the member with the lowest random key of (seed, index).
+    extra = min((8, 9, 10), key=lambda i: int(random_key(torch.tensor([i]), 0)))
+    assert by_class[2].count(extra) == 2
     assert 7 not in kept.tolist()                       # below the threshold
     no_balance = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=None,
-                                    generator=gen)
+                                    seed=0)
     assert no_balance.tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
 
 
-def test_pseudo_label_writes_shards_and_summary(tmp_path, tiny_teacher):
+def test_random_keys_are_uniform_and_seeded():
+    keys = random_key(torch.arange(100_000), seed=0)
+    assert keys.min() >= 0 and keys.max() < 2 ** 30
+    counts = torch.bincount(keys >> 26, minlength=16).float()  # 16 equal ranges
+    assert (counts / counts.mean() - 1).abs().max() < 0.05
+    assert not torch.equal(keys, random_key(torch.arange(100_000), seed=1))
+    assert torch.equal(keys[5:9], random_key(torch.arange(5, 9), seed=0))  # a function of index
+
+
+def random_case(case: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """Confidences with many exact ties (and a block of saturated 1.0s) over skewed classes."""
+    gen = torch.Generator().manual_seed(case)
+    n = int(torch.randint(1, 2500, (1,), generator=gen))
+    classes = int(torch.randint(1, 12, (1,), generator=gen))
+    confidence = torch.rand(n, generator=gen)
+    if case % 3 == 0:
+        confidence = (confidence * 8).round() / 8
+    if case % 4 == 0:
+        confidence[: n // 2] = 1.0
+    predicted = torch.randint(0, classes, (n,), generator=gen)
+    predicted = torch.where(torch.rand(n, generator=gen) < 0.5,
+                            predicted % max(1, classes // 2), predicted)
+    return confidence, predicted, classes, float(torch.rand(1, generator=gen)) * 0.6
+
+
+def streamed(confidence, predicted, classes, threshold, *, balance, per_class, seed, block,
+             share=(0, None), **collectives) -> torch.Tensor:
+    """The kept indices (with repeats) of the streamed selection over blocks of ``block``
+    images of this rank's ``share``."""
+    start, stop = share[0], share[1] or len(confidence)
+
+    def parts():
+        for s in range(start, stop, block):
+            e = min(s + block, stop)
+            yield Part(s, confidence[s:e], predicted[s:e])
+
+    selection = StreamedSelection(parts, classes, threshold=threshold, balance=balance,
+                                  per_class=per_class, seed=seed, **collectives)
+    kept = [torch.repeat_interleave(torch.arange(s, s + len(c)), c.long())
+            for s, c in selection.chosen_copies()]
+    return torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)
+
+
+def reference(confidence, predicted, classes, threshold, *, balance, per_class, seed):
+    above = int((confidence >= threshold).sum())
+    per_class = (per_class or max(1, round(above / classes))) if balance else None
+    return select_and_balance(confidence, predicted, classes, threshold=threshold,
+                              per_class=per_class, seed=seed)
+
+
+SETTINGS = [dict(balance=False, per_class=0), dict(balance=True, per_class=0),
+            dict(balance=True, per_class=37), dict(balance=True, per_class=900)]
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_streamed_selection_equals_the_in_memory_rule(case):
+    confidence, predicted, classes, threshold = random_case(case)
+    for settings in SETTINGS:
+        expected = reference(confidence, predicted, classes, threshold, seed=case, **settings)
+        got = streamed(confidence, predicted, classes, threshold, seed=case,
+                       block=1 + 97 * case, **settings)
+        assert torch.equal(got, expected), settings
+
+
+def _two_ranks(rank: int, port: int, cases: list[int], results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        for case in cases:
+            confidence, predicted, classes, threshold = random_case(case)
+            for i, settings in enumerate(SETTINGS):
+                share = (0, len(confidence) // 3) if rank == 0 else (len(confidence) // 3, None)
+                got = streamed(confidence, predicted, classes, threshold, seed=case, block=113,
+                               share=share, all_reduce=distributed.all_reduce_sum,
+                               exclusive_prefix=distributed.exclusive_prefix, **settings)
+                results[(rank, case, i)] = got
+    finally:
+        dist.destroy_process_group()
+
+
+def test_streamed_selection_over_two_processes_equals_the_in_memory_rule():
+    """Two gloo ranks with uneven shares: histograms summed, ties shared out in index order."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cases = [0, 3, 4, 8, 13]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_two_ranks, args=(port, cases, results), nprocs=2)
+        results = dict(results)
+    for case in cases:
+        confidence, predicted, classes, threshold = random_case(case)
+        for i, settings in enumerate(SETTINGS):
+            expected = reference(confidence, predicted, classes, threshold, seed=case,
+                                 **settings)
+            got = torch.cat([results[(0, case, i)], results[(1, case, i)]])
+            assert torch.equal(got, expected), (case, settings)
+
+
+def test_top_k_labels_are_renormalised_and_hard_labels_are_one_class():
+    logits = torch.randn(50, 1000) * 3
+    stored = reduce_logits(logits, temperature=2.0, soft=True, top_k=10)
+    assert stored["probs"].dtype == torch.float16 and stored["classes"].dtype == torch.int16
+    assert torch.equal(stored["predicted"].long(), logits.argmax(1))
+    torch.testing.assert_close(stored["confidence"], logits.softmax(1).max(1).values)
+    dense = SoftTargets(stored["probs"], stored["classes"], 1000).dense()
+    full = (logits / 2).softmax(1)
+    top = full.topk(10, dim=1)
+    expected = torch.zeros_like(full).scatter_(1, top.indices, top.values / top.values.sum(1,
+                                                                                     True))
+    torch.testing.assert_close(dense, expected, atol=2e-3, rtol=0)
+    torch.testing.assert_close(dense.sum(1), torch.ones(50))
+    # One bytes per image figure: 4 (confidence) + 2 (class) + 10 x (2 + 2) (the top 10).
+    assert sum(t[0].nbytes for t in stored.values()) == 46
+
+    hard = reduce_logits(logits, temperature=1.0, soft=False, top_k=0)
+    one_hot = SoftTargets(hard["probs"], hard["classes"], 1000).dense()
+    assert torch.equal(one_hot, torch.nn.functional.one_hot(logits.argmax(1), 1000).float())
+
+
+def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypatch):
     config = PseudoLabelConfig(max_images=300, threshold=0.0, balance=False)
     summary = pseudo_label(tiny_teacher, tmp_path / "soft", config, quiet=True)
-    shard = load_file(str(tmp_path / "soft" / "pseudo-00000.safetensors"))
-    assert shard["index"].dtype == torch.int64 and shard["probs"].shape == (300, 10)
+    assert [p.name for p in sorted((tmp_path / "soft").glob("*.safetensors"))] == \
+        ["kept-00000-00000.safetensors", "labels-00000-00000.safetensors"]
+    part = runs.load_weights(tmp_path / "soft" / "labels-00000-00000.safetensors")
+    # 10 classes: every class is kept, in fp16, in class order (no class indices stored).
+    assert part["probs"].shape == (300, 10) and part["probs"].dtype == torch.float16
+    assert "classes" not in part and summary["top_k"] == 10
     assert summary["kept"] == 300 and summary["unlabeled_images"] == 300
+    assert summary["stored_bytes"] == sum(p.stat().st_size for p in
+                                          (tmp_path / "soft").glob("*.safetensors"))
     # The accuracy against the hidden true labels of the 300 first unlabeled images.
     split = load_split(tiny_teacher / runs.SPLITS)
     truth = load_fashion_mnist("train").labels[torch.as_tensor(split["unlabeled"][:300])]
-    order = shard["index"].argsort()
-    predicted = shard["probs"][order].argmax(1)
+    index, targets, _ = read_pseudo_labels(tmp_path / "soft")
+    soft = targets.dense()
+    assert torch.equal(index, torch.arange(300))
     assert summary["pseudo_label_accuracy"] == pytest.approx(
-        (predicted == truth).float().mean().item(), abs=1e-6)
+        (part["predicted"].long() == truth).float().mean().item(), abs=1e-6)
     assert sum(summary["count_per_class"].values()) == 300
     assert (tmp_path / "soft" / SUMMARY).is_file()
 
-    # The teacher runs in eval mode (its dropout of 0.5 is off): labeling twice is identical.
+    # The teacher runs in eval mode (its dropout of 0.5 is off), and parts fill as they go:
+    # labeling again in parts of 64 images gives the same labels, in 5 parts.
+    monkeypatch.setattr(soft_labels, "ROWS_PER_PART", 64)
     again = pseudo_label(tiny_teacher, tmp_path / "again", config, quiet=True)
-    assert again["mean_confidence"] == summary["mean_confidence"]
-    index, soft, _ = read_pseudo_labels(tmp_path / "again")
-    torch.testing.assert_close(soft, shard["probs"][shard["index"].argsort()])
+    assert len(label_parts(tmp_path / "again")) == 5
+    assert again["mean_confidence"] == pytest.approx(summary["mean_confidence"])
+    index, targets, _ = read_pseudo_labels(tmp_path / "again")
+    torch.testing.assert_close(targets.dense(), soft)
     # The soft labels are softmax(logits / T): at T = 2 they are softmax of half the T = 1
     # labels' log-probabilities (the logits up to a constant per image), recomputed here.
     warm = PseudoLabelConfig(max_images=300, threshold=0.0, balance=False, temperature=2.0)
     pseudo_label(tiny_teacher, tmp_path / "warm", warm, quiet=True)
     _, warm_probs, _ = read_pseudo_labels(tmp_path / "warm")
-    torch.testing.assert_close(warm_probs, (soft.log() / 2).softmax(1))
-    assert summary["mean_confidence"] == pytest.approx(soft.max(1).values.mean().item())
+    torch.testing.assert_close(warm_probs.dense(), (soft.log() / 2).softmax(1), atol=2e-3,
+                               rtol=0)
+    assert summary["mean_confidence"] == pytest.approx(soft.max(1).values.mean().item(),
+                                                       abs=1e-3)
+
+    # top_k 3: each image keeps its three most probable classes, renormalised.
+    top3 = PseudoLabelConfig(max_images=300, threshold=0.0, balance=False, top_k=3)
+    pseudo_label(tiny_teacher, tmp_path / "top3", top3, quiet=True)
+    _, top3_targets, top3_summary = read_pseudo_labels(tmp_path / "top3")
+    dense = top3_targets.dense()
+    assert top3_summary["top_k"] == 3 and ((dense > 0).sum(1) <= 3).all()
+    top = soft.topk(3, dim=1)
+    torch.testing.assert_close(dense.gather(1, top.indices),
+                               top.values / top.values.sum(1, keepdim=True), atol=2e-3, rtol=0)
 
     hard = PseudoLabelConfig(max_images=300, soft=False, threshold=0.0, per_class=50)
     pseudo_label(tiny_teacher, tmp_path / "hard", hard, quiet=True)
-    index, probs, summary = read_pseudo_labels(tmp_path / "hard")
+    index, targets, summary = read_pseudo_labels(tmp_path / "hard")
+    probs = targets.dense()
     assert set(probs.unique().tolist()) <= {0.0, 1.0} and (probs.sum(1) == 1).all()
     assert len(index) == 50 * len([c for c in summary["count_per_class"].values() if c])
-    # Recomputed from the soft pass's confidences (threshold 0 keeps all 300): the hard labels
-    # are the teacher's classes, a full class keeps its 50 most confident images once each,
-    # a rarer one every image floor(50 / n) or ceil(50 / n) times.
-    confidence, teacher_class = soft.max(1)
+    # Recomputed from the soft pass's parts (threshold 0 keeps all 300): the hard labels are
+    # the teacher's classes, a full class keeps its 50 most confident images once each, a
+    # rarer one every image floor(50 / n) or ceil(50 / n) times.
+    confidence, teacher_class = part["confidence"], part["predicted"].long()
     assert torch.equal(probs.argmax(1), teacher_class[index])
     for c in range(10):
         members = (teacher_class == c).nonzero().flatten()
@@ -79,3 +230,16 @@ def test_pseudo_label_writes_shards_and_summary(tmp_path, tiny_teacher):
             copies = torch.bincount(kept, minlength=300)[members]
             assert copies.sum() == 50 and copies.min() >= 50 // len(members)
             assert copies.max() <= -(-50 // len(members))
+
+
+def test_pseudo_labels_written_before_the_streamed_parts_still_load(tmp_path):
+    """A run labeled by an earlier version: per-rank shards of kept indices and fp32 probs."""
+    probs = torch.softmax(torch.randn(6, 3), 1)
+    runs.save_weights(tmp_path / "pseudo-00001.safetensors",
+                      {"index": torch.tensor([4, 5, 5]), "probs": probs[3:]})
+    runs.save_weights(tmp_path / "pseudo-00000.safetensors",
+                      {"index": torch.tensor([0, 2, 1]), "probs": probs[:3]})
+    runs.write_json(tmp_path / SUMMARY, {"classes": ["a", "b", "c"]})
+    index, targets, _ = read_pseudo_labels(tmp_path)
+    assert index.tolist() == [0, 1, 2, 4, 5, 5]
+    torch.testing.assert_close(targets.dense(), probs[[0, 2, 1, 3, 4, 5]])

@@ -114,7 +114,8 @@ def load_unlabeled_folder(
 def load_npy_images(path: str | Path) -> ImageSet:
     """Unlabeled images streamed from a .npy file (labels -1)."""
     images = NpyImages(path)
-    return ImageSet(images=images, labels=torch.full((len(images),), -1, dtype=torch.int64),
+    # -1 broadcast, not stored: an unlabeled set's labels cost nothing per image.
+    return ImageSet(images=images, labels=torch.tensor(-1, dtype=torch.int64).expand(len(images)),
                     classes=[])
 
 

@@ -11,11 +11,15 @@ the host.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from .. import distributed
 from .arrays import Images, rows_of
+
+if TYPE_CHECKING:
+    from ..soft_labels import SoftTargets
 
 
 class ImageBatches:
@@ -26,7 +30,7 @@ class ImageBatches:
     Under DDP (``set_shard``) every rank draws the same global batch and keeps its slice.
     """
 
-    def __init__(self, images: Images, labels: torch.Tensor, batch_size: int,
+    def __init__(self, images: Images, labels: torch.Tensor | SoftTargets, batch_size: int,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, steps: int = 0):
         if resident_fits(images, labels, device):
@@ -40,7 +44,7 @@ class ImageBatches:
             self.batch_size = len(images)  # a tiny labeled set still yields one batch
 
     @classmethod
-    def training(cls, images: Images, labels: torch.Tensor, batch_size: int,
+    def training(cls, images: Images, labels: torch.Tensor | SoftTargets, batch_size: int,
                  device: torch.device, *, seed: int, steps: int = 0) -> ImageBatches:
         """Shuffled full batches, as every training stage draws them."""
         return cls(images, labels, batch_size, device, shuffle=True, drop_last=True, seed=seed,
@@ -59,22 +63,26 @@ class ImageBatches:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def order(self) -> torch.Tensor:
-        """This epoch's row order: enough shuffled passes to fill ``len(self)`` batches."""
+    def order(self) -> torch.Tensor | None:
+        """This epoch's row order: enough shuffled passes to fill ``len(self)`` batches (None
+        in order, one pass: the rows in turn, with no N-long index held)."""
         n = len(self.images)
         # More than one pass only when ``steps`` asks for more batches than the set fills.
         passes = max(1, math.ceil(len(self) * self.batch_size / n)) if self.steps else 1
         if not self.shuffle:
-            return torch.arange(n).repeat(passes)
+            return torch.arange(n).repeat(passes) if passes > 1 else None
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])
 
     def __iter__(self):
         order = self.order()
-        if isinstance(self.images, torch.Tensor):
-            order = order.to(self.images.device)  # once per epoch, not once per step
+        where = self.images.device if isinstance(self.images, torch.Tensor) else None
+        if order is not None:
+            order = order.to(where)  # once per epoch, not once per step
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            start = b * self.batch_size
+            idx = order[start:start + self.batch_size] if order is not None else torch.arange(
+                start, min(start + self.batch_size, len(self.images)), device=where)
             idx = idx.tensor_split(self.world)[self.rank]
             yield {
                 "images": rows_of(self.images, idx).to(self.device, non_blocking=True),
@@ -87,12 +95,12 @@ class ImageBatches:
 RESIDENT_SHARE = 0.25
 
 
-def resident_fits(images: Images, labels: torch.Tensor, device: torch.device) -> bool:
+def resident_fits(images: Images, labels: torch.Tensor | SoftTargets, device: torch.device) -> bool:
     """Whether to keep the set on ``device``: an in-memory set on a GPU with room for it."""
     if device.type != "cuda" or not isinstance(images, torch.Tensor) or \
             images.device == device:
         return False
-    size = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+    size = images.nbytes + labels.nbytes  # labels: class indices, or SoftTargets
     free, _ = torch.cuda.mem_get_info(device)
     return size <= RESIDENT_SHARE * free
 

@@ -1,0 +1,168 @@
+"""The teacher's outputs as stored: reduced per batch, appended to a rank's part files.
+
+Each image is reduced to its confidence (fp32, the softmax maximum at T = 1, which selection
+ranks), its predicted class, and its soft label: the ``top_k`` most probable classes and their
+probabilities at the labeling temperature, in fp16 (all classes when ``top_k`` covers them,
+the default where there are at most 100 classes; hard labels are the top 1 at probability 1).
+At 1,000 classes and ``top_k`` 10 that is 4 + 2 + 10 x (2 + 2) = 46 bytes an image, and
+selection's copies 4 more, against 4,000 for fp32 probabilities over every class. Parts of
+``ROWS_PER_PART`` images are written as they fill (``labels-RANK-PART.safetensors``), so
+labeling holds one part in memory, whatever N.
+
+A student reads the kept images' top-k rows and turns them into dense targets a batch at a time
+(``SoftTargets``): the top-k probabilities renormalised to sum to 1. The mass outside the top k
+is dropped rather than spread over the other classes: spread evenly it would teach the student
+that the least likely classes are as likely as the k-th (and at 10 classes of 1,000 the dropped
+mass is the teacher's least certain part).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from . import runs
+from .errors import UserError
+from .losses import retemper
+
+ROWS_PER_PART = 1 << 18
+LABELS = "labels-{:05d}-{:05d}.safetensors"
+KEPT = "kept-{:05d}-{:05d}.safetensors"
+FULL_UP_TO = 100  # classes up to which the default top_k keeps every class
+
+
+def resolve_top_k(top_k: int, num_classes: int, soft: bool) -> int:
+    """Classes kept per image: 1 for hard labels; 0 (the default) is every class up to
+    FULL_UP_TO classes, else 10."""
+    if not soft:
+        return 1
+    if top_k == 0:
+        return num_classes if num_classes <= FULL_UP_TO else 10
+    return min(top_k, num_classes)
+
+
+def class_dtype(num_classes: int) -> torch.dtype:
+    return torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32
+
+
+def reduce_logits(logits: torch.Tensor, *, temperature: float, soft: bool,
+                  top_k: int) -> dict[str, torch.Tensor]:
+    """A batch of logits as stored: confidence, predicted class, and the top-k soft label
+    (``classes`` is left out when every class is kept, in class order)."""
+    logits = logits.float()
+    num_classes = logits.shape[1]
+    confidence, predicted = logits.softmax(1).max(1)
+    stored = {"confidence": confidence, "predicted": predicted.to(class_dtype(num_classes))}
+    if not soft:
+        stored["classes"] = stored["predicted"][:, None]
+        stored["probs"] = torch.ones(len(logits), 1, dtype=torch.float16)
+        return stored
+    probs = (logits / temperature).softmax(1)
+    if top_k < num_classes:
+        probs, classes = probs.topk(top_k, dim=1)
+        stored["classes"] = classes.to(class_dtype(num_classes))
+    stored["probs"] = probs.to(torch.float16)
+    return stored
+
+
+class LabelWriter:
+    """Appends reduced batches to a rank's part files, a part whenever ROWS_PER_PART fill."""
+
+    def __init__(self, out: Path, rank: int, start: int, rows_per_part: int | None = None):
+        self.out, self.rank, self.start = out, rank, start
+        self.rows_per_part = rows_per_part or ROWS_PER_PART
+        self.pending: list[dict[str, torch.Tensor]] = []
+        self.rows = self.part = 0
+
+    def append(self, stored: dict[str, torch.Tensor]) -> None:
+        self.pending.append(stored)
+        self.rows += len(stored["confidence"])
+        while self.rows >= self.rows_per_part:
+            self._flush(self.rows_per_part)
+
+    def close(self) -> None:
+        if self.rows:
+            self._flush(self.rows)
+
+    def _flush(self, rows: int) -> None:
+        block = {k: torch.cat([p[k] for p in self.pending]) for k in self.pending[0]}
+        part = {k: v[:rows] for k, v in block.items()}
+        part["start"] = torch.tensor([self.start], dtype=torch.int64)
+        runs.save_weights(self.out / LABELS.format(self.rank, self.part), part, every_rank=True)
+        rest = {k: v[rows:] for k, v in block.items()}
+        self.pending = [rest] if len(rest["confidence"]) else []
+        self.start += rows
+        self.rows -= rows
+        self.part += 1
+
+
+def label_parts(directory: Path, rank: int | None = None) -> list[Path]:
+    """The label part files (of one rank, or all), in global index order."""
+    pattern = "labels-*-*.safetensors" if rank is None else f"labels-{rank:05d}-*.safetensors"
+    return sorted(directory.glob(pattern))
+
+
+def kept_part(label_part: Path) -> Path:
+    """The selection's file beside a label part: the copies of each of its images."""
+    return label_part.with_name("kept-" + label_part.name.removeprefix("labels-"))
+
+
+class SoftTargets:
+    """Soft labels stored as top-k rows (or every class), turned dense a batch at a time:
+    ``targets[idx]`` is a float32 (len(idx), num_classes) tensor whose rows sum to 1, at
+    ``temperature`` (p^(1/T) renormalised, the labeler's softmax(logits / T))."""
+
+    def __init__(self, probs: torch.Tensor, classes: torch.Tensor | None, num_classes: int,
+                 temperature: float = 1.0):
+        self.probs, self.classes = probs, classes
+        self.num_classes, self.temperature = num_classes, temperature
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    @property
+    def nbytes(self) -> int:
+        return self.probs.nbytes + (0 if self.classes is None else self.classes.nbytes)
+
+    def to(self, device: torch.device) -> SoftTargets:
+        classes = None if self.classes is None else self.classes.to(device)
+        return SoftTargets(self.probs.to(device), classes, self.num_classes, self.temperature)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        probs = self.probs[idx].float()
+        probs = retemper(probs / probs.sum(1, keepdim=True).clamp_min(1e-12), self.temperature)
+        if self.classes is None:
+            return probs
+        dense = torch.zeros(len(probs), self.num_classes, device=probs.device)
+        return dense.scatter_(1, self.classes[idx].long(), probs)
+
+    def dense(self) -> torch.Tensor:
+        return self[torch.arange(len(self))]
+
+
+def read_kept(directory: Path, num_classes: int,
+              temperature: float = 1.0) -> tuple[torch.Tensor, SoftTargets]:
+    """The kept images' indices (an image repeated as many times as it was kept, in index
+    order) and their soft labels, from every rank's parts."""
+    indices, probs, classes = [], [], []
+    for path in label_parts(directory):
+        labels = runs.load_weights(path)
+        copies = runs.load_weights(kept_part(path))["copies"].long()
+        rows = torch.repeat_interleave(torch.arange(len(copies)), copies)
+        indices.append(rows + int(labels["start"]))
+        probs.append(labels["probs"][rows])
+        if "classes" in labels:
+            classes.append(labels["classes"][rows])
+    if not indices:
+        raise UserError(f"{directory} has no {LABELS.format(0, 0)} parts")
+    return torch.cat(indices), SoftTargets(torch.cat(probs),
+                                           torch.cat(classes) if classes else None,
+                                           num_classes, temperature)
+
+
+def iter_stored(directory: Path, rank: int | None = None
+                ) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
+    for path in label_parts(directory, rank):
+        yield path, runs.load_weights(path)

@@ -5,9 +5,9 @@ ranks), its predicted class, and its soft label: the ``top_k`` most probable cla
 probabilities at the labeling temperature, in fp16 (all classes when ``top_k`` covers them,
 the default where there are at most 100 classes; hard labels are the top 1 at probability 1).
 At 1,000 classes and ``top_k`` 10 that is 4 + 2 + 10 x (2 + 2) = 46 bytes an image, and
-selection's copies 4 more, against 4,000 for fp32 probabilities over every class. Parts of
-``ROWS_PER_PART`` images are written as they fill (``labels-RANK-PART.safetensors``), so
-labeling holds one part in memory, whatever N.
+selection's copies 4 more, against 4,000 for fp32 probabilities over every class. Parts of about
+``PART_BYTES`` are written as they fill (``labels-RANK-PART.safetensors``), so labeling holds
+one part in memory, whatever N.
 
 A student reads the kept images' top-k rows and turns them into dense targets a batch at a time
 (``SoftTargets``): the top-k probabilities renormalised to sum to 1. The mass outside the top k
@@ -27,7 +27,7 @@ from . import runs
 from .errors import UserError
 from .losses import retemper
 
-ROWS_PER_PART = 1 << 18
+PART_BYTES = 32 << 20  # a part's size in memory and on disk, whatever each image's row holds
 LABELS = "labels-{:05d}-{:05d}.safetensors"
 KEPT = "kept-{:05d}-{:05d}.safetensors"
 FULL_UP_TO = 100  # classes up to which the default top_k keeps every class
@@ -68,15 +68,17 @@ def reduce_logits(logits: torch.Tensor, *, temperature: float, soft: bool,
 
 
 class LabelWriter:
-    """Appends reduced batches to a rank's part files, a part whenever ROWS_PER_PART fill."""
+    """Appends reduced batches to a rank's part files, a part whenever PART_BYTES fill."""
 
-    def __init__(self, out: Path, rank: int, start: int, rows_per_part: int | None = None):
+    def __init__(self, out: Path, rank: int, start: int):
         self.out, self.rank, self.start = out, rank, start
-        self.rows_per_part = rows_per_part or ROWS_PER_PART
         self.pending: list[dict[str, torch.Tensor]] = []
-        self.rows = self.part = 0
+        self.rows = self.part = self.rows_per_part = 0
 
     def append(self, stored: dict[str, torch.Tensor]) -> None:
+        if not self.rows_per_part:
+            row_bytes = sum(v[0].nbytes for v in stored.values())
+            self.rows_per_part = max(1, PART_BYTES // row_bytes)
         self.pending.append(stored)
         self.rows += len(stored["confidence"])
         while self.rows >= self.rows_per_part:

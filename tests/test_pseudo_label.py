@@ -181,8 +181,8 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     assert (tmp_path / "soft" / SUMMARY).is_file()
 
     # The teacher runs in eval mode (its dropout of 0.5 is off), and parts fill as they go:
-    # labeling again in parts of 64 images gives the same labels, in 5 parts.
-    monkeypatch.setattr(soft_labels, "ROWS_PER_PART", 64)
+    # labeling again in parts of 64 images (26 bytes each) gives the same labels, in 5 parts.
+    monkeypatch.setattr(soft_labels, "PART_BYTES", 64 * 26)
     again = pseudo_label(tiny_teacher, tmp_path / "again", config, quiet=True)
     assert len(label_parts(tmp_path / "again")) == 5
     assert again["mean_confidence"] == pytest.approx(summary["mean_confidence"])

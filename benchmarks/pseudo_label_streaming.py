@@ -114,8 +114,12 @@ def main() -> None:
     base = teacher()
     small, large = perturbed_npy(small_n), perturbed_npy(large_n)
 
-    before = label(base, small, "streaming-before", code=worktree(args.before))
-    streamed = label(base, small, "streaming-small")
+    # Alternated twice on the same images (this machine is shared): the best of each counts.
+    code = worktree(args.before)
+    pairs = [(label(base, small, "streaming-before", code=code),
+              label(base, small, "streaming-small")) for _ in range(2)]
+    before = max((b for b, _ in pairs), key=lambda r: r["images_per_s"])
+    streamed = max((s for _, s in pairs), key=lambda r: r["images_per_s"])
     big = label(base, large, "streaming-large")
     wide = thousand_class_teacher(base)
     sample = perturbed_npy(100_000)
@@ -147,7 +151,9 @@ most a selection writes), balancing on, batch 1,024, 1 process. images/s is the 
 - Peak RSS grows by **{growth:,.1f} bytes per extra image** from {small_n:,} to {large_n:,}
   (goal: at most 10; the in-memory path measured 325).
 - The streamed labeling pass runs at **{speed:.2f}x** the in-memory one on the same
-  {small_n:,} images (goal: within 10%).
+  {small_n:,} images (goal: within 10%), the best of two runs each, alternated (in memory
+  {', '.join(f"{b['images_per_s']:,.0f}" for b, _ in pairs)}; streamed
+  {', '.join(f"{s['images_per_s']:,.0f}" for _, s in pairs)} images/s)
 - Stored: **{streamed['stored_bytes'] / small_n:.1f} bytes per image at 10 classes** (every
   class in fp16) and **{top10['stored_bytes'] / 100_000:.1f} at 1,000 classes, top_k 10**
   (goal: at most 64; fp32 probabilities over every class are 4,000)."""

@@ -9,6 +9,7 @@ full class, whole copies plus a random fraction of a rare one).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,8 +81,12 @@ def unlabeled_split(train_set: ImageSet, run: Path, data: str,
 
 
 def first(images: ImageSet, count: int) -> ImageSet:
-    """The first ``count`` images (all when 0)."""
-    return images.subset(range(count)) if 0 < count < len(images) else images
+    """The first ``count`` images (all when 0), sliced: a streamed set stays a lazy view."""
+    if not 0 < count < len(images):
+        return images
+    paths = None if images.paths is None else images.paths[:count]
+    return dataclasses.replace(images, images=images.images[:count],
+                               labels=images.labels[:count], paths=paths)
 
 
 def pseudo_label(teacher_run: str | Path, out: str | Path,

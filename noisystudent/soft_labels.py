@@ -68,35 +68,39 @@ def reduce_logits(logits: torch.Tensor, *, temperature: float, soft: bool,
 
 
 class LabelWriter:
-    """Appends reduced batches to a rank's part files, a part whenever PART_BYTES fill."""
+    """Appends reduced batches to a rank's part files, a part whenever PART_BYTES fill. The
+    part's buffers are allocated once, at the first batch, and refilled for every part."""
 
     def __init__(self, out: Path, rank: int, start: int):
         self.out, self.rank, self.start = out, rank, start
-        self.pending: list[dict[str, torch.Tensor]] = []
-        self.rows = self.part = self.rows_per_part = 0
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.rows = self.part = 0
 
     def append(self, stored: dict[str, torch.Tensor]) -> None:
-        if not self.rows_per_part:
+        if not self.buffers:
             row_bytes = sum(v[0].nbytes for v in stored.values())
-            self.rows_per_part = max(1, PART_BYTES // row_bytes)
-        self.pending.append(stored)
-        self.rows += len(stored["confidence"])
-        while self.rows >= self.rows_per_part:
-            self._flush(self.rows_per_part)
+            capacity = max(1, PART_BYTES // row_bytes)
+            self.buffers = {k: torch.empty((capacity, *v.shape[1:]), dtype=v.dtype)
+                            for k, v in stored.items()}
+        capacity, done, count = len(self.buffers["confidence"]), 0, len(stored["confidence"])
+        while done < count:
+            take = min(count - done, capacity - self.rows)
+            for key, values in stored.items():
+                self.buffers[key][self.rows:self.rows + take] = values[done:done + take]
+            self.rows, done = self.rows + take, done + take
+            if self.rows == capacity:
+                self._flush()
 
     def close(self) -> None:
         if self.rows:
-            self._flush(self.rows)
+            self._flush()
 
-    def _flush(self, rows: int) -> None:
-        block = {k: torch.cat([p[k] for p in self.pending]) for k in self.pending[0]}
-        part = {k: v[:rows] for k, v in block.items()}
+    def _flush(self) -> None:
+        part = {k: v[:self.rows] for k, v in self.buffers.items()}
         part["start"] = torch.tensor([self.start], dtype=torch.int64)
         runs.save_weights(self.out / LABELS.format(self.rank, self.part), part, every_rank=True)
-        rest = {k: v[rows:] for k, v in block.items()}
-        self.pending = [rest] if len(rest["confidence"]) else []
-        self.start += rows
-        self.rows -= rows
+        self.start += self.rows
+        self.rows = 0
         self.part += 1
 
 

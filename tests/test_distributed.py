@@ -129,6 +129,10 @@ def test_npy_images_stream_rows_and_views(tmp_path):
                           array[[7, 8, 9, 2, 2]])
     view = images[10:30][torch.tensor([0, 19, 19])]  # views compose, nothing is read yet
     assert len(view) == 3 and np.array_equal(view.read().numpy(), array[[10, 29, 29]])
+    share = images[10:40][5:25:2]  # slices of slices stay a range: no N-long index is made
+    assert isinstance(share.rows, range) and len(share) == 10
+    assert np.array_equal(share.read().numpy(), array[15:35:2])
+    assert np.array_equal(share.read(torch.tensor([9, 0])).numpy(), array[[33, 15]])
     np.save(tmp_path / "f.npy", array.astype(np.float32))
     with pytest.raises(UserError, match="expected uint8 images"):
         NpyImages(tmp_path / "f.npy")

@@ -28,7 +28,7 @@ class NpyImages:
 
     ``view[idx]`` is another lazy view; ``view.read(idx)`` returns the uint8 tensor."""
 
-    def __init__(self, path: str | Path, rows: torch.Tensor | None = None):
+    def __init__(self, path: str | Path, rows: torch.Tensor | range | None = None):
         self.path = Path(path).expanduser()
         try:
             with open(self.path, "rb") as f:
@@ -57,11 +57,19 @@ class NpyImages:
     def shape(self) -> tuple[int, ...]:
         return (len(self), *self.image_shape)
 
-    def _absolute(self, idx) -> torch.Tensor:
+    def _absolute(self, idx) -> torch.Tensor | range:
+        """The file rows of ``idx``: a range for a slice of a contiguous view (nothing N-long
+        is made, so a rank's share of 10 M rows costs nothing), else an int64 tensor."""
+        if isinstance(idx, slice) and not isinstance(self.rows, torch.Tensor):
+            return (range(self.total) if self.rows is None else self.rows)[idx]
         if isinstance(idx, slice):
             idx = torch.arange(len(self))[idx]
         idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1)
-        return idx if self.rows is None else self.rows[idx]
+        if self.rows is None:
+            return idx
+        if isinstance(self.rows, range):
+            return idx * self.rows.step + self.rows.start
+        return self.rows[idx]
 
     def __getitem__(self, idx) -> NpyImages:
         view = copy.copy(self)  # same file and header, other rows; nothing is read
@@ -70,7 +78,9 @@ class NpyImages:
 
     def read(self, idx=None) -> torch.Tensor:
         """The rows ``idx`` of this view (all when None) as a uint8 tensor."""
-        rows = self._absolute(slice(None) if idx is None else idx).numpy()
+        rows = self._absolute(slice(None) if idx is None else idx)
+        rows = np.arange(rows.start, rows.stop, rows.step) if isinstance(rows, range) \
+            else rows.numpy()
         out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
         fd = os.open(self.path, os.O_RDONLY)
         try:

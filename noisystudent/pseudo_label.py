@@ -25,7 +25,7 @@ from .data.sources import load_train_and_test
 from .data.splits import load_split
 from .device import resolve_device, resolve_precision
 from .errors import UserError
-from .inference import TrainedModel, iter_logits, load_trained
+from .inference import TrainedModel, iter_logits, load_trained, release_free_heap
 from .selection import Part, StreamedSelection
 from .soft_labels import (
     LabelWriter,
@@ -108,6 +108,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         for pattern in STALE:
             for stale in out.glob(pattern):
                 stale.unlink()
+        runs.remove_stale_temporaries(out)  # a part being written when that pass was killed
     distributed.barrier()  # nobody writes a part before everyone has checked
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
@@ -179,6 +180,8 @@ def selection_parts(directory: Path, rank: int) -> Iterator[Part]:
     for path in label_parts(directory, rank):
         stored = runs.load_weights(path)
         yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long())
+        del stored
+        release_free_heap()  # each part's temporaries are freed: keep the heap from growing
 
 
 class KeptCounts:

@@ -27,7 +27,7 @@ from . import runs
 from .errors import UserError
 from .losses import retemper
 
-PART_BYTES = 32 << 20  # a part's size in memory and on disk, whatever each image's row holds
+PART_BYTES = 8 << 20  # a part in memory and on disk, whatever each image's row holds
 LABELS = "labels-{:05d}-{:05d}.safetensors"
 KEPT = "kept-{:05d}-{:05d}.safetensors"
 FULL_UP_TO = 100  # classes up to which the default top_k keeps every class

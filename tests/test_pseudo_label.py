@@ -183,8 +183,13 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     # The teacher runs in eval mode (its dropout of 0.5 is off), and parts fill as they go:
     # labeling again in parts of 64 images (26 bytes each) gives the same labels, in 5 parts.
     monkeypatch.setattr(soft_labels, "PART_BYTES", 64 * 26)
+    # A pass killed mid-write left a temporary part and a stale part: both are removed.
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / f".labels-00000-00003.safetensors.7{runs.TMP_SUFFIX}").write_text("")
+    (tmp_path / "again" / "labels-00001-00009.safetensors").write_text("")
     again = pseudo_label(tiny_teacher, tmp_path / "again", config, quiet=True)
     assert len(label_parts(tmp_path / "again")) == 5
+    assert not list((tmp_path / "again").glob(".*"))
     assert again["mean_confidence"] == pytest.approx(summary["mean_confidence"])
     index, targets, _ = read_pseudo_labels(tmp_path / "again")
     torch.testing.assert_close(targets.dense(), soft)

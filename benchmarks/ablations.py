@@ -19,10 +19,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLI, ROOT, WORK, run, write_section  # noqa: E402
+from common import CLI, ROOT, WORK, config_teacher, run, write_section  # noqa: E402
 from teacher_resolution import teacher_and_labels  # noqa: E402
-
-from noisystudent.layout import SelfTrainLayout  # noqa: E402
 
 RECIPE = ROOT / "configs" / "fashion-mnist-1000-cpu.yaml"
 IMAGENET_STUDENT = [  # the earlier Lite0 recipe's student (fashion-mnist-1000-cpu-lite0.yaml)
@@ -52,12 +50,7 @@ VARIANTS = {  # name: (what changes, overrides); "full" is the reference, run al
 
 
 def recipe_teacher(seed: int) -> Path:
-    out = WORK / f"cpu-teacher-seed{seed}"
-    if not (out / "report.json").is_file():
-        resume = ["--resume"] if (out / "config.yaml").is_file() else []
-        run(CLI + ["self-train", str(RECIPE), "--out", str(out), "--quiet", "--iterations", "0",
-                   "--seed", str(seed), "--no-corruptions", *resume])
-    return SelfTrainLayout(out).teacher
+    return config_teacher(RECIPE, WORK / f"cpu-teacher-seed{seed}", seed)
 
 
 def iteration_one(name: str, seed: int, passes: float | None) -> dict:

@@ -64,6 +64,18 @@ def run(argv: list[str], env: dict | None = None) -> dict:
     return result
 
 
+def config_teacher(config: Path, out: Path, seed: int) -> Path:
+    """A self-training config's teacher alone (iteration 0), trained once into ``out`` and
+    resumed if it was interrupted; returns the teacher's run directory."""
+    from noisystudent.layout import SelfTrainLayout
+
+    if not (out / "report.json").is_file():
+        resume = ["--resume"] if (out / "config.yaml").is_file() else []
+        run(CLI + ["self-train", str(config), "--out", str(out), "--quiet", "--iterations", "0",
+                   "--seed", str(seed), "--no-corruptions", *resume])
+    return SelfTrainLayout(out).teacher
+
+
 def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLI, ROOT, WORK, run, write_section  # noqa: E402
+from common import CLI, ROOT, WORK, config_teacher, run, write_section  # noqa: E402
 
 from noisystudent.layout import SelfTrainLayout  # noqa: E402
 
@@ -27,12 +27,7 @@ DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def demo_teacher(seed: int) -> Path:
-    out = WORK / f"demo-teacher-seed{seed}"
-    if not (out / "report.json").is_file():
-        resume = ["--resume"] if (out / "config.yaml").is_file() else []
-        run(CLI + ["self-train", str(DEMO), "--out", str(out), "--quiet", "--iterations", "0",
-                   "--seed", str(seed), "--no-corruptions", *resume])
-    return SelfTrainLayout(out).teacher
+    return config_teacher(DEMO, WORK / f"demo-teacher-seed{seed}", seed)
 
 
 def student(teacher: Path, seed: int, top_k: int) -> dict:

@@ -155,11 +155,10 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
 
     # 3. Write each part's copies beside it, and count what was kept.
     kept = KeptCounts(num_classes)
-    for path, (part_start, copies) in zip(label_parts(out, distributed.rank()),
-                                          selection.chosen_copies()):
+    for path, (part, copies) in zip(label_parts(out, distributed.rank()),
+                                    selection.chosen_copies()):
         runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
-        stored = runs.load_weights(path)
-        kept.add(copies, stored, images.labels[part_start:part_start + len(copies)])
+        kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
     distributed.barrier()  # every part is on disk before the summary marks the pass done
     known = distributed.all_reduce_sum(truth[:2])
     summary = summarize(kept.total(), teacher=teacher, source=source, unlabeled=unlabeled,
@@ -192,14 +191,14 @@ class KeptCounts:
         # kept (with copies), unique, correct among unique, confidence sum, per class
         self.counts = torch.zeros(4 + num_classes, dtype=torch.float64)
 
-    def add(self, copies: torch.Tensor, stored: dict, truth: torch.Tensor) -> None:
+    def add(self, copies: torch.Tensor, part: Part, truth: torch.Tensor) -> None:
         copies = copies.double()
         chosen = copies > 0
-        predicted = stored["predicted"].long()
+        predicted = part.predicted
         self.counts[0] += copies.sum()
         self.counts[1] += chosen.sum()
         self.counts[2] += (chosen & (predicted == truth)).sum()
-        self.counts[3] += (stored["confidence"].double() * copies).sum()
+        self.counts[3] += (part.confidence.double() * copies).sum()
         self.counts[4:] += torch.bincount(predicted, copies, minlength=self.num_classes)
 
     def total(self) -> torch.Tensor:

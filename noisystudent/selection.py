@@ -172,9 +172,9 @@ class StreamedSelection:
         self.cut = torch.where(drawn, prefix, 0)
         self.ties = torch.where(drawn, left, 0)
 
-    def chosen_copies(self) -> Iterable[tuple[int, torch.Tensor]]:
-        """For each of this rank's parts, in order: (start, copies per image as int32, 0 for
-        the images left out). Ties at a cut-off go to the lowest indices across all ranks."""
+    def chosen_copies(self) -> Iterable[tuple[Part, torch.Tensor]]:
+        """For each of this rank's parts, in order: (the part, copies per image as int32, 0
+        for the images left out). Ties at a cut-off go to the lowest indices across all ranks."""
         tie_counts = torch.zeros(self.num_classes, dtype=torch.int64)
         for part in self.parts():
             classes, key = self._part_keys(part)
@@ -192,7 +192,7 @@ class StreamedSelection:
                 taken[k] += len(where)
             copies = torch.zeros(len(part.confidence), dtype=torch.int32)
             copies[above] = (self.base[classes] + drawn.long()).to(torch.int32)
-            yield part.start, copies
+            yield part, copies
 
     def _part_keys(self, part: Part) -> tuple[torch.Tensor, torch.Tensor]:
         classes, conf_key, rand_key = self._keys(part)

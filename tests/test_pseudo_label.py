@@ -75,8 +75,8 @@ def streamed(confidence, predicted, classes, threshold, *, balance, per_class, s
 
     selection = StreamedSelection(parts, classes, threshold=threshold, balance=balance,
                                   per_class=per_class, seed=seed, **collectives)
-    kept = [torch.repeat_interleave(torch.arange(s, s + len(c)), c.long())
-            for s, c in selection.chosen_copies()]
+    kept = [torch.repeat_interleave(torch.arange(p.start, p.start + len(c)), c.long())
+            for p, c in selection.chosen_copies()]
     return torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)
 
 

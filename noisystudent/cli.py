@@ -269,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--teacher", required=True, metavar="RUN_DIR")
     label.add_argument("--out", required=True, metavar="DIR")
     label.add_argument("--unlabeled", metavar="PATH",
-                       help="folder of images, or a .npy made by 'pack' (streamed from disk); "
-                       "default: the teacher run's unlabeled split")
+                       help="tar shards (a brace pattern such as 'shards/{0000..0099}.tar', "
+                       "or a folder of .tar files) or a folder of images, decoded in loader "
+                       "workers; or a .npy made by 'pack' (read from disk); default: the "
+                       "teacher run's unlabeled split")
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
 
     selftrain = command(sub, "self-train", cmd_self_train, SelfTrainConfig,

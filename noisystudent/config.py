@@ -240,6 +240,12 @@ class StudentSettings(TrainSettings):
                             "spread over the epochs (0 = epochs x steps_per_epoch)",
                             ge=0, le=10_000)
     epochs: int = setting(5, "training epochs", ge=1)
+    workers: int = setting(2, "loader processes decoding the kept images when they stream "
+                           "from tar shards (0 = decode in the training process)",
+                           ge=0, le=256)
+    shuffle_buffer: int = setting(10_000, "kept images streaming from tar shards are shuffled "
+                                  "in a buffer of this many encoded images per loader worker",
+                                  ge=1)
 
     @property
     def images_per_step(self) -> int:
@@ -279,6 +285,8 @@ class PseudoLabelSettings(Settings):
                          "classes, else 10); the student renormalises them", ge=0)
     batch_size: int = setting(512, "teacher inference batch size", ge=1)
     max_images: int = setting(0, "label only the first N unlabeled images (0 = all)", ge=0)
+    workers: int = setting(2, "loader processes decoding tar shards or a folder of images "
+                           "(0 = decode in the labeling process)", ge=0, le=256)
 
 
 class PseudoLabelConfig(PseudoLabelSettings):
@@ -314,8 +322,10 @@ class SelfTrainConfig(SharedSettings):
     """The whole Noisy Student loop: a teacher, K iterations of pseudo-label + noised student.
     The shared settings (data, split, seed, device, precision) are set once, at the top."""
 
-    unlabeled: str | None = setting(None, "folder of unlabeled images, or a .npy made by 'pack' "
-                                    "(default: the unlabeled split)")
+    unlabeled: str | None = setting(None, "unlabeled images: tar shards (a brace pattern such as "
+                                    "'shards/{0000..0099}.tar', or a folder of them), a folder "
+                                    "of images, or a .npy made by 'pack' (default: the "
+                                    "unlabeled split)")
     iterations: int = setting(3, "Noisy Student iterations (students trained)", ge=0, le=20)
     teacher_run: str | None = setting(None, "start from this finished run instead of training "
                                       "a teacher")

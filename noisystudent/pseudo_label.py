@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 
 from . import distributed, runs
 from .config import PseudoLabelConfig, shared_settings_of, to_dict
-from .data.images import load_npy_images, load_unlabeled_folder
+from .data.images import load_npy_images
 from .data.imageset import ImageSet
+from .data.kept_shards import KEPT_SHARD, check_kept_shards, write_kept_shard
 from .data.loaders import ImageBatches
+from .data.shards import StreamedSource, labeling_batches, open_source, shard_of
 from .data.sources import load_train_and_test
 from .data.splits import load_split
 from .device import resolve_device, resolve_precision
@@ -29,6 +32,7 @@ from .inference import TrainedModel, iter_logits, load_trained, release_free_hea
 from .selection import Part, StreamedSelection
 from .soft_labels import (
     LabelWriter,
+    ShardLabelWriter,
     SoftTargets,
     kept_part,
     label_parts,
@@ -40,33 +44,36 @@ from .transforms import CleanPipeline
 
 SUMMARY = "summary.json"
 LEGACY_SHARDS = "pseudo-*.safetensors"
-STALE = (LEGACY_SHARDS, "labels-*.safetensors", "kept-*.safetensors")
+STALE = (LEGACY_SHARDS, "labels-*.safetensors", "kept-*.safetensors", "kept-*.tar")
+Unlabeled = ImageSet | StreamedSource
 
 
-def load_unlabeled(path: str, size: int, channels: int, strict: bool) -> tuple[ImageSet, str]:
-    """A folder of unlabeled images (decoded at ``size``), or a packed .npy streamed from disk
-    (which must hold images of that size); and a description of where they come from."""
-    if str(path).endswith(".npy"):
-        images = load_npy_images(path)  # streamed from disk: memory does not grow with N
-        if images.images.image_shape != (channels, size, size):
-            raise UserError(f"{path} holds images of shape {images.images.image_shape}, "
-                            f"expected {(channels, size, size)}; pack it with --image-size "
-                            f"{size} --channels {channels}")
-        return images, f"array {path}"
-    return load_unlabeled_folder(path, size, channels, strict), f"folder {path}"
+def load_unlabeled(path: str, size: int, channels: int, strict: bool,
+                   max_images: int = 0) -> tuple[Unlabeled, str]:
+    """Unlabeled images and a description of where they come from: tar shards or a folder of
+    images, streamed and decoded at ``size`` in loader workers (``data/shards.py``); or a
+    packed .npy read from disk a batch at a time (which must hold images of that size)."""
+    if not str(path).endswith(".npy"):
+        source = open_source(path, size, channels, strict, max_images)
+        return source, source.description
+    images = load_npy_images(path)  # read from disk a batch at a time
+    if images.images.image_shape != (channels, size, size):
+        raise UserError(f"{path} holds images of shape {images.images.image_shape}, "
+                        f"expected {(channels, size, size)}; pack it with --image-size "
+                        f"{size} --channels {channels}")
+    return first(images, max_images), f"array {path}"
 
 
 def unlabeled_images(run_dir: str | Path, folder: str | None = None,
-                     max_images: int = 0) -> tuple[ImageSet, str]:
-    """The images a teacher run labels, and where they come from: a folder or .npy (at the
-    teacher's stored size), or by default the run's unlabeled split (whose hidden true labels
-    measure pseudo-label accuracy)."""
+                     max_images: int = 0) -> tuple[Unlabeled, str]:
+    """The images a teacher run labels, and where they come from: tar shards, a folder or a
+    .npy (at the teacher's stored size), or by default the run's unlabeled split (whose hidden
+    true labels measure pseudo-label accuracy)."""
     run = runs.require_run(run_dir, runs.CONFIG, runs.MODEL_INFO)
     cfg, info = runs.read_yaml(run / runs.CONFIG), runs.read_json(run / runs.MODEL_INFO)
     if folder:
-        images, source = load_unlabeled(folder, info["stored_size"], info["stored_channels"],
-                                        cfg["strict"])
-        return first(images, max_images), source
+        return load_unlabeled(folder, info["stored_size"], info["stored_channels"],
+                              cfg["strict"], max_images)
     if not (run / runs.SPLITS).is_file():
         raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
     train_set, _ = load_train_and_test(shared_settings_of(cfg), cfg["image_size"])
@@ -91,12 +98,12 @@ def first(images: ImageSet, count: int) -> ImageSet:
 
 def pseudo_label(teacher_run: str | Path, out: str | Path,
                  config: PseudoLabelConfig | None = None, *, unlabeled: str | None = None,
-                 images: tuple[ImageSet, str] | None = None, quiet: bool = False) -> dict:
-    """Label the unlabeled images with the teacher; writes the label and kept parts and
-    summary.json in ``out``.
+                 images: tuple[Unlabeled, str] | None = None, quiet: bool = False) -> dict:
+    """Label the unlabeled images with the teacher; writes the label and kept parts (and, for
+    streamed shards or folders, the kept images as tar shards) and summary.json in ``out``.
 
     The images: ``images`` (the set and where it comes from) when the caller holds them,
-    else the folder or .npy ``unlabeled``, else the teacher run's unlabeled split.
+    else the shards, folder or .npy ``unlabeled``, else the teacher run's unlabeled split.
     Everything streams: each rank labels a contiguous share and appends each batch's reduced
     outputs to its part files; selection reads them back, with only per-class histograms
     summed over the ranks; so memory does not grow with the number of images."""
@@ -113,34 +120,27 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
     images, source = images or unlabeled_images(teacher_run, unlabeled, config.max_images)
-    images = first(images, config.max_images)
-    if len(images) == 0:
-        raise UserError(f"no unlabeled images in {source}")
+    streamed = isinstance(images, StreamedSource)
+    if not streamed:
+        images = first(images, config.max_images)
+        if len(images) == 0:
+            raise UserError(f"no unlabeled images in {source}")
     num_classes = len(teacher.classes)
     top_k = resolve_top_k(config.top_k, num_classes, config.soft)
+    out.mkdir(parents=True, exist_ok=True)
 
     # 1. Label: every batch is reduced to what selection and the student need, and appended.
-    start, stop = distributed.my_share(len(images))
-    loader = ImageBatches(images.images[start:stop], images.labels[start:stop],
-                          config.batch_size, device)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = LabelWriter(out, distributed.rank(), start)
-    truth = torch.zeros(3, dtype=torch.float64)  # correct, known, highest confidence
+    labeling = Labeling(teacher, config, top_k, device, quiet)
     started = time.perf_counter()
-    for batch, logits in iter_logits(
-            teacher.model, CleanPipeline(teacher.spec), loader, device=device,
-            dtype=resolve_precision(config.precision, device, training=False),
-            progress=not quiet and distributed.is_main(), description="pseudo-label"):
-        stored = reduce_logits(logits, temperature=config.temperature, soft=config.soft,
-                               top_k=top_k)
-        writer.append(stored)
-        labels = batch["labels"].cpu()
-        truth[0] += float((stored["predicted"].long() == labels).sum())
-        truth[1] += float((labels >= 0).sum())
-        truth[2] = max(float(truth[2]), float(stored["confidence"].max()))
-    writer.close()
+    if streamed:
+        labeling.label_shards(images, out)
+    else:
+        labeling.label_rows(images, out)
     distributed.barrier()  # the slowest rank's time is the pass's time
     seconds = time.perf_counter() - started
+    counts = distributed.all_reduce_sum(labeling.counts)  # images, correct, known, skipped
+    if streamed and counts[0] == 0:
+        raise UserError(f"no readable image in {source} ({int(counts[3])} skipped)")
 
     # 2. Select: the official rule, streamed over the parts (selection.py).
     selection = StreamedSelection(
@@ -149,36 +149,125 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         seed=config.seed, all_reduce=distributed.all_reduce_sum,
         exclusive_prefix=distributed.exclusive_prefix)
     if selection.above == 0:
-        highest = float(distributed.gather_rows(truth[2:]).max())
+        highest = float(distributed.gather_rows(labeling.highest[None]).max())
         raise UserError(f"no image reached the confidence threshold {config.threshold} "
                         f"(highest {highest:.3f}); lower --threshold")
 
-    # 3. Write each part's copies beside it, and count what was kept.
+    # 3. Write each part's copies beside it (and the kept images of a shard), and count.
     kept = KeptCounts(num_classes)
+    shard_sizes: dict[str, int] = {}
     for path, (part, copies) in zip(label_parts(out, distributed.rank()),
                                     selection.chosen_copies()):
         runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
-        kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
+        if streamed:
+            shard = shard_of(part.start)
+            name = KEPT_SHARD.format(distributed.rank(), shard)
+            if write_kept_shard(out / name, images, shard, runs.load_weights(path), copies):
+                shard_sizes[name] = (out / name).stat().st_size
+            kept.add(copies, part, torch.full((len(copies),), -1))
+        else:
+            kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
     distributed.barrier()  # every part is on disk before the summary marks the pass done
-    known = distributed.all_reduce_sum(truth[:2])
+    labeled, correct, known, skipped = (int(v) for v in counts)
     summary = summarize(kept.total(), teacher=teacher, source=source, unlabeled=unlabeled,
-                        config=config, images=len(images), above=selection.above,
+                        config=config, images=labeled, above=selection.above,
                         per_class=selection.per_class, top_k=top_k,
-                        accuracy=float(known[0] / known[1]) if known[1] == len(images)
-                        else None)
+                        accuracy=correct / known if known == labeled else None)
     summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
-                   images_per_s=len(images) / max(seconds, 1e-9),
-                   stored_bytes=sum(p.stat().st_size for pattern in STALE[1:]
+                   images_per_s=labeled / max(seconds, 1e-9), skipped=skipped,
+                   stored_bytes=sum(p.stat().st_size for pattern in STALE[1:3]
                                     for p in out.glob(pattern)))
+    if streamed:
+        summary["kept_shards"] = dict(sorted(gather_dicts(shard_sizes).items()))
     runs.write_json(out / SUMMARY, summary)
     distributed.barrier()
     return summary
 
 
+class Labeling:
+    """Step 1 for either kind of source: the clean teacher over every batch, each batch's
+    reduced outputs appended to this rank's parts, and the counts (images, correct, known
+    true labels, skipped) and highest confidence kept on the way."""
+
+    def __init__(self, teacher: TrainedModel, config: PseudoLabelConfig, top_k: int,
+                 device: torch.device, quiet: bool):
+        self.teacher, self.config, self.top_k, self.device = teacher, config, top_k, device
+        self.progress = not quiet and distributed.is_main()
+        self.counts = torch.zeros(4, dtype=torch.float64)
+        self.highest = torch.zeros((), dtype=torch.float64)
+
+    def _logits(self, batches: Iterable[dict]) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+        for batch, logits in iter_logits(
+                self.teacher.model, CleanPipeline(self.teacher.spec), batches,
+                device=self.device,
+                dtype=resolve_precision(self.config.precision, self.device, training=False),
+                progress=self.progress, description="pseudo-label"):
+            stored = reduce_logits(logits, temperature=self.config.temperature,
+                                   soft=self.config.soft, top_k=self.top_k)
+            self.counts[0] += len(logits)
+            self.highest = torch.maximum(self.highest, stored["confidence"].max().double())
+            yield batch, stored
+
+    def label_rows(self, images: ImageSet, out: Path) -> None:
+        """An in-memory set or .npy: this rank's contiguous rows, parts of PART_BYTES."""
+        start, stop = distributed.my_share(len(images))
+        loader = ImageBatches(images.images[start:stop], images.labels[start:stop],
+                              self.config.batch_size, self.device)
+        writer = LabelWriter(out, distributed.rank(), start)
+        for batch, stored in self._logits(loader):
+            writer.append(stored)
+            labels = batch["labels"].cpu()
+            self.counts[1] += float((stored["predicted"].long() == labels).sum())
+            self.counts[2] += float((labels >= 0).sum())
+        writer.close()
+
+    def label_shards(self, source: StreamedSource, out: Path) -> None:
+        """Tar shards or a folder: this rank's contiguous block of shards, decoded in loader
+        workers; one part per shard."""
+        start, stop = distributed.my_share(len(source.shards))
+        writer = ShardLabelWriter(out, distributed.rank())
+        skipped: list[str] = []
+
+        def readable(batches: Iterable[dict]) -> Iterator[dict]:
+            for batch in batches:
+                if batch["skipped"] and source.strict:
+                    raise UserError(f"unreadable image {batch['skipped'][0]}; fix or remove "
+                                    "it, or drop --strict to skip it")
+                skipped.extend(batch["skipped"])
+                if len(batch["images"]):
+                    yield batch
+                elif batch["end"]:
+                    writer.finish(batch["shard"])
+
+        loader = labeling_batches(source, range(start, stop), self.config.batch_size,
+                                  self.config.workers)
+        for batch, stored in self._logits(readable(loader)):
+            writer.append(batch["shard"], batch["position"], stored)
+            if batch["end"]:
+                writer.finish(batch["shard"])
+        self.counts[3] = len(skipped)
+        if skipped:
+            names = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
+                                              if len(skipped) > 5 else "")
+            warnings.warn(f"skipped {len(skipped)} unreadable images: {names}", stacklevel=2)
+
+
+def gather_dicts(mine: dict) -> dict:
+    """Every rank's dict merged (the kept shards each rank wrote)."""
+    if not distributed.active():
+        return mine
+    import torch.distributed as dist
+
+    everyone: list = [None] * distributed.world_size()
+    dist.all_gather_object(everyone, mine)
+    return {k: v for d in everyone for k, v in d.items()}
+
+
 def selection_parts(directory: Path, rank: int) -> Iterator[Part]:
     for path in label_parts(directory, rank):
         stored = runs.load_weights(path)
-        yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long())
+        yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long(),
+                   stored.get("position"))
         del stored
         release_free_heap()  # each part's temporaries are freed: keep the heap from growing
 
@@ -232,12 +321,24 @@ def summarize(counts: torch.Tensor, *, teacher: TrainedModel, source: str,
 
 
 def pseudo_labels_complete(directory: str | Path) -> bool:
-    """Finished (summary.json is written last) and every part passes its checksum."""
+    """Finished (summary.json is written last), every part passes its checksum and every kept
+    tar shard is there whole."""
     try:
-        read_pseudo_labels(directory)
+        directory = runs.require_run(directory, SUMMARY)
+        summary = runs.read_json(directory / SUMMARY)
+        if "kept_shards" not in summary:
+            read_pseudo_labels(directory)
+            return True
+        for path in label_parts(directory):
+            runs.load_weights(path), runs.load_weights(kept_part(path))
+        check_kept_shards(directory, summary["kept_shards"])
         return True
     except UserError:
         return False
+
+
+def read_summary(directory: str | Path) -> dict:
+    return runs.read_json(runs.require_run(directory, SUMMARY) / SUMMARY)
 
 
 def read_pseudo_labels(directory: str | Path,

@@ -64,14 +64,17 @@ def default_per_class(above: int, num_classes: int, per_class: int) -> int:
 
 
 def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_classes: int, *,
-                       threshold: float, per_class: int | None, seed: int) -> torch.Tensor:
-    """Indices kept (with repeats, sorted), in memory: the reference the streamed selection
-    must equal. ``per_class`` None: no balancing, every image above the threshold once."""
+                       threshold: float, per_class: int | None, seed: int,
+                       index: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows kept (with repeats, sorted), in memory: the reference the streamed selection
+    must equal. ``per_class`` None: no balancing, every image above the threshold once.
+    ``index``: each row's global image index, increasing (the random key's input; default
+    the row number)."""
     kept = torch.nonzero(confidence >= threshold).flatten()
     if per_class is None:
         return kept
-    conf_key, rand_key = confidence_key(confidence), random_key(torch.arange(len(confidence)),
-                                                                 seed)
+    index = torch.arange(len(confidence)) if index is None else index
+    conf_key, rand_key = confidence_key(confidence), random_key(index, seed)
     chosen = []
     for c in range(num_classes):
         members = kept[predicted[kept] == c]  # in index order, so ties go to the lower index
@@ -87,12 +90,18 @@ def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_cl
 
 @dataclass
 class Part:
-    """A block of consecutive images as selection reads it: the first global index, each
-    image's confidence and predicted class."""
+    """A block of images as selection reads it: the first global index, each image's
+    confidence and predicted class, and (for streamed shards, whose unreadable samples leave
+    gaps) each image's offset from ``start``; consecutive when None."""
 
     start: int
     confidence: torch.Tensor
     predicted: torch.Tensor
+    offsets: torch.Tensor | None = None
+
+    def index(self, rows: torch.Tensor) -> torch.Tensor:
+        """The global image index of the part's ``rows``."""
+        return self.start + (rows if self.offsets is None else self.offsets[rows].long())
 
 
 class StreamedSelection:
@@ -120,7 +129,7 @@ class StreamedSelection:
         above = part.confidence >= self.threshold
         index = torch.nonzero(above).flatten()
         return (part.predicted[index].long(), confidence_key(part.confidence[index]),
-                random_key(index + part.start, self.seed))
+                random_key(part.index(index), self.seed))
 
     def _histograms(self, level: int, use_random: torch.Tensor | None,
                     prefix: torch.Tensor | None) -> torch.Tensor:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 from . import distributed, runs
 from .config import SelfTrainConfig
-from .data.imageset import ImageSet
 from .errors import CorruptFile
 from .layout import SelfTrainLayout
 from .pseudo_label import (
-    first,
+    Unlabeled,
     load_unlabeled,
     pseudo_label,
     pseudo_labels_complete,
@@ -59,7 +58,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
             if distributed.is_main():
                 shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
             distributed.barrier()
-            log.info("2. iteration %d: the teacher labels %d images", k, len(unlabeled))
+            log.info("2. iteration %d: the teacher labels the images of %s", k, source)
             pseudo_label(teacher, labels, config.pseudo_label_config(),
                          images=(unlabeled, source), unlabeled=config.unlabeled, quiet=quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
@@ -107,14 +106,14 @@ def stored_size(config: SelfTrainConfig) -> int:
 
 
 def unlabeled_images(config: SelfTrainConfig, data: RunData,
-                     teacher: Path) -> tuple[ImageSet, str]:
-    """The images every iteration labels, and where they come from: the configured folder or
-    .npy, else the part of the labeled pool the first teacher's split left unlabeled."""
+                     teacher: Path) -> tuple[Unlabeled, str]:
+    """The images every iteration labels, and where they come from: the configured shards,
+    folder or .npy, else the part of the labeled pool the first teacher's split left
+    unlabeled."""
     max_images = config.pseudo_label_config().max_images
     if config.unlabeled:
-        images, source = load_unlabeled(config.unlabeled, data.train.images.shape[-1],
-                                        data.train.channels, config.strict)
-        return first(images, max_images), source
+        return load_unlabeled(config.unlabeled, data.train.images.shape[-1],
+                              data.train.channels, config.strict, max_images)
     return unlabeled_split(data.train, teacher, config.data, max_images)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import runs
+from .data.shards import image_index
 from .errors import UserError
 from .losses import retemper
 
@@ -104,10 +105,40 @@ class LabelWriter:
         self.part += 1
 
 
+class ShardLabelWriter:
+    """For streamed shards: each shard's reduced batches gathered (in the order its worker
+    read them) and written as one part, ``labels-RANK-SHARD``, when the shard ends. Its
+    ``start`` is the shard's first index and ``position`` each row's place in the shard, so
+    parts sorted by name are in index order. Memory: one shard per loader worker."""
+
+    def __init__(self, out: Path, rank: int):
+        self.out, self.rank = out, rank
+        self.pending: dict[int, list[tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {}
+
+    def append(self, shard: int, positions: torch.Tensor, stored: dict[str, torch.Tensor]):
+        self.pending.setdefault(shard, []).append((positions, stored))
+
+    def finish(self, shard: int) -> None:
+        """The shard is read whole: write its part (none when no image of it was readable)."""
+        batches = self.pending.pop(shard, [])
+        if not batches:
+            return
+        part = {k: torch.cat([stored[k] for _, stored in batches]) for k in batches[0][1]}
+        part["position"] = torch.cat([positions for positions, _ in batches])
+        part["start"] = torch.tensor([image_index(shard, 0)], dtype=torch.int64)
+        runs.save_weights(self.out / LABELS.format(self.rank, shard), part, every_rank=True)
+
+
 def label_parts(directory: Path, rank: int | None = None) -> list[Path]:
-    """The label part files (of one rank, or all), in global index order."""
+    """The label part files (of one rank, or all), in global index order: by rank, then part
+    number (compared as numbers, so shard 100000 follows 99999)."""
     pattern = "labels-*-*.safetensors" if rank is None else f"labels-{rank:05d}-*.safetensors"
-    return sorted(directory.glob(pattern))
+    return sorted(directory.glob(pattern), key=_rank_and_part)
+
+
+def _rank_and_part(path: Path) -> tuple[int, int]:
+    rank, part = path.name.removeprefix("labels-").removesuffix(".safetensors").split("-")
+    return int(rank), int(part)
 
 
 def kept_part(label_part: Path) -> Path:
@@ -157,7 +188,8 @@ def read_kept(directory: Path, num_classes: int,
         labels = runs.load_weights(path)
         copies = runs.load_weights(kept_part(path))["copies"].long()
         rows = torch.repeat_interleave(torch.arange(len(copies)), copies)
-        indices.append(rows + int(labels["start"]))
+        offsets = labels["position"][rows].long() if "position" in labels else rows
+        indices.append(offsets + int(labels["start"]))
         probs.append(labels["probs"][rows])
         if "classes" in labels:
             classes.append(labels["classes"][rows])

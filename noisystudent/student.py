@@ -10,49 +10,59 @@ import torch
 
 from .compression import count_flops
 from .config import StudentConfig
-from .data.imageset import ImageSet
+from .data.kept_shards import KeptShardBatches
 from .data.loaders import ImageBatches, LabeledAndPseudoBatches
 from .engine import fit
 from .errors import UserError
 from .inference import load_trained
 from .noise import make_augment
-from .pseudo_label import read_pseudo_labels
+from .pseudo_label import Unlabeled, read_pseudo_labels, read_summary
 from .stage import RunData, build_model, start_stage
 from .tasks import NoisyStudentTask
 from .transforms import InputSpec
 
 
 def train_student(config: StudentConfig | None, out: str | Path, *, data: RunData,
-                  unlabeled: ImageSet, resume: bool = False, quiet: bool = False) -> dict:
+                  unlabeled: Unlabeled, resume: bool = False, quiet: bool = False) -> dict:
     """Noised student training into a run directory; returns metrics.json's content.
 
     ``data`` holds the labeled pool and the test set, ``unlabeled`` the images the
-    pseudo-labels (``config.pseudo_labels``) index into; the self-training loop loads both
-    once for every stage."""
+    pseudo-labels (``config.pseudo_labels``) index into (unused when the kept images were
+    rewritten as tar shards, which stream); the self-training loop loads both once for every
+    stage."""
     stage = start_stage(config, out, resume=resume, quiet=quiet, config_cls=StudentConfig,
                         data=data)
     config, device, train_set = stage.config, stage.device, data.train
     labeled = train_set.subset(stage.labeled_split()["labeled"])
 
-    index, targets, summary = read_pseudo_labels(config.pseudo_labels, config.target_temperature)
+    directory = Path(config.pseudo_labels)
+    summary = read_summary(directory)
     teacher_classes = summary.get("classes", train_set.classes)
     if teacher_classes != train_set.classes:
         raise UserError(f"the pseudo-labels' classes {teacher_classes} differ from the data's "
                         f"{train_set.classes}; label with a teacher trained on these classes")
-    if len(unlabeled) != summary["unlabeled_images"]:
-        raise UserError(f"the pseudo-labels index {summary['unlabeled_images']} unlabeled "
-                        f"images, the student was given {len(unlabeled)}")
-    pseudo_images = unlabeled.images[index]
 
     model, spec = build_model(config, len(train_set.classes), device)
     check_student_size(model, spec, summary["teacher"]["run"])
     pseudo_batch = config.batch_size * config.unlabeled_ratio
-    steps = steps_per_epoch(config, len(index))
+    steps = steps_per_epoch(config, summary["kept"])
+    if "kept_shards" in summary:  # streamed sources: the kept images rewritten as tar shards
+        pseudo = KeptShardBatches(
+            [directory / name for name in summary["kept_shards"]], pseudo_batch, device,
+            num_classes=len(train_set.classes), size=labeled.images.shape[-1],
+            channels=labeled.channels, temperature=config.target_temperature,
+            seed=config.seed + 1, steps=steps, workers=config.workers,
+            buffer=config.shuffle_buffer)
+    else:
+        index, targets, _ = read_pseudo_labels(directory, config.target_temperature)
+        if len(unlabeled) != summary["unlabeled_images"]:
+            raise UserError(f"the pseudo-labels index {summary['unlabeled_images']} unlabeled "
+                            f"images, the student was given {len(unlabeled)}")
+        pseudo = ImageBatches.training(unlabeled.images[index], targets, pseudo_batch, device,
+                                       seed=config.seed + 1, steps=steps)
     loader = LabeledAndPseudoBatches(
         ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
-                              seed=config.seed, steps=steps),
-        ImageBatches.training(pseudo_images, targets, pseudo_batch, device,
-                              seed=config.seed + 1, steps=steps))
+                              seed=config.seed, steps=steps), pseudo)
     weight = config.unlabeled_weight * (config.unlabeled_ratio
                                         if config.loss_weighting == "per-image" else 1)
     task = NoisyStudentTask(model, make_augment(config), spec, unlabeled_weight=weight,
@@ -60,9 +70,9 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     fit(task, loader, settings=config, stage=stage)
     return stage.finish(task.final_model(), spec, {
         "pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
-        "pseudo_labeled_images": len(index), "epochs": config.epochs,
+        "pseudo_labeled_images": summary["kept"], "epochs": config.epochs,
         "steps": config.epochs * len(loader),
-        "passes": config.epochs * len(loader) * pseudo_batch / len(index)})
+        "passes": config.epochs * len(loader) * pseudo_batch / summary["kept"]})
 
 
 def steps_per_epoch(config: StudentConfig, pseudo_labeled: int) -> int:

@@ -202,6 +202,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     print(f"kept {summary['kept']} of {summary['unlabeled_images']} images "
           f"(mean confidence {summary['mean_confidence']:.3f}"
           + (f", teacher accuracy on them {accuracy:.4f}" if accuracy is not None else "")
+          + (f"; {summary['skipped']} unreadable skipped" if summary.get("skipped") else "")
           + f") -> {args.out}")
 
 

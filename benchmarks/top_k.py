@@ -3,6 +3,8 @@ teacher, with ``pseudo_label.top_k`` 3 against every class (10), per seed.
 
     python benchmarks/top_k.py [--seeds 0 1] [--teachers RUN0 RUN1] [--top-k 3 9]
 
+Teachers given with --teachers serve the first seeds; the other seeds' are trained.
+
 The teacher of each seed is the demo's (configs/demo.yaml, Lite0 at 32 px on the 1,000
 labels): trained once into runs/bench/demo-teacher-seed{S}/, or given with --teachers. The
 students of a seed start from the same teacher and the same split, and differ only in the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -48,17 +51,22 @@ def main() -> None:
     parser.add_argument("--teachers", nargs="+", help="finished teacher runs, one per seed")
     parser.add_argument("--top-k", type=int, nargs="+", default=[3, 9])
     args = parser.parse_args()
-    teachers = [Path(t) for t in args.teachers] if args.teachers \
-        else [demo_teacher(s) for s in args.seeds]
-    rows = []
+    # Teachers given for the first seeds; the others' are trained.
+    given = [Path(t) for t in args.teachers or []]
+    teachers = given + [demo_teacher(s) for s in args.seeds[len(given):]]
+    rows, gaps = [], {k: [] for k in args.top_k}
     for seed, teacher in zip(args.seeds, teachers):
         full = student(teacher, seed, 0)
         cells = [f"{100 * full['test_top1']:.2f}"]
         for k in args.top_k:
             top = student(teacher, seed, k)
             gap = 100 * (top["test_top1"] - full["test_top1"])
+            gaps[k].append(gap)
             cells.append(f"{100 * top['test_top1']:.2f} ({gap:+.2f}, {top['stored_bytes']:.0f} B)")
         rows.append(f"| {seed} | `{teacher}` | {' | '.join(cells)} |")
+    means = " | ".join(f"{statistics.mean(g):+.2f} ± {statistics.stdev(g):.2f}"
+                       if len(g) > 1 else f"{g[0]:+.2f}" for g in gaps.values())
+    rows.append(f"| mean difference ± sd | | | {means} |")
     heads = " | ".join(f"top_k {k} (difference, bytes)" for k in args.top_k)
     body = f"""Student 1 of `configs/demo.yaml` (Lite0 @32, 400 steps) from the demo's teacher,
 learning from every class's probability (10 classes, fp16, {full['stored_bytes']:.0f} bytes an

@@ -63,7 +63,8 @@ def main() -> None:
             gap = 100 * (top["test_top1"] - full["test_top1"])
             gaps[k].append(gap)
             cells.append(f"{100 * top['test_top1']:.2f} ({gap:+.2f}, {top['stored_bytes']:.0f} B)")
-        rows.append(f"| {seed} | `{teacher}` | {' | '.join(cells)} |")
+        shown = teacher.relative_to(ROOT) if teacher.is_relative_to(ROOT) else teacher
+        rows.append(f"| {seed} | `{shown}` | {' | '.join(cells)} |")
     means = " | ".join(f"{statistics.mean(g):+.2f} ± {statistics.stdev(g):.2f}"
                        if len(g) > 1 else f"{g[0]:+.2f}" for g in gaps.values())
     rows.append(f"| mean difference ± sd | | | {means} |")

@@ -128,6 +128,15 @@ def exclusive_prefix(tensor: torch.Tensor) -> torch.Tensor:
     return before.to(tensor.device)
 
 
+def merge_dicts(mine: dict) -> dict:
+    """Every rank's dict merged into one, on every rank (a small one: pickled)."""
+    if not active():
+        return mine
+    everyone: list = [None] * world_size()
+    dist.all_gather_object(everyone, mine)
+    return {key: value for theirs in everyone for key, value in theirs.items()}
+
+
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows, in rank order (the ranks' shares may differ by one)."""
     if not active():

@@ -162,7 +162,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         if streamed:
             shard = shard_of(part.start)
             name = KEPT_SHARD.format(distributed.rank(), shard)
-            if write_kept_shard(out / name, images, shard, runs.load_weights(path), copies):
+            if write_kept_shard(out / name, images, shard, part.stored, copies):
                 shard_sizes[name] = (out / name).stat().st_size
             kept.add(copies, part, torch.full((len(copies),), -1))
         else:
@@ -178,7 +178,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
                    stored_bytes=sum(p.stat().st_size for pattern in STALE[1:3]
                                     for p in out.glob(pattern)))
     if streamed:
-        summary["kept_shards"] = dict(sorted(gather_dicts(shard_sizes).items()))
+        summary["kept_shards"] = dict(sorted(distributed.merge_dicts(shard_sizes).items()))
     runs.write_json(out / SUMMARY, summary)
     distributed.barrier()
     return summary
@@ -252,22 +252,11 @@ class Labeling:
             warnings.warn(f"skipped {len(skipped)} unreadable images: {names}", stacklevel=2)
 
 
-def gather_dicts(mine: dict) -> dict:
-    """Every rank's dict merged (the kept shards each rank wrote)."""
-    if not distributed.active():
-        return mine
-    import torch.distributed as dist
-
-    everyone: list = [None] * distributed.world_size()
-    dist.all_gather_object(everyone, mine)
-    return {k: v for d in everyone for k, v in d.items()}
-
-
 def selection_parts(directory: Path, rank: int) -> Iterator[Part]:
     for path in label_parts(directory, rank):
         stored = runs.load_weights(path)
         yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long(),
-                   stored.get("position"))
+                   stored.get("position"), stored)
         del stored
         release_free_heap()  # each part's temporaries are freed: keep the heap from growing
 

@@ -98,6 +98,7 @@ class Part:
     confidence: torch.Tensor
     predicted: torch.Tensor
     offsets: torch.Tensor | None = None
+    stored: dict[str, torch.Tensor] | None = None  # every tensor of the part, as read
 
     def index(self, rows: torch.Tensor) -> torch.Tensor:
         """The global image index of the part's ``rows``."""

@@ -135,8 +135,8 @@ class KeptShardBatches:
         self.stream = KeptStream(shards, num_classes=num_classes, size=size, channels=channels,
                                  batch_size=batch_size, temperature=temperature, seed=seed,
                                  buffer=buffer)
-        self.batch_size, self.device, self.steps, self.workers = batch_size, device, steps, \
-            workers
+        self.batch_size, self.device = batch_size, device
+        self.steps, self.workers = steps, workers
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.epoch = epoch

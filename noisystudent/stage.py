@@ -22,10 +22,16 @@ from .device import resolve_device, resolve_precision
 from .errors import UserError
 from .inference import predict_logits
 from .metrics import classification_metrics
-from .models import configure_finetune, create_model, keep_spatial_map, model_input_config
+from .models import (
+    configure_finetune,
+    create_model,
+    init_from_images,
+    keep_spatial_map,
+    model_input_config,
+)
 from .precision import training_precision
 from .tensorboard import Scalars
-from .transforms import CleanPipeline, InputSpec
+from .transforms import CleanPipeline, InputSpec, to_model_input
 
 
 @dataclass
@@ -110,7 +116,8 @@ class Stage:
         train = self.data.train
         save_model(self.run_dir, model, name=self.config.model, spec=spec,
                    classes=train.classes, stored=(train.channels, train.images.shape[-1]),
-                   small_image=self.config.small_image)
+                   small_image=self.config.small_image,
+                   model_options=self.config.model_options)
         metrics = {"model": self.config.model, **facts, **self.test_metrics(model, spec)}
         runs.write_json(self.run_dir / runs.METRICS, metrics)
         self.scalars.add("test", {"top1": metrics["test_top1"], "ece": metrics.get("ece")},
@@ -155,27 +162,36 @@ def share_split(teacher: str | Path, student: str | Path) -> None:
         shutil.copyfile(source, target)
 
 
-def build_model(config: TrainConfig, num_classes: int,
-                device: torch.device) -> tuple[torch.nn.Module, InputSpec]:
+# Images a data-dependent initialisation (airbench's whitening stem) looks at, at most.
+INIT_IMAGES = 10_000
+
+
+def build_model(config: TrainConfig, num_classes: int, device: torch.device,
+                images: torch.Tensor | None = None) -> tuple[torch.nn.Module, InputSpec]:
     """The timm model a config asks for, set up for fine-tuning, on the device; and the input
-    it expects (the config's resolution, the weights' normalisation)."""
+    it expects (the config's resolution, the weights' normalisation). A model trained from
+    scratch that initialises from data (``models.init_from_images``) looks at ``images``, the
+    stage's uint8 training images."""
     model = create_model(config.model, num_classes, pretrained=config.pretrained,
                          drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate,
-                         in_chans=config.in_chans)
+                         in_chans=config.in_chans, options=config.model_options)
     keep_spatial_map(model, config.small_image)
     configure_finetune(model, config.finetune, config.freeze_stages)
     info = model_input_config(model)
     spec = InputSpec(config.image_size, info["mean"], info["std"], info["channels"])
+    if config.pretrained == "none" and images is not None and len(images):
+        init_from_images(model, to_model_input(torch.as_tensor(images[:INIT_IMAGES]), spec))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format), spec
 
 
 def save_model(run_dir: Path, model: torch.nn.Module, *, name: str, spec: InputSpec,
-               classes: list[str], stored: tuple[int, int], small_image: int = 0) -> None:
+               classes: list[str], stored: tuple[int, int], small_image: int = 0,
+               model_options: dict | None = None) -> None:
     """The final weights plus what evaluate/predict/teachers need to rebuild the model."""
     runs.save_weights(run_dir / runs.MODEL, model.state_dict())
     runs.write_json(run_dir / runs.MODEL_INFO, {
         "model": name, "num_classes": len(classes), "classes": classes,
         "input": spec.to_dict(), "stored_channels": stored[0], "stored_size": stored[1],
-        "small_image": small_image,
+        "small_image": small_image, "model_options": model_options or {},
     })

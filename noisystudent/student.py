@@ -42,7 +42,7 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
         raise UserError(f"the pseudo-labels' classes {teacher_classes} differ from the data's "
                         f"{train_set.classes}; label with a teacher trained on these classes")
 
-    model, spec = build_model(config, len(train_set.classes), device)
+    model, spec = build_model(config, len(train_set.classes), device, labeled.images)
     check_student_size(model, spec, summary["teacher"]["run"])
     pseudo_batch = config.batch_size * config.unlabeled_ratio
     steps = steps_per_epoch(config, summary["kept"])

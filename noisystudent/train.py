@@ -22,7 +22,7 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
     config, device, train_set = stage.config, stage.device, stage.data.train
     split = stage.labeled_split()
     labeled = train_set.subset(split["labeled"])
-    model, spec = build_model(config, len(train_set.classes), device)
+    model, spec = build_model(config, len(train_set.classes), device, labeled.images)
     loader = ImageBatches.training(labeled.images, labeled.labels, config.batch_size, device,
                                    seed=config.seed, steps=config.steps_per_epoch)
     task = SupervisedTask(model, make_augment(config), spec,

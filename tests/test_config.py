@@ -136,7 +136,9 @@ def test_a_set_value_is_saved_typed(tmp_path):
     assert saved["student"]["unlabeled_weight"] == 2.0
     assert type(saved["student"]["unlabeled_weight"]) is float
     assert saved["teacher"]["channels_last"] is False
-    assert saved["students"] == [] and saved["finetune"] is None
+    assert saved["students"] == [{"model": "cifar_airbench_s", "model_options": {"flip_tta": True}},
+                                 {}]
+    assert saved["finetune"] is None
 
 
 def test_students_entries_are_typed_and_saved_as_given():

@@ -57,17 +57,18 @@ def test_two_process_training_writes_once_and_resumes(tmp_path):
 @needs_fashion_mnist
 def test_two_process_feature_distillation(tmp_path, tiny_teacher):
     """The student and its feature projection train inside one DDP-wrapped module (the
-    student a small-image CIFAR ResNet on one channel, the teacher an RGB resnet10t)."""
+    student a small-image airbench net on one channel, its stem whitened from the labeled
+    images in each process alike, the teacher an RGB resnet10t)."""
     run = tmp_path / "student"
     result = torchrun("distill", "--teacher", str(tiny_teacher), "--out", str(run),
-                      "--model", "cifar_resnet20", "--in-chans", "1", "--pretrained", "none",
-                      "--labels-per-class", "4", "--epochs", "2", "--steps-per-epoch", "2",
-                      "--batch-size", "8", "--feature-weight", "0.5", "--quiet")
+                      "--model", "cifar_airbench_s", "--in-chans", "1", "--pretrained", "none",
+                      "--drop-path-rate", "0", "--labels-per-class", "4", "--epochs", "2",
+                      "--steps-per-epoch", "2", "--batch-size", "8", "--feature-weight", "0.5", "--quiet")
     assert result.stdout.count("test top-1") == 1
     logged = runs.read_jsonl(run / runs.METRICS_LOG)
     assert [r["epoch"] for r in logged] == [1, 2] and all(r["feature"] > 0 for r in logged)
     state = runs.load_checkpoint(run / runs.CHECKPOINT)["model"]
-    assert state["projection.weight"].shape == (512, 64)  # student 64 -> teacher 512
+    assert state["projection.weight"].shape == (512, 128)  # student 128 -> teacher 512
     deployed = runs.load_weights(run / runs.MODEL)
     assert "fc.weight" in deployed and not any("projection" in k for k in deployed)
 

@@ -109,18 +109,22 @@ def test_export_errors_are_one_line(tiny_teacher, tmp_path, monkeypatch, capsys)
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_a_one_channel_small_image_student_exports_with_parity(tmp_path):
-    """A from-scratch CIFAR ResNet on one grayscale channel: trained by ``train``, exported,
-    and the ONNX graph (its own preprocessing included) agrees with PyTorch."""
+@pytest.mark.parametrize("model, options", [("cifar_resnet20", {}),
+                                            ("cifar_airbench_s", {"flip_tta": True})])
+def test_a_one_channel_small_image_student_exports_with_parity(tmp_path, model, options):
+    """A from-scratch small-image model on one grayscale channel: trained by ``train``,
+    exported, and the ONNX graph (its own preprocessing included, and airbench's flip
+    test-time augmentation when the run asked for it) agrees with PyTorch."""
     from noisystudent.train import train
     from tests.conftest import quick_config
 
-    run = tmp_path / "resnet20"
-    train(quick_config(model="cifar_resnet20", in_chans=1, image_size=28, labels_per_class=3,
-                       drop_path_rate=0.1), run, quiet=True)
+    run = tmp_path / model
+    train(quick_config(model=model, in_chans=1, image_size=28, labels_per_class=3,
+                       drop_path_rate=0.0, model_options=options), run, quiet=True)
     trained = load_trained(run, torch.device("cpu"))
     assert trained.spec.channels == 1 and trained.model.conv_stem.in_channels == 1
-    path = tmp_path / "resnet20.onnx"
+    assert getattr(trained.model, "flip_tta", False) == bool(options)
+    path = tmp_path / f"{model}.onnx"
     assert export_onnx(run, path)["max_logit_difference"] <= 1e-3
     test = load_fashion_mnist("test")
     loader = ImageBatches(test.images[:500], test.labels[:500], 250, torch.device("cpu"))
@@ -129,3 +133,6 @@ def test_a_one_channel_small_image_student_exports_with_parity(tmp_path):
     got = OnnxModel(path).logits(test.images[:500].numpy(), batch_size=250)
     assert np.abs(got - expected).max() <= 1e-3
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+    if options:  # the graph holds the mirror: a mirrored image gets the same logits
+        mirrored = OnnxModel(path).logits(test.images[:8].flip(-1).numpy(), batch_size=8)
+        np.testing.assert_allclose(mirrored, got[:8], atol=1e-4)

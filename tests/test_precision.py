@@ -101,3 +101,20 @@ def test_the_real_measurement_times_both_dtypes():
     rate = precision.training_rate(create_model("cifar_resnet20", 10), (8, 3, 28, 28), None,
                                    steps=1, warmup=1)
     assert rate > 0
+
+
+def test_the_model_options_are_measured_and_keyed(cache, monkeypatch):
+    """An airbench student with options is built as configured and cached under its options:
+    flip TTA changes nothing in training, but another option may change the step."""
+    calls = []
+
+    def rate(model, shape, dtype, **kwargs):
+        calls.append(model.flip_tta)
+        return 1000.0 if dtype == torch.bfloat16 else 600.0
+
+    monkeypatch.setattr(precision, "training_rate", rate)
+    config = TrainConfig(model="cifar_airbench_s", pretrained="none", image_size=28,
+                         in_chans=1, drop_path_rate=0.0, model_options={"flip_tta": True})
+    assert precision.training_precision(config, CPU) == torch.bfloat16 and calls == [True] * 2
+    (key,) = json.loads(cache.read_text())
+    assert json.loads(key)["options"] == {"flip_tta": True}

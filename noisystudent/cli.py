@@ -87,6 +87,8 @@ def _metavar(kind: Any) -> str:
         return "{" + ",".join(map(str, choices)) + "}"
     if typing.get_origin(kind) is list:
         return "A,B,..."
+    if typing.get_origin(kind) is dict:
+        return "KEY=VALUE,..."
     if choices:  # X | None
         return _metavar(choices[0])
     return getattr(kind, "__name__", "VALUE").upper()

@@ -3,7 +3,7 @@ defaults: a supervised run on all 60,000 labels, so what is measured is how much
 the family learns in a fixed, short length.
 
     python benchmarks/airbench_tricks.py [--model cifar_airbench_s] [--epochs 3] [--seeds 0]
-        [--only NAME,...]
+        [--only NAME,...] [--lr 0.8 --weight-decay 1e-4]
 
 Every variant trains with ``noisystudent.train`` (the one loop) into
 runs/bench/airbench-tricks/MODEL-EPOCHS/NAME-sSEED and is skipped when already finished, so an
@@ -124,10 +124,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0", help="comma-separated")
     parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument("--lr", type=float, default=BASE["lr"])
+    parser.add_argument("--weight-decay", type=float, default=BASE["weight_decay"])
     args = parser.parse_args()
+    tuned = (args.lr, args.weight_decay) != (BASE["lr"], BASE["weight_decay"])
+    BASE.update(lr=args.lr, weight_decay=args.weight_decay)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(VARIANTS)
-    root = WORK / "airbench-tricks" / f"{args.model}-{args.epochs}"
+    root = WORK / "airbench-tricks" / (f"{args.model}-{args.epochs}"
+                                       + (f"-lr{args.lr}-wd{args.weight_decay}" if tuned else ""))
     results = {}
     for name in names:
         results[name] = [train_variant(name, args.model, args.epochs, seed,
@@ -150,6 +155,9 @@ def main() -> None:
             f"{BASE['weight_decay']}, pad-crop (reflect) and flip, `precision: auto`. "
             "Each row switches one trick against the first row; flip TTA is the same model "
             "evaluated with its mirror.\n\n" + "\n".join(rows) + "\n")
+    if tuned or args.epochs != 3:  # a probe of the lr or the length: printed, not the table
+        print("\n".join(rows))
+        return
     write_section(f"airbench-tricks-{args.model}", f"airbench's tricks, one at a time "
                   f"({args.model}, {args.epochs} epochs, all labels)", body, args.seeds)
 

@@ -63,7 +63,8 @@ def test_two_process_feature_distillation(tmp_path, tiny_teacher):
     result = torchrun("distill", "--teacher", str(tiny_teacher), "--out", str(run),
                       "--model", "cifar_airbench_s", "--in-chans", "1", "--pretrained", "none",
                       "--drop-path-rate", "0", "--labels-per-class", "4", "--epochs", "2",
-                      "--steps-per-epoch", "2", "--batch-size", "8", "--feature-weight", "0.5", "--quiet")
+                      "--steps-per-epoch", "2", "--batch-size", "8", "--feature-weight", "0.5",
+                      "--quiet")
     assert result.stdout.count("test top-1") == 1
     logged = runs.read_jsonl(run / runs.METRICS_LOG)
     assert [r["epoch"] for r in logged] == [1, 2] and all(r["feature"] > 0 for r in logged)

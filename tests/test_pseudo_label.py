@@ -209,9 +209,11 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     _, top3_targets, top3_summary = read_pseudo_labels(tmp_path / "top3")
     dense = top3_targets.dense()
     assert top3_summary["top_k"] == 3 and ((dense > 0).sum(1) <= 3).all()
-    top = soft.topk(3, dim=1)
-    torch.testing.assert_close(dense.gather(1, top.indices),
-                               top.values / top.values.sum(1, keepdim=True), atol=2e-3, rtol=0)
+    # Compared by value: two classes whose fp16 probabilities tie may be kept either way.
+    top, kept = soft.topk(3, dim=1), dense.topk(3, dim=1)
+    torch.testing.assert_close(kept.values, top.values / top.values.sum(1, keepdim=True),
+                               atol=2e-3, rtol=0)
+    torch.testing.assert_close(soft.gather(1, kept.indices), top.values, atol=1e-3, rtol=0)
 
     hard = PseudoLabelConfig(max_images=300, soft=False, threshold=0.0, per_class=50)
     pseudo_label(tiny_teacher, tmp_path / "hard", hard, quiet=True)

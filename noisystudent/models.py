@@ -124,7 +124,8 @@ def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rat
     """
     _check_name(name)
     kwargs = dict(drop_rate=drop_rate, drop_path_rate=drop_path_rate, in_chans=in_chans)
-    kwargs.update(_checked_options(name, options or {}, kwargs))
+    _check_options(options or {}, kwargs)
+    kwargs.update(options or {})
     if pretrained in ("none", "offline", "hub"):
         if pretrained == "offline":
             _offline_weights_file(name)  # fail on a missing package before building anything
@@ -164,13 +165,12 @@ def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rat
     return model
 
 
-def _checked_options(name: str, options: dict, given: dict) -> dict:
-    """``options`` when none of them is set elsewhere; unknown ones fail when the model is
+def _check_options(options: dict, given: dict) -> None:
+    """No option may set what has a setting of its own; unknown ones fail when the model is
     built (``_build``)."""
     clash = [key for key in options if key in given or key in ("num_classes", "pretrained")]
     if clash:
         raise UserError(f"model_options cannot set '{clash[0]}': it has a setting of its own")
-    return dict(options)
 
 
 def _build(name: str, pretrained: bool, **kwargs) -> nn.Module:

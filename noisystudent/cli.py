@@ -112,6 +112,9 @@ def resolve_config(args: argparse.Namespace, config_cls: type):
     from .config import build, load_config, read_yaml, to_dict
 
     overrides = config_overrides(args)
+    if args.out is None and (getattr(args, "resume", False) or not args.print_config):
+        raise UserError("the following argument is required: --out RUN_DIR "
+                        "(only --print-config runs without it)")
     if getattr(args, "resume", False):
         if overrides or args.config:
             log.warning("note: --resume continues with the run's saved config.yaml; "
@@ -214,7 +217,10 @@ def cmd_self_train(args: argparse.Namespace) -> None:
 
     config = resolve_config(args, SelfTrainConfig)
     report = self_train(config, args.out, resume=args.resume, quiet=args.quiet)
-    print(f"final test top-1: {report['final_test_top1']:.4f}; report: {args.out}/report.md")
+    top1 = report["final_test_top1"]
+    print(("no test set" if top1 is None else f"final test top-1: {top1:.4f}")
+          + f" ({report.get('final_role', 'the last model')}, kept); "
+          f"report: {args.out}/report.md")
 
 
 def cmd_pack(args: argparse.Namespace) -> None:
@@ -260,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "plus cross-entropy on true labels, on labeled, unlabeled or both kinds "
                       "of images.")
     for run in (train, distill):
-        run.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+        run.add_argument("--out", metavar="RUN_DIR", help="run directory to write")
         run.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
         run.add_argument("--resume", action="store_true",
                          help="continue an interrupted run in --out from its last checkpoint")
@@ -285,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "overrides (students: [...]) are set in the YAML file.")
     selftrain.add_argument("config", nargs="?", metavar="CONFIG.yaml",
                            help="self-training settings (see configs/)")
-    selftrain.add_argument("--out", required=True, metavar="RUN_DIR")
+    selftrain.add_argument("--out", metavar="RUN_DIR", help="run directory to write")
     selftrain.add_argument("--resume", action="store_true",
                            help="continue an interrupted run; finished steps are not redone")
 

@@ -111,6 +111,8 @@ class SharedSettings(Settings):
     labels_per_class: int = setting(100, "labeled images drawn per class (0 = use every label)",
                                     ge=0)
     val_per_class: int = setting(0, "validation images drawn per class from the rest", ge=0)
+    val_fraction: float = setting(0.0, "without val_per_class: the fraction of each class's "
+                                  "labeled images held out for validation", ge=0, lt=1)
     channels: Channels = setting(3, "channels your own images are read with: 1 (grayscale) or "
                                  "3 (RGB)")
     seed: int = setting(0, "seed for the split, initialisation and augmentation")
@@ -362,6 +364,12 @@ class SelfTrainConfig(SharedSettings):
                                     "of images, or a .npy made by 'pack' (default: the "
                                     "unlabeled split)")
     iterations: int = setting(3, "Noisy Student iterations (students trained)", ge=0, le=20)
+    # A run keeps the iteration that is best on validation, so it needs validation images:
+    # by default 10% of the labels (BENCHMARKS.md, "What a validation split costs").
+    val_fraction: float = setting(0.1, "without val_per_class: the fraction of each class's "
+                                  "labeled images held out for validation; the run keeps the "
+                                  "iteration best on them (0 = none: it keeps the last)",
+                                  ge=0, lt=1)
     teacher_run: str | None = setting(None, "start from this finished run instead of training "
                                       "a teacher")
     teacher: TrainSettings = setting(TrainSettings(), "train settings of the first teacher")

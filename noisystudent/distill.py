@@ -64,6 +64,7 @@ def student_loader(labeled: ImageSet | None, unlabeled: ImageSet | None,
                               seed=config.seed + 1, steps=steps))
 
 
+@runs.holds_lock
 def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = False,
             quiet: bool = False) -> dict:
     """Train ``config.model`` to mimic the teacher run; returns metrics.json's content."""

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .device import autocast
 from .errors import UserError
+from .layout import kept_model
 from .models import create_model, keep_spatial_map
 from .transforms import InputSpec
 
@@ -30,7 +31,8 @@ class TrainedModel:
 
 
 def load_trained(run_dir: str | Path, device: torch.device) -> TrainedModel:
-    run = runs.require_run(run_dir, runs.MODEL, runs.MODEL_INFO, runs.CONFIG)
+    """A run's model in eval mode; for a self-training run, the step it kept."""
+    run = runs.require_run(kept_model(run_dir), runs.MODEL, runs.MODEL_INFO, runs.CONFIG)
     info = runs.read_json(run / runs.MODEL_INFO)
     spec = InputSpec.from_dict(info["input"])
     model = keep_spatial_map(create_model(info["model"], info["num_classes"], pretrained="none",

@@ -11,13 +11,33 @@ the names on disk never change, so older run directories still resume and report
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import runs
 
 TEACHER_DIR = "iter0-teacher"
 PSEUDO_LABELS_DIR = "pseudo-labels"
 STUDENT_DIR = "student"
 FINETUNE_DIR = "finetune"
+REPORT_JSON = "report.json"
+
+
+def kept_model(run: str | Path) -> Path:
+    """The model directory a command given ``run`` uses: ``run`` itself when it holds a model;
+    for a finished self-training run, the step its report kept (the best on validation)."""
+    run = Path(run)
+    report = run / REPORT_JSON
+    if (run / runs.MODEL).is_file() or not report.is_file():
+        return run
+    try:
+        kept = json.loads(report.read_text()).get("final_run")
+    except (OSError, ValueError):
+        return run
+    if not kept:  # a report written before runs kept the best step
+        return run
+    return Path(kept) if Path(kept).is_absolute() else run / kept
 
 
 def role(iteration: int, finetuned: bool = False) -> str:

@@ -119,7 +119,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     distributed.barrier()  # nobody writes a part before everyone has checked
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
-    images, source = images or unlabeled_images(teacher_run, unlabeled, config.max_images)
+    images, source = images or unlabeled_images(teacher.run_dir, unlabeled, config.max_images)
     streamed = isinstance(images, StreamedSource)
     if not streamed:
         images = first(images, config.max_images)

@@ -11,14 +11,13 @@ from . import runs
 from .data.imageset import ImageSet
 from .device import resolve_device
 from .evaluate import evaluate_corruptions
-from .layout import SelfTrainLayout, role
+from .layout import REPORT_JSON, SelfTrainLayout, role
 from .models import saved_parameter_count
 from .pseudo_label import SUMMARY
 
 log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
-REPORT_JSON = "report.json"
 ACCURACY_PNG = "accuracy.png"
 CORRUPTIONS_PNG = "corruptions.png"
 
@@ -44,7 +43,9 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                "image_size": info["input"]["size"],
                "parameters": saved_parameter_count(model_run / runs.MODEL),
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
-               "pseudo_labeled": summary.get("kept"), "test_top1": metrics["test_top1"]}
+               "pseudo_labeled": summary.get("kept"), "unlabeled_images":
+               summary.get("unlabeled_images"), "val_top1": metrics.get("val_top1"),
+               "val_images": metrics.get("val_images"), "test_top1": metrics["test_top1"]}
         if config.corruptions:
             teacher_dir = teacher_dir or model_run
             measured = evaluate_corruptions(model_run, device, quiet=quiet, baseline=teacher_dir,
@@ -53,32 +54,100 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                        corruption_errors=measured["errors"], corruption_images=measured["images"])
         rows.append(row)
 
-    table = markdown_table(rows)
+    kept = kept_row(rows)
+    regressions = [regression(rows[i - 1], row, runs.read_yaml(Path(row["run"]) / runs.CONFIG))
+                   for i, row in enumerate(rows) if i]
+    regressions = [line for line in regressions if line]
+    for line in regressions:
+        log.warning("warning: %s", line)
+    table = markdown_table(rows, kept)
     plot_accuracy(rows, run / ACCURACY_PNG)
     if config.corruptions:
         plot_corruptions(rows[0], rows[-1], run / CORRUPTIONS_PNG)
-    text = f"# Noisy Student self-training: {run}\n\n{table}\n"
+    text = f"# Noisy Student self-training: {run}\n\n{table}\n{kept_line(rows[kept])}\n\n"
+    text += "".join(f"**Warning**: {line}\n\n" for line in regressions)
     if config.corruptions:
         text += (f"mCE is relative to the iteration-0 teacher (= 100), over 15 corruptions x 5 "
                  f"severities of {rows[0]['corruption_images']} test images.\n\n"
                  f"![corruption error]({CORRUPTIONS_PNG})\n")
     text += f"\n![test top-1 per iteration]({ACCURACY_PNG})\n"
     runs.write_text(run / REPORT_MD, text)
-    report = {"rows": rows, "final_test_top1": rows[-1]["test_top1"]}
+    final = rows[kept]
+    report = {"rows": rows, "final_iteration": final["iteration"], "final_role": final["role"],
+              "final_run": relative_run(Path(final["run"]), run),
+              "final_test_top1": final["test_top1"],
+              "final_chosen_by": "validation" if final["val_top1"] is not None else "last",
+              "regressions": regressions}
     runs.write_json(run / REPORT_JSON, report)
     log.info("%s", table)
     return report
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| iteration | model | parameters | pseudo-label accuracy | test top-1 | "
-             "mean corruption error | mCE |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
+def kept_row(rows: list[dict]) -> int:
+    """The row of the model the run keeps: the best on validation (a tie goes to the later
+    one), or the last when the split has no validation images."""
+    if any(r.get("val_top1") is None for r in rows):
+        return len(rows) - 1
+    return max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], i))
+
+
+def kept_line(row: dict) -> str:
+    if row.get("val_top1") is None:
+        return (f"Kept: {row['role']}, the last model (no validation images: set "
+                f"val_fraction to keep the best).")
+    return (f"Kept: {row['role']}, the best on validation ({_percent(row['val_top1'])} of "
+            f"{row['val_images']} held-out labeled images); `export`, `predict` and `evaluate` "
+            f"on this run directory use it.")
+
+
+# Below these, a student is more likely to fall under its teacher (issue 29's trial: from
+# scratch on 2,000 unlabeled images, 78 -> 69 -> 66%; pretrained students rose, 78 -> 83%).
+SMALL_PILE = 10_000
+SHORT_PASSES = 3
+
+
+def regression(teacher: dict, student: dict, config: dict) -> str | None:
+    """One line when ``student`` ends below ``teacher`` (on validation, else on the test set),
+    with the likely reasons; None when it does not."""
+    key = "val_top1" if teacher.get("val_top1") is not None and \
+        student.get("val_top1") is not None else "test_top1"
+    if teacher.get(key) is None or student.get(key) is None or student[key] >= teacher[key]:
+        return None
+    reasons = []
+    if student.get("unlabeled_images") is not None and student["unlabeled_images"] < SMALL_PILE:
+        reasons.append(f"a small unlabeled pile ({student['unlabeled_images']:,} images)")
+    if config.get("pretrained") == "none":
+        reasons.append("a student trained from scratch (pretrained: none)")
+    passes = config.get("passes")
+    if passes and passes < SHORT_PASSES:
+        reasons.append(f"a short student ({passes:g} passes)")
+    where = "validation" if key == "val_top1" else "the test set"
+    return (f"{student['role']} ends below {teacher['role']} on {where} "
+            f"({_percent(student[key])} < {_percent(teacher[key])}); likely reasons: "
+            + ("; ".join(reasons) if reasons else "none of the usual (a small unlabeled pile, "
+               "a from-scratch or short student); check its noise and labels") + ".")
+
+
+def relative_run(model_run: Path, run: Path) -> str:
+    """A step's directory as the run's report stores it: relative to the run when inside it
+    (the run directory can move), else as given (a ``teacher_run``)."""
+    try:
+        return str(model_run.relative_to(run))
+    except ValueError:
+        return str(model_run)
+
+
+def markdown_table(rows: list[dict], kept: int | None = None) -> str:
+    lines = ["| iteration | model | parameters | pseudo-label accuracy | validation top-1 | "
+             "test top-1 | mean corruption error | mCE |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for i, r in enumerate(rows):
         name = r.get("role") or role(r["iteration"])
+        name += ", kept" if i == kept else ""
         mce = f"{r['mce']:.1f}" if "mce" in r else "n/a"
         lines.append(f"| {r['iteration']} ({name}) | {r['model']} @{r['image_size']} | "
                      f"{r['parameters'] / 1e6:.2f} M | {_percent(r['pseudo_label_accuracy'])} | "
-                     f"{_percent(r['test_top1'])} | "
+                     f"{_percent(r.get('val_top1'))} | {_percent(r['test_top1'])} | "
                      f"{_percent(r.get('mean_corruption_error'), 1)} | {mce} |")
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,7 @@ on load; checkpoints load with ``weights_only=True`` (no pickle code runs).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -32,6 +33,9 @@ METRICS_LOG = "metrics.jsonl"
 METRICS = "metrics.json"
 TMP_SUFFIX = ".tmp"
 CHECKPOINT_MAGIC = b"noisystudent-checkpoint sha256:"
+LOCK = ".lock"
+# Files a run writes before any step does work: a rerun after a fix may replace them.
+SETUP_FILES = (CONFIG, SPLITS, LOCK)
 
 
 
@@ -180,6 +184,66 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError: both mean "not valid"
         raise CorruptFile(f"{path} could not be loaded safely ({type(err).__name__})") from None
+
+
+_held_locks: dict[Path, Any] = {}
+
+
+def lock_run(run_dir: str | os.PathLike) -> None:
+    """Hold ``run_dir`` for this process until it exits (or crashes: the kernel drops the
+    lock with the process). Another process asking for it stops with one line naming the PID
+    that holds it. Under torchrun rank 0 takes the job's one lock; taking it again in the
+    same process is a no-op."""
+    if not distributed.is_main():
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: runs are not locked
+        return
+    path = Path(run_dir).resolve() / LOCK
+    if path in _held_locks:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{run_dir} is in use by {holder}; wait for it to end or stop it "
+                        f"(one process per run directory)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}")
+    handle.flush()
+    _held_locks[path] = handle
+
+
+def unlock_run(run_dir: str | os.PathLike) -> None:
+    handle = _held_locks.pop(Path(run_dir).resolve() / LOCK, None)
+    if handle is not None:
+        handle.close()  # closing the file releases the lock
+
+
+def holds_lock(function: Callable) -> Callable:
+    """A run function ``function(config, out, ...)`` that releases ``out``'s lock (taken
+    when it opens the run) when it returns or fails, so the same process can open it again."""
+    @functools.wraps(function)
+    def run(config, out, *args, **kwargs):
+        try:
+            return function(config, out, *args, **kwargs)
+        finally:
+            unlock_run(out)
+    return run
+
+
+def has_work(run_dir: str | os.PathLike) -> bool:
+    """Whether a run (or any step inside it) has done work: any file besides the config,
+    split and lock files written at its start."""
+    return any(path.is_file() and path.name not in SETUP_FILES
+               and not path.name.endswith(TMP_SUFFIX)
+               for path in Path(run_dir).rglob("*"))
 
 
 def require_run(run_dir: str | os.PathLike, *names: str) -> Path:

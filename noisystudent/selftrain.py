@@ -38,6 +38,7 @@ from .train import train
 
 log = logging.getLogger(__name__)
 
+@runs.holds_lock
 def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool = False,
                quiet: bool = False) -> dict:
     run, config = open_run(config, out, resume, SelfTrainConfig)

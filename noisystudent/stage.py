@@ -6,6 +6,7 @@ metrics and ``metrics.json``."""
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from .precision import training_precision
 from .tensorboard import Scalars
 from .transforms import CleanPipeline, InputSpec, to_model_input
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunData:
@@ -55,16 +58,33 @@ def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConf
     if resume:
         if not saved.is_file():
             raise UserError(f"nothing to resume in {run_dir}: it has no {runs.CONFIG}")
+        runs.lock_run(run_dir)
         runs.remove_stale_temporaries(run_dir)
         return run_dir, build(config_cls, runs.read_yaml(saved))
     if saved.exists():
-        raise UserError(f"{run_dir} already holds a run; pass --resume or choose another --out")
+        runs.lock_run(run_dir)
+        if runs.has_work(run_dir):
+            raise UserError(f"{run_dir} already holds a run; pass --resume or choose another "
+                            f"--out")
+        # It stopped before any step did work (a bad setting): start again with this config.
+        log.info("%s stopped before any work; starting it again with the new settings", run_dir)
+        distributed.barrier()  # every rank has looked before rank 0 clears it
+        if distributed.is_main():
+            clear_setup_files(run_dir)
     distributed.barrier()  # every rank has looked before rank 0 writes
     run_dir.mkdir(parents=True, exist_ok=True)
+    runs.lock_run(run_dir)
     if distributed.is_main():  # a start killed while it wrote config.yaml left its temporary
         runs.remove_stale_temporaries(run_dir)
     runs.write_yaml(saved, to_dict(config))
     return run_dir, config
+
+
+def clear_setup_files(run_dir: Path) -> None:
+    """The config and split files of a run that did no work, so its rerun draws afresh."""
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.name in (runs.CONFIG, runs.SPLITS):
+            path.unlink()
 
 
 @dataclass
@@ -102,9 +122,10 @@ class Stage:
         if path.is_file():
             return load_split(path)
         c = self.config
-        split = make_split(self.data.train.labels, c.labels_per_class, c.val_per_class, c.seed)
+        split = make_split(self.data.train.labels, c.labels_per_class, c.val_per_class, c.seed,
+                           c.val_fraction)
         save_split(path, split, seed=c.seed, labels_per_class=c.labels_per_class,
-                   val_per_class=c.val_per_class)
+                   val_per_class=c.val_per_class, val_fraction=c.val_fraction)
         return split
 
     def finish(self, model: torch.nn.Module, spec: InputSpec, facts: dict) -> dict:
@@ -118,13 +139,28 @@ class Stage:
                    classes=train.classes, stored=(train.channels, train.images.shape[-1]),
                    small_image=self.config.small_image,
                    model_options=self.config.model_options)
-        metrics = {"model": self.config.model, **facts, **self.test_metrics(model, spec)}
+        metrics = {"model": self.config.model, **facts, **self.val_metrics(model, spec),
+                   **self.test_metrics(model, spec)}
         runs.write_json(self.run_dir / runs.METRICS, metrics)
         self.scalars.add("test", {"top1": metrics["test_top1"], "ece": metrics.get("ece")},
                          self.config.epochs)
         self.scalars.close()
         distributed.barrier()
         return metrics
+
+    def val_metrics(self, model: torch.nn.Module, spec: InputSpec) -> dict:
+        """Top-1 on the split's validation images (none: {}), what a self-training run
+        compares its iterations on."""
+        val = self.labeled_split()["val"]
+        if not len(val):
+            return {}
+        images = self.data.train.subset(val)
+        loader = ImageBatches(images.images, images.labels, self.config.eval_batch_size,
+                              self.device)
+        logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
+                                dtype=self.eval_dtype)
+        return {"val_top1": (logits.argmax(1) == images.labels).float().mean().item(),
+                "val_images": len(val)}
 
     def test_metrics(self, model: torch.nn.Module, spec: InputSpec) -> dict:
         test = self.data.test

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from . import runs
 from .compression import count_flops
 from .config import StudentConfig
 from .data.kept_shards import KeptShardBatches
@@ -22,6 +23,7 @@ from .tasks import NoisyStudentTask
 from .transforms import InputSpec
 
 
+@runs.holds_lock
 def train_student(config: StudentConfig | None, out: str | Path, *, data: RunData,
                   unlabeled: Unlabeled, resume: bool = False, quiet: bool = False) -> dict:
     """Noised student training into a run directory; returns metrics.json's content.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import runs
 from .config import TrainConfig
 from .data.loaders import ImageBatches
 from .engine import fit
@@ -14,6 +15,7 @@ from .tasks import SupervisedTask
 from .transforms import CleanPipeline
 
 
+@runs.holds_lock
 def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
           quiet: bool = False, data: RunData | None = None) -> dict:
     """Fine-tune ``config.model`` on the labeled split; returns metrics.json's content.

@@ -120,6 +120,13 @@ def test_print_config_shows_the_typed_settings_and_runs_nothing(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_print_config_needs_no_out_and_a_run_does(capsys):
+    assert main(["self-train", "configs/smoke.yaml", "--print-config"]) == 0
+    assert "labels_per_class: 10" in capsys.readouterr().out
+    assert main(["self-train", "configs/smoke.yaml"]) == 2
+    assert "required: --out RUN_DIR" in capsys.readouterr().err
+
+
 def test_onnx_predict_parses_without_pydantic_or_torch(tmp_path):
     """An install for .onnx predictions only (onnxruntime, numpy, pillow) runs the CLI."""
     code = ("import sys; sys.modules['pydantic'] = None; sys.modules['torch'] = None; "

@@ -410,6 +410,24 @@ def test_split_reproducible():
     assert not np.array_equal(a["labeled"], c["labeled"])
 
 
+def test_val_fraction_holds_out_labels_and_leaves_the_unlabeled_pool_alone():
+    plain = make_split(LABELS, 10, seed=3)
+    held = make_split(LABELS, 10, seed=3, val_fraction=0.2)
+    assert np.array_equal(plain["unlabeled"], held["unlabeled"])
+    assert np.bincount(LABELS[held["val"]]).tolist() == [2] * 4
+    assert np.bincount(LABELS[held["labeled"]]).tolist() == [8] * 4
+    assert sorted(np.concatenate([held["val"], held["labeled"]])) == sorted(plain["labeled"])
+    # At least one where a class has two labeled images, never its last one.
+    assert np.bincount(LABELS[make_split(LABELS, 2, seed=0, val_fraction=0.1)["val"]]
+                       ).tolist() == [1] * 4
+    assert len(make_split(LABELS, 1, seed=0, val_fraction=0.5)["val"]) == 0
+    # An explicit val_per_class wins: drawn from the rest, the labels are all trained on.
+    explicit = make_split(LABELS, 3, val_per_class=2, seed=0, val_fraction=0.5)
+    assert np.bincount(LABELS[explicit["labeled"]]).tolist() == [3] * 4
+    with pytest.raises(UserError, match="fraction"):
+        make_split(LABELS, 3, seed=0, val_fraction=1.0)
+
+
 def test_split_all_labeled_and_unknown_labels():
     labels = np.concatenate([LABELS, [-1, -1]])
     for lpc in (0, None):

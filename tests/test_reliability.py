@@ -21,7 +21,13 @@ import torch
 from PIL import Image
 
 from noisystudent import runs, tasks
-from noisystudent.config import DistillConfig, PseudoLabelConfig, StudentConfig
+from noisystudent.config import (
+    DistillConfig,
+    PseudoLabelConfig,
+    SelfTrainConfig,
+    StudentConfig,
+    load_config,
+)
 from noisystudent.data.images import load_image_folder
 from noisystudent.distill import distill
 from noisystudent.errors import CorruptFile, UserError
@@ -339,3 +345,54 @@ def test_a_start_killed_while_writing_its_config_leaves_no_temporary(tmp_path):
     torn.write_text("model: res")
     open_run(quick_config(), run, False)
     assert not torn.exists() and (run / runs.CONFIG).is_file()
+
+
+# ------------------------------------------------------------------ one process per run
+
+
+def test_a_run_in_use_is_locked_until_its_process_ends(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from noisystudent import runs; "
+         "runs.lock_run(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"in use by process {holder.pid};"):
+            open_run(quick_config(), run, False)
+        assert not (run / runs.CONFIG).exists()
+    finally:
+        holder.kill()  # a crash: the kernel drops the lock with the process
+        holder.wait()
+    open_run(quick_config(), run, False)
+    runs.lock_run(run)  # the same process again: no-op
+    runs.unlock_run(run)
+
+
+def test_a_run_that_failed_before_doing_work_starts_again_after_a_fix(tmp_path):
+    run = tmp_path / "run"
+    open_run(quick_config(labels_per_class=7), run, False)  # then its split failed, say
+    (run / runs.SPLITS).write_text("{}")
+    runs.unlock_run(run)
+    _, config = open_run(quick_config(labels_per_class=3), run, False)
+    assert config.labels_per_class == 3 and not (run / runs.SPLITS).exists()
+    assert runs.read_yaml(run / runs.CONFIG)["labels_per_class"] == 3
+    runs.unlock_run(run)
+    (run / runs.CHECKPOINT).write_bytes(b"work")  # once a step has done work: --resume only
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        open_run(quick_config(), run, False)
+    runs.unlock_run(run)
+
+
+@needs_fashion_mnist
+def test_a_self_train_stopped_by_its_split_reruns_after_the_fix(tmp_path, capsys):
+    from noisystudent.cli import main
+
+    run = str(tmp_path / "run")
+    assert main(["self-train", str(SMOKE), "--labels-per-class", "7000", "--out", run,
+                 "--quiet"]) == 2
+    assert "7000 are needed" in capsys.readouterr().err
+    _, fixed = open_run(load_config(SelfTrainConfig, str(SMOKE)), run, False, SelfTrainConfig)
+    assert fixed.labels_per_class == 10
+    assert not (tmp_path / "run" / "iter0-teacher" / runs.CONFIG).exists()
+    runs.unlock_run(run)

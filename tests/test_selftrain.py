@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
 from noisystudent import runs, selftrain
 from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
-from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD
+from noisystudent.inference import load_trained
+from noisystudent.layout import kept_model
+from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD, kept_row, regression
 
 from .conftest import interrupt_on_call, needs_fashion_mnist
 
@@ -50,7 +54,19 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
         assert row["test_top1"] == metrics["test_top1"]
     assert all(r["pseudo_label_accuracy"] is not None for r in report["rows"][1:])
     text = (tmp_path / "run" / REPORT_MD).read_text()
-    assert "| 2 (student 2) | cifar_resnet20 @28 |" in text
+    assert "| 2 (student 2" in text and "| cifar_resnet20 @28 |" in text
+    # A validation split held out of the labels (10%: 1 of each class's 10), each step
+    # measured on it, and the run keeps the best step; commands given the run use that one.
+    split = runs.read_json(tmp_path / "run" / "iter0-teacher" / runs.SPLITS)
+    assert (len(split["labeled"]), len(split["val"])) == (90, 10)
+    rows = report["rows"]
+    assert all(r["val_images"] == 10 and 0 <= r["val_top1"] <= 1 for r in rows)
+    kept = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], i))
+    assert report["final_iteration"] == rows[kept]["iteration"]
+    assert report["final_test_top1"] == rows[kept]["test_top1"]
+    assert f"({rows[kept]['role']}, kept)" in text
+    assert kept_model(tmp_path / "run") == Path(rows[kept]["run"])
+    assert load_trained(tmp_path / "run", torch.device("cpu")).run_dir == Path(rows[kept]["run"])
     for png in (ACCURACY_PNG, CORRUPTIONS_PNG):
         assert (tmp_path / "run" / png).stat().st_size > 1000
     # Students learn the teacher's labeled split.
@@ -144,3 +160,23 @@ def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
         # 0.27 M parameters against resnet10t's 4.9 M, but more compute at 32 px
         check_student_size(create_model("cifar_resnet20", 10, in_chans=1),
                            InputSpec(32, (0.5,), (0.5,), 1), tiny_teacher)
+
+
+def _row(iteration: int, val: float | None, test: float, pile: int | None = None) -> dict:
+    return {"iteration": iteration, "role": "teacher" if not iteration else f"student {iteration}",
+            "val_top1": val, "test_top1": test, "unlabeled_images": pile}
+
+
+def test_the_run_keeps_the_best_step_on_validation_and_says_when_a_student_falls():
+    rows = [_row(0, 0.78, 0.78), _row(1, 0.70, 0.69, 2000), _row(2, 0.70, 0.66, 2000)]
+    assert kept_row(rows) == 0  # both students below the teacher: the teacher is kept
+    assert kept_row([_row(0, 0.7, 0.7), _row(1, 0.8, 0.8), _row(2, 0.8, 0.79)]) == 2  # tie: later
+    assert kept_row([_row(0, None, 0.9), _row(1, None, 0.8)]) == 1  # no validation: the last
+    line = regression(rows[0], rows[1], {"pretrained": "none", "passes": 10.0})
+    assert line.startswith("student 1 ends below teacher on validation (70.00% < 78.00%)")
+    assert "small unlabeled pile (2,000 images)" in line and "from scratch" in line
+    assert "short" not in line
+    assert regression(rows[0], _row(1, 0.80, 0.70), {"pretrained": "offline"}) is None
+    line = regression(_row(0, None, 0.9), _row(1, None, 0.8, 50_000),
+                      {"pretrained": "offline", "passes": 1.0})
+    assert "on the test set" in line and "a short student (1 passes)" in line

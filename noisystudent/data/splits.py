@@ -19,10 +19,15 @@ def make_split(
     labels_per_class: int | None,
     val_per_class: int = 0,
     seed: int = 0,
+    val_fraction: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Per class, shuffle with `seed`; first labels_per_class -> labeled, next val_per_class -> val,
     rest -> unlabeled. labels_per_class None/0 means every non-val image is labeled.
-    Images with label -1 (unknown) always go to unlabeled."""
+    Images with label -1 (unknown) always go to unlabeled.
+
+    Without val_per_class, ``val_fraction`` holds out that fraction of each class's labeled
+    images (rounded, at least one where a class has two) as val: the labels pay for it, and
+    the unlabeled pool is the same as without it."""
     if isinstance(labels, torch.Tensor):
         labels = labels.cpu().numpy()
     labels = np.asarray(labels).reshape(-1)
@@ -30,6 +35,8 @@ def make_split(
         raise UserError(f"labels per class must be >= 0 (0 = all), got {labels_per_class}")
     if val_per_class < 0:
         raise UserError(f"validation images per class must be >= 0, got {val_per_class}")
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"the validation fraction must be in [0, 1), got {val_fraction}")
     all_labeled = not labels_per_class
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in SPLIT_KEYS}
@@ -49,10 +56,23 @@ def make_split(
             parts["labeled"].append(idx[:labels_per_class])
             parts["val"].append(idx[labels_per_class:need])
             parts["unlabeled"].append(idx[need:])
+        if val_fraction and not val_per_class:
+            labeled = parts["labeled"].pop()
+            held = held_out(len(labeled), val_fraction)
+            parts["val"].append(labeled[:held])
+            parts["labeled"].append(labeled[held:])
     return {
         k: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64)
         for k, v in parts.items()
     }
+
+
+def held_out(labeled: int, fraction: float) -> int:
+    """Validation images taken from a class's ``labeled`` images: the fraction, rounded, at
+    least one where the class has two, and never the last one."""
+    if not fraction or labeled < 2:
+        return 0
+    return min(labeled - 1, max(1, round(labeled * fraction)))
 
 
 def save_split(path: str | Path, split: dict[str, np.ndarray], **meta) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from . import runs
+from . import runs, timings
 from .data.imageset import ImageSet
 from .device import resolve_device
 from .evaluate import evaluate_corruptions
@@ -33,8 +33,11 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     rows = []
     teacher_dir = None
     layout = SelfTrainLayout(run, config.teacher_run)
+    times = timings.read(run)
     for step in layout.steps(config.iterations, config.fine_tunes):
         model_run = step.run
+        spent = [times.get(timings.step_name(run, path)) for path in (step.labels, model_run)
+                 if path is not None]
         metrics = runs.read_json(model_run / runs.METRICS)
         info = runs.read_json(model_run / runs.MODEL_INFO)
         summary = runs.read_json(step.labels / SUMMARY) if step.labels else {}
@@ -45,7 +48,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
                "pseudo_labeled": summary.get("kept"), "unlabeled_images":
                summary.get("unlabeled_images"), "val_top1": metrics.get("val_top1"),
-               "val_images": metrics.get("val_images"), "test_top1": metrics["test_top1"]}
+               "val_images": metrics.get("val_images"), "test_top1": metrics["test_top1"],
+               "minutes": sum(spent) / 60 if spent and None not in spent else None}
         if config.corruptions:
             teacher_dir = teacher_dir or model_run
             measured = evaluate_corruptions(model_run, device, quiet=quiet, baseline=teacher_dir,
@@ -70,6 +74,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
         text += (f"mCE is relative to the iteration-0 teacher (= 100), over 15 corruptions x 5 "
                  f"severities of {rows[0]['corruption_images']} test images.\n\n"
                  f"![corruption error]({CORRUPTIONS_PNG})\n")
+    text += (f"\nminutes: each model's wall time, its training and the labeling it learned "
+             f"from ({timings.TIMINGS}; the report's own evaluations not included).\n")
     text += f"\n![test top-1 per iteration]({ACCURACY_PNG})\n"
     runs.write_text(run / REPORT_MD, text)
     final = rows[kept]
@@ -81,6 +87,10 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     runs.write_json(run / REPORT_JSON, report)
     log.info("%s", table)
     return report
+
+
+def _minutes(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def kept_row(rows: list[dict]) -> int:
@@ -139,8 +149,8 @@ def relative_run(model_run: Path, run: Path) -> str:
 
 def markdown_table(rows: list[dict], kept: int | None = None) -> str:
     lines = ["| iteration | model | parameters | pseudo-label accuracy | validation top-1 | "
-             "test top-1 | mean corruption error | mCE |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "test top-1 | mean corruption error | mCE | minutes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, r in enumerate(rows):
         name = r.get("role") or role(r["iteration"])
         name += ", kept" if i == kept else ""
@@ -148,7 +158,8 @@ def markdown_table(rows: list[dict], kept: int | None = None) -> str:
         lines.append(f"| {r['iteration']} ({name}) | {r['model']} @{r['image_size']} | "
                      f"{r['parameters'] / 1e6:.2f} M | {_percent(r['pseudo_label_accuracy'])} | "
                      f"{_percent(r.get('val_top1'))} | {_percent(r['test_top1'])} | "
-                     f"{_percent(r.get('mean_corruption_error'), 1)} | {mce} |")
+                     f"{_percent(r.get('mean_corruption_error'), 1)} | {mce} | "
+                     f"{_minutes(r.get('minutes'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import distributed, runs
 from .config import SelfTrainConfig
 from .errors import CorruptFile
-from .layout import SelfTrainLayout
+from .layout import REPORT_JSON, SelfTrainLayout
 from .pseudo_label import (
     Unlabeled,
     load_unlabeled,
@@ -30,10 +30,11 @@ from .pseudo_label import (
     pseudo_labels_complete,
     unlabeled_split,
 )
-from .report import REPORT_JSON, write_report
+from .report import write_report
 from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
 from .tensorboard import Scalars
+from .timings import timed
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     layout = SelfTrainLayout(run, config.teacher_run)
     log.info("1. teacher: %s", layout.teacher)
     teacher = layout.teacher if config.teacher_run else run_step(
-        layout.teacher, train, config.teacher_config(), quiet, data=data)
+        layout.teacher, train, config.teacher_config(), quiet, data=data, run=run)
     unlabeled, source = unlabeled_images(config, data, teacher)
     for k in range(1, config.iterations + 1):
         # 2. The clean teacher pseudo-labels the unlabeled images.
@@ -60,24 +61,27 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
                 shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
             distributed.barrier()
             log.info("2. iteration %d: the teacher labels the images of %s", k, source)
-            pseudo_label(teacher, labels, config.pseudo_label_config(),
-                         images=(unlabeled, source), unlabeled=config.unlabeled, quiet=quiet)
+            with timed(run, labels):
+                pseudo_label(teacher, labels, config.pseudo_label_config(),
+                             images=(unlabeled, source), unlabeled=config.unlabeled,
+                             quiet=quiet)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
         share_split(teacher, student)
         run_step(student, train_student, config.student_config(k, str(labels)), quiet,
-                 data=data, unlabeled=unlabeled)
+                 data=data, unlabeled=unlabeled, run=run)
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
     finetune = config.finetune_config(str(teacher / runs.MODEL))
     if finetune is not None:  # the last student, fine-tuned on the labeled images
         share_split(teacher, layout.finetune)
-        run_step(layout.finetune, train, finetune, quiet, data=data)
+        run_step(layout.finetune, train, finetune, quiet, data=data, run=run)
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
-    report = write_report(run, config, data.test, quiet)
+    with timed(run, run / "report"):
+        report = write_report(run, config, data.test, quiet)
     log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()
     return report
@@ -118,14 +122,17 @@ def unlabeled_images(config: SelfTrainConfig, data: RunData,
     return unlabeled_split(data.train, teacher, config.data, max_images)
 
 
-def run_step(directory: Path, step: Callable, config, quiet: bool, **inputs) -> Path:
+def run_step(directory: Path, step: Callable, config, quiet: bool, run: Path,
+             **inputs) -> Path:
     """Run a training step once: skip it when finished, resume it when started. A finished
     step whose weights fail their checksum is resumed, which rewrites them from the last
-    checkpoint. ``inputs`` (the loaded data) go to the step."""
+    checkpoint. ``inputs`` (the loaded data) go to the step; its time goes to ``run``'s
+    timings."""
     distributed.barrier()  # all ranks look at the same files
     if not (directory / runs.METRICS).is_file() or not weights_intact(directory / runs.MODEL):
-        step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet,
-             **inputs)
+        with timed(run, directory):
+            step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet,
+                 **inputs)
     return directory
 
 

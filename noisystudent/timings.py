@@ -1,0 +1,45 @@
+"""Wall time per step of a self-training run, kept across resumes in ``timings.json``: the
+report's minutes column (and what a time budget plans from)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import distributed, runs
+
+TIMINGS = "timings.json"
+
+
+@contextmanager
+def timed(run: Path, step: Path) -> Iterator[None]:
+    """Add the wall time of the block to ``step``'s entry (its path inside ``run``). An
+    interrupted step's time counts too: the minutes were spent."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        add(run, step, time.monotonic() - start)
+
+
+def add(run: Path, step: Path, seconds: float) -> None:
+    if not distributed.is_main():
+        return
+    times = read(run)
+    name = step_name(run, step)
+    times[name] = times.get(name, 0.0) + seconds
+    runs.write_json(Path(run) / TIMINGS, times)
+
+
+def read(run: Path) -> dict[str, float]:
+    path = Path(run) / TIMINGS
+    return runs.read_json(path) if path.is_file() else {}
+
+
+def step_name(run: Path, step: Path) -> str:
+    try:
+        return Path(step).relative_to(run).as_posix()
+    except ValueError:  # a teacher_run outside the run
+        return str(step)

@@ -7,6 +7,7 @@ on load; checkpoints load with ``weights_only=True`` (no pickle code runs).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import io
@@ -34,8 +35,10 @@ METRICS = "metrics.json"
 TMP_SUFFIX = ".tmp"
 CHECKPOINT_MAGIC = b"noisystudent-checkpoint sha256:"
 LOCK = ".lock"
-# Files a run writes before any step does work: a rerun after a fix may replace them.
-SETUP_FILES = (CONFIG, SPLITS, LOCK)
+TIMINGS = "timings.json"
+# Files a run writes before any step does work (and the time a failed start took): a rerun
+# after a fix may replace them.
+SETUP_FILES = (CONFIG, SPLITS, LOCK, TIMINGS)
 
 
 
@@ -187,6 +190,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 _held_locks: dict[Path, Any] = {}
+
+
+@atexit.register
+def _release_locks() -> None:
+    for handle in _held_locks.values():
+        handle.close()
 
 
 def lock_run(run_dir: str | os.PathLike) -> None:

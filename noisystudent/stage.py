@@ -81,9 +81,9 @@ def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConf
 
 
 def clear_setup_files(run_dir: Path) -> None:
-    """The config and split files of a run that did no work, so its rerun draws afresh."""
+    """The files a run that did no work wrote, so its rerun starts afresh."""
     for path in run_dir.rglob("*"):
-        if path.is_file() and path.name in (runs.CONFIG, runs.SPLITS):
+        if path.is_file() and path.name in (runs.CONFIG, runs.SPLITS, runs.TIMINGS):
             path.unlink()
 
 

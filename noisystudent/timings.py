@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import distributed, runs
 
-TIMINGS = "timings.json"
+TIMINGS = runs.TIMINGS
 
 
 @contextmanager

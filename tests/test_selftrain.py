@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 import torch
 
 from noisystudent import runs, selftrain

@@ -8,11 +8,9 @@ from . import runs
 from .config import TrainConfig
 from .data.loaders import ImageBatches
 from .engine import fit
-from .inference import predict_logits
 from .noise import make_augment
 from .stage import RunData, build_model, start_stage
 from .tasks import SupervisedTask
-from .transforms import CleanPipeline
 
 
 @runs.holds_lock
@@ -29,17 +27,10 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
                                    seed=config.seed, steps=config.steps_per_epoch)
     task = SupervisedTask(model, make_augment(config), spec,
                           label_smoothing=config.label_smoothing, device=device)
-    val_loader = None
-    if len(split["val"]):
-        val = train_set.subset(split["val"])
-        val_loader = ImageBatches(val.images, val.labels, config.eval_batch_size, device)
 
     def validate(epoch: int) -> dict:
-        if val_loader is None:
-            return {}
-        logits = predict_logits(task.final_model(), CleanPipeline(spec), val_loader,
-                                device=device, dtype=stage.eval_dtype)
-        return {"val_top1": (logits.argmax(1) == val_loader.labels).float().mean().item()}
+        measured = stage.val_metrics(task.final_model(), spec)
+        return {"val_top1": measured["val_top1"]} if measured else {}
 
     fit(task, loader, settings=config, stage=stage, on_epoch_end=validate)
     return stage.finish(task.final_model(), spec, {

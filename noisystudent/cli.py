@@ -106,10 +106,12 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def resolve_config(args: argparse.Namespace, config_cls: type):
+def resolve_config(args: argparse.Namespace, config_cls: type, planner: Callable | None = None):
     """The config a command runs with: defaults < --config < flags; with --resume, the run's
-    saved config.yaml (None: the run reopens it). --print-config prints it instead."""
-    from .config import build, load_config, read_yaml, to_dict
+    saved config.yaml (None: the run reopens it). --print-config prints it instead.
+    ``planner(values)`` (self-train) fills the unset values: (config, the plan), and
+    ``args.plan`` keeps the plan."""
+    from .config import apply_overrides, build, load_config, read_yaml, to_dict
 
     overrides = config_overrides(args)
     if args.out is None and (getattr(args, "resume", False) or not args.print_config):
@@ -122,6 +124,16 @@ def resolve_config(args: argparse.Namespace, config_cls: type):
         if not args.print_config:
             return None
         config = build(config_cls, read_yaml(os.path.join(args.out, "config.yaml")))
+    elif planner is not None:
+        from .plan import annotated_yaml
+
+        config, args.plan = planner(apply_overrides(
+            read_yaml(args.config) if args.config else {}, overrides))
+        if args.print_config:
+            print(annotated_yaml(to_dict(config), args.plan), end="")
+            raise PrintedConfig
+        log.info("plan: %s; %d values planned, reasons in %s/plan.yaml (see --print-config)",
+                 args.plan.facts.describe(), len(args.plan.values), args.out)
     else:
         config = load_config(config_cls, args.config, overrides)
     if args.print_config:
@@ -213,10 +225,12 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 def cmd_self_train(args: argparse.Namespace) -> None:
     from .config import SelfTrainConfig
+    from .plan import planned_config
     from .selftrain import self_train
 
-    config = resolve_config(args, SelfTrainConfig)
-    report = self_train(config, args.out, resume=args.resume, quiet=args.quiet)
+    config = resolve_config(args, SelfTrainConfig, planned_config)
+    report = self_train(config, args.out, resume=args.resume, quiet=args.quiet,
+                        planned=getattr(args, "plan", None))
     top1 = report["final_test_top1"]
     print(("no test set" if top1 is None else f"final test top-1: {top1:.4f}")
           + f" ({report.get('final_role', 'the last model')}, kept); "

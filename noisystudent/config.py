@@ -82,7 +82,32 @@ def _options_text(value: Any) -> Any:
     return value
 
 
+def parse_minutes(value: Any) -> float:
+    """A duration as minutes: "45m", "2h", "1h30m", "90s", or a number of minutes."""
+    import re
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        minutes = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?"
+                             r"(?:(\d+(?:\.\d+)?)s)?", text)
+        if not text or parts is None:
+            try:
+                minutes = float(text)
+            except ValueError:
+                raise ValueError(f"expected a duration such as 45m, 2h or 1h30m; got "
+                                 f"{value!r}") from None
+        else:
+            hours, mins, secs = (float(g) if g else 0.0 for g in parts.groups())
+            minutes = 60 * hours + mins + secs / 60
+    if not minutes > 0:
+        raise ValueError(f"a duration must be positive; got {value!r}")
+    return minutes
+
+
 Channels = Annotated[Literal[1, 3], BeforeValidator(_number_text)]
+Minutes = Annotated[float, BeforeValidator(parse_minutes)]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 NameList = Annotated[list[str], BeforeValidator(_comma_list)]
@@ -370,6 +395,9 @@ class SelfTrainConfig(SharedSettings):
                                   "labeled images held out for validation; the run keeps the "
                                   "iteration best on them (0 = none: it keeps the last)",
                                   ge=0, lt=1)
+    budget: Minutes | None = setting(None, "wall time for the whole run (45m, 2h, 1h30m; "
+                                     "stored in minutes): the plan fits the unset lengths into "
+                                     "it and plans again after each step (none: no limit)")
     teacher_run: str | None = setting(None, "start from this finished run instead of training "
                                       "a teacher")
     teacher: TrainSettings = setting(TrainSettings(), "train settings of the first teacher")

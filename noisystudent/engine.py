@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, runs
+from . import distributed, runs, timings
 from .device import autocast
 from .errors import CorruptFile, UserError
 from .optim import build_optimizer, skips_on_device
@@ -141,7 +141,8 @@ def fit(task: StudentTask, loader, *, settings: LoopSettings, stage: Stage,
         try:
             metrics = train_one_epoch(task, loader, optimizer, scheduler, device=device,
                                       dtype=dtype, scaler=scaler, progress=progress,
-                                      description=f"epoch {epoch + 1}/{epochs}")
+                                      description=f"epoch {epoch + 1}/{epochs}"
+                                      + timings.time_left())
         except NonFiniteLoss as err:
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint yet"
             raise NonFiniteLoss(f"{err} (epoch {epoch + 1}); training stopped and {kept}; "

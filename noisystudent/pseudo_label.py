@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, runs
+from . import distributed, runs, timings
 from .config import PseudoLabelConfig, shared_settings_of, to_dict
 from .data.images import load_npy_images
 from .data.imageset import ImageSet
@@ -201,7 +201,8 @@ class Labeling:
                 self.teacher.model, CleanPipeline(self.teacher.spec), batches,
                 device=self.device,
                 dtype=resolve_precision(self.config.precision, self.device, training=False),
-                progress=self.progress, description="pseudo-label"):
+                progress=self.progress,
+                description="pseudo-label" + timings.time_left()):
             stored = reduce_logits(logits, temperature=self.config.temperature,
                                    soft=self.config.soft, top_k=self.top_k)
             self.counts[0] += len(logits)

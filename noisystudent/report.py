@@ -89,6 +89,36 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     return report
 
 
+def add_time_section(run: Path) -> dict:
+    """The minutes each step used (timings.json) beside those planned (plan.json, under a
+    budget), appended to report.md and report.json once the report itself is timed."""
+    from .plan import saved
+
+    used, plan = timings.read(run), saved(run)
+    planned = plan.get("seconds", {})
+    budget = plan.get("budget_minutes")
+    steps = list(dict.fromkeys([*planned, *used]))
+    lines = ["| step | planned minutes | used minutes |", "| --- | --- | --- |"]
+    for step in steps:
+        lines.append(f"| {step} | {_minutes(_of(planned, step))} | {_minutes(_of(used, step))} |")
+    total = sum(used.values()) / 60
+    head = (f"Time: {total:.1f} min used of a {budget:g} min budget ({total / budget:.0%})"
+            if budget else f"Time: {total:.1f} min (no budget)")
+    text = f"\n{head}; per step (plan.json, timings.json):\n\n" + "\n".join(lines) + "\n"
+    runs.write_text(run / REPORT_MD, (run / REPORT_MD).read_text() + text)
+    report = runs.read_json(run / REPORT_JSON)
+    report["time"] = {"budget_minutes": budget, "used_minutes": total,
+                      "steps": {step: {"planned_minutes": _of(planned, step),
+                                       "used_minutes": _of(used, step)} for step in steps}}
+    runs.write_json(run / REPORT_JSON, report)
+    log.info("%s", head)
+    return report
+
+
+def _of(seconds: dict[str, float], step: str) -> float | None:
+    return seconds[step] / 60 if step in seconds else None
+
+
 def _minutes(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from . import distributed, runs
+from . import distributed, plan, runs, timings
 from .config import SelfTrainConfig
 from .errors import CorruptFile
 from .layout import REPORT_JSON, SelfTrainLayout
@@ -30,7 +30,7 @@ from .pseudo_label import (
     pseudo_labels_complete,
     unlabeled_split,
 )
-from .report import write_report
+from .report import add_time_section, write_report
 from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
 from .tensorboard import Scalars
@@ -41,9 +41,14 @@ log = logging.getLogger(__name__)
 
 @runs.holds_lock
 def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool = False,
-               quiet: bool = False) -> dict:
+               quiet: bool = False, planned: plan.Plan | None = None) -> dict:
+    """The loop; ``planned`` is the plan that chose ``config``'s unset values (the command
+    line's), kept beside it in the run (plan.yaml, plan.json)."""
     run, config = open_run(config, out, resume, SelfTrainConfig)
+    if planned is not None and not resume and distributed.is_main():
+        plan.save(run, planned, config)
     distributed.barrier()  # rank 0 has written config.yaml
+    timings.start_budget(run, config.budget)
     data = load_run_data(config, stored_size(config))  # once, for every stage
 
     # 1. Train a teacher on the labeled images (or start from a finished run).
@@ -69,7 +74,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
         share_split(teacher, student)
-        run_step(student, train_student, config.student_config(k, str(labels)), quiet,
+        run_step(student, train_student, student_config(config, run, k, labels), quiet,
                  data=data, unlabeled=unlabeled, run=run)
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
@@ -82,9 +87,24 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         return runs.read_json(run / REPORT_JSON)
     with timed(run, run / "report"):
         report = write_report(run, config, data.test, quiet)
+    report = add_time_section(run)
     log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()
     return report
+
+
+def student_config(config: SelfTrainConfig, run: Path, k: int, labels: Path):
+    """Iteration ``k``'s student; under a budget, planned again from the time left before
+    it starts (a started one resumes with its saved config)."""
+    student = config.student_config(k, str(labels))
+    if not config.budget or (run / f"iter{k}" / "student" / runs.CONFIG).is_file():
+        return student
+    changes = [plan.replan_student(config, run, k) if distributed.is_main() else None]
+    if distributed.active():
+        import torch.distributed
+
+        torch.distributed.broadcast_object_list(changes, src=0)
+    return student.model_copy(update=changes[0])
 
 
 def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:

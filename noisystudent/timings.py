@@ -24,6 +24,26 @@ def timed(run: Path, step: Path) -> Iterator[None]:
         add(run, step, time.monotonic() - start)
 
 
+# A run with a budget: when it ends (time.monotonic) and its length, for the progress bars.
+_budget: dict[str, float] = {}
+
+
+def start_budget(run: Path, minutes: float | None) -> None:
+    """Count down ``minutes`` from what the run's earlier sessions already spent."""
+    _budget.clear()
+    if minutes:
+        _budget.update(end=time.monotonic() + 60 * minutes - sum(read(run).values()),
+                       minutes=minutes)
+
+
+def time_left() -> str:
+    """" · M of B min left" for a progress bar, "" without a budget."""
+    if not _budget:
+        return ""
+    left = (_budget["end"] - time.monotonic()) / 60
+    return f" · {left:.1f} of {_budget['minutes']:g} min left"
+
+
 def add(run: Path, step: Path, seconds: float) -> None:
     if not distributed.is_main():
         return

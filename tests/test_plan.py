@@ -1,0 +1,176 @@
+"""The plan: unset values chosen from the data, the machine and a budget, each with its
+reason; the user's values win; a budgeted run plans its students again from the time left."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from noisystudent import plan, runs
+from noisystudent.cli import main
+from noisystudent.config import SelfTrainConfig, parse_minutes, to_dict
+
+from .conftest import needs_fashion_mnist, write_image_tree
+
+
+class FixedRates(plan.Rates):
+    """A machine of known speed: images/s per model (training; inference is 4x)."""
+
+    def __init__(self, speeds: dict[str, float]):
+        super().__init__()
+        self.speeds = speeds
+
+    def training(self, model, size, in_chans, batch, options=None):
+        return self.speeds[model] * (64 / size) ** 2
+
+    def inference(self, model, size, in_chans, options=None):
+        return 4 * self.training(model, size, in_chans, 1)
+
+
+@pytest.mark.parametrize("text, minutes", [("45m", 45), ("2h", 120), ("1h30m", 90),
+                                           ("90s", 1.5), ("20", 20), (15, 15), ("2.5h", 150)])
+def test_budget_reads_hours_minutes_and_seconds(text, minutes):
+    assert parse_minutes(text) == pytest.approx(minutes)
+
+
+@pytest.mark.parametrize("text", ["soon", "0m", "-5", "", "5x"])
+def test_a_bad_budget_is_one_line(text, capsys):
+    assert main(["self-train", "--budget", text, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("noisystudent: error: ") and "budget" in err and "\n" not in err
+
+
+def test_fashion_mnist_gets_the_airbench_students_and_a_64px_teacher():
+    planned = plan.make_plan({})
+    assert planned.facts.stored_size == 28 and planned.facts.grayscale
+    assert planned.facts.pile == 59_000 and planned.facts.labeled == 900
+    assert planned.values["teacher.image_size"] == 64
+    assert planned.values["student.model"] == "cifar_airbench_s"
+    assert planned.values["student.image_size"] == 28 and planned.values["student.in_chans"] == 1
+    assert planned.values["iterations"] == 2
+    assert planned.values["students"] == [{}, {"passes": 4.0}]
+    assert all(planned.reasons[key] for key in planned.values)
+
+
+def test_a_small_pile_gets_pretrained_students_of_the_teachers_size():
+    planned = plan.make_plan({"labels_per_class": 5000})  # 6,000 a class: 1,000 left each
+    assert planned.facts.pile == 10_000
+    assert planned.values["student.model"] == "tf_efficientnet_lite0"
+    assert planned.values["student.pretrained"] == "offline"
+    assert planned.values["student.image_size"] == planned.values["teacher.image_size"] == 64
+    assert "small" in planned.reasons["student.model"]
+
+
+@needs_fashion_mnist
+def test_a_folder_is_surveyed_for_size_colour_and_pile(tmp_path):
+    from PIL import Image
+
+    labeled = write_image_tree(tmp_path / "labeled", "train", 10)
+    pile = tmp_path / "pile" / "nested"
+    pile.mkdir(parents=True)
+    for i in range(30):  # colour photos of 100 px
+        Image.new("RGB", (100, 120), (200, 40, 10 + i)).save(pile / f"{i}.jpg")
+    planned = plan.make_plan({"data": str(labeled), "unlabeled": str(tmp_path / "pile"),
+                              "labels_per_class": 0})
+    facts = planned.facts
+    assert (facts.classes, facts.labeled, facts.val, facts.pile) == (3, 27, 3, 30)
+    assert not facts.grayscale and "channels" not in planned.values
+    assert planned.values["teacher.image_size"] == 128  # 12 sampled at 28 px, 30 at 100
+    assert planned.values["student.model"] == "tf_efficientnet_lite0"  # 30 images: small pile
+    gray = plan.make_plan({"data": str(labeled), "labels_per_class": 0})
+    assert gray.values["channels"] == 1 and gray.facts.pile == 0
+
+
+def test_the_users_values_win_and_are_marked():
+    given = {"iterations": 1, "student": {"model": "cifar_resnet20", "passes": 12},
+             "teacher": {"image_size": 96}}
+    config, planned = plan.planned_config(given)
+    assert config.iterations == 1 and config.teacher.image_size == 96
+    assert config.student.model == "cifar_resnet20" and config.student.passes == 12
+    assert not {"iterations", "student.model", "student.passes",
+                "teacher.image_size"} & set(planned.values)
+    assert planned.values["student.pretrained"] == "none"  # a small-image model: no weights
+    text = plan.annotated_yaml(to_dict(config), planned)
+    lines = text.splitlines()
+    assert "iterations: 1  # set by you" in lines
+    assert "  image_size: 96  # set by you" in lines
+    assert any(line.startswith("  pretrained: none  # plan: ") for line in lines)
+    assert yaml.safe_load(text) == to_dict(config)  # the comments keep it valid YAML
+
+
+def test_shipped_configs_are_unchanged_by_the_plan():
+    from pathlib import Path
+
+    from noisystudent.config import load_config, read_yaml
+
+    for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):
+        config, _ = plan.planned_config(read_yaml(path))
+        assert to_dict(config) == to_dict(load_config(SelfTrainConfig, path)), path.name
+
+
+RATES = {"tf_efficientnet_lite0": 60.0, "cifar_airbench_s": 500.0}
+
+
+def test_a_budget_fits_the_students_into_what_is_left():
+    planned = plan.make_plan({"budget": "30m"}, FixedRates(RATES))
+    assert planned.values["iterations"] == 2
+    total = sum(planned.seconds.values())
+    assert 60 * 30 * plan.AIM * 0.95 <= total <= 60 * 30 * plan.AIM * 1.001  # used, not idle
+    assert planned.values["students"][1]["passes"] > planned.values["student.passes"]
+    assert set(planned.seconds) == {"iter0-teacher", "iter1/pseudo-labels", "iter1/student",
+                                    "iter2/pseudo-labels", "iter2/student", "report"}
+
+
+def test_a_budget_too_small_says_so(caplog):
+    planned = plan.make_plan({"budget": "1m"}, FixedRates(RATES))
+    assert planned.values["iterations"] == 1 and planned.values["teacher.epochs"] == 5
+    assert "over the 1 min budget" in caplog.text
+
+
+def test_a_budget_lowers_the_teachers_size_to_fit():
+    rates = FixedRates(RATES)
+    big = {"data": "fashion-mnist", "budget": "10h"}
+    facts = plan.DataFacts(labeled=900, val=100, test=10_000, classes=10, pile=59_000,
+                           stored_size=150, grayscale=False)
+    sizes = plan.teacher_sizes(facts)
+    assert sizes == [160, 128, 96, 64]
+    planned = plan.make_plan(big, rates)
+    assert planned.values["teacher.image_size"] == 64  # 28 px images: no larger candidate
+    small = plan.make_plan({"budget": "3m"}, rates)
+    assert small.values["teacher.epochs"] < 30
+
+
+def test_print_config_shows_the_plan_without_out(capsys):
+    assert main(["self-train", "--print-config", "--iterations", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# plan: 900 labeled images")
+    assert "iterations: 1  # set by you" in out
+    assert "  model: cifar_airbench_s  # plan: the images are small" in out
+
+
+@needs_fashion_mnist
+def test_a_budgeted_run_plans_again_and_reports_planned_and_used_minutes(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code = main(["self-train", "--out", str(run), "--quiet", "--budget", "2m",
+                 "--labels-per-class", "4", "--no-corruptions",
+                 "--teacher.model", "resnet10t", "--teacher.pretrained", "none",
+                 "--teacher.image-size", "32", "--teacher.epochs", "1",
+                 "--pseudo-label.max-images", "300", "--pseudo-label.threshold", "0",
+                 "--student.model", "cifar_airbench_s", "--student.epochs", "1"])
+    assert code == 0
+    saved = json.loads((run / "plan.json").read_text())
+    assert saved["budget_minutes"] == 2 and "student.passes" in saved["planned"]
+    assert (run / "plan.yaml").read_text().startswith("# plan: ")
+    report = runs.read_json(run / "report.json")
+    steps = report["time"]["steps"]
+    assert steps["iter1/student"]["planned_minutes"] > 0
+    assert steps["iter1/student"]["used_minutes"] > 0
+    assert "planned minutes" in (run / "report.md").read_text()
+    # Student 1 was planned again from what the teacher and labeling left: its config holds
+    # the planned length, not the one printed before the run.
+    student = runs.read_yaml(run / "iter1" / "student" / "config.yaml")
+    assert student["passes"] > 0
+    assert report["time"]["used_minutes"] <= 2 * 1.05 + 0.5  # tiny run: start-up dominates

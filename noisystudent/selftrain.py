@@ -86,7 +86,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
     with timed(run, run / "report"):
-        report = write_report(run, config, data.test, quiet)
+        report = write_report(run, plan.replan_report(config, run), data.test, quiet)
     report = add_time_section(run)
     log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()

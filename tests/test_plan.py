@@ -174,3 +174,20 @@ def test_a_budgeted_run_plans_again_and_reports_planned_and_used_minutes(tmp_pat
     student = runs.read_yaml(run / "iter1" / "student" / "config.yaml")
     assert student["passes"] > 0
     assert report["time"]["used_minutes"] <= 2 * 1.05 + 0.5  # tiny run: start-up dominates
+
+
+def test_the_report_shrinks_its_corruption_test_when_time_ran_short(tmp_path):
+    config = SelfTrainConfig(budget=10, corruption_images=1000)
+    runs.write_json(tmp_path / "plan.json", {"budget_minutes": 10,
+                                             "planned": ["corruption_images"],
+                                             "seconds": {"report": 60.0}})
+    runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 570.0})  # 30 s left
+    assert plan.replan_report(config, tmp_path).corruption_images == 500
+    runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 595.0})  # 5 s left
+    assert plan.replan_report(config, tmp_path).corruptions is False
+    runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 100.0})  # time enough
+    assert plan.replan_report(config, tmp_path) is config
+    runs.write_json(tmp_path / "plan.json", {"budget_minutes": 10, "planned": [],
+                                             "seconds": {"report": 60.0}})
+    runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 595.0})
+    assert plan.replan_report(config, tmp_path) is config  # the user's own size stays

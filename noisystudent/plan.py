@@ -65,6 +65,10 @@ CORRUPTED = 15 * 5      # corruption types x severities in the report
 MIN_CORRUPTION_IMAGES = 200
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
 INFERENCE_BATCH = 512   # labeling's batch
+# A student's step against the bare step the plan measures (labeled and pseudo-labeled
+# batches, batched RandAugment, the EMA): 0.67 (cifar_airbench_s) and 0.80 (Lite0) on the
+# photo test bed, decoding aside (BENCHMARKS.md, "Your own photos, no YAML").
+STUDENT_STEP = 0.7
 
 # The from-scratch student: configs/fashion-mnist-1000-airbench-cpu.yaml's (BENCHMARKS.md,
 # "The CPU recipe on the airbench family").
@@ -590,7 +594,7 @@ def student_seconds(plan: Plan, rates: Rates, passes: float) -> float:
     model, size, chans, options = _student(plan)
     ratio = plan.value("student.unlabeled_ratio")
     batch = plan.value("student.batch_size") * (1 + ratio)
-    train = rates.training(model, size, chans, batch, options)
+    train = STUDENT_STEP * rates.training(model, size, chans, batch, options)
     infer = rates.inference(model, size, chans, options)
     epochs = plan.value("student.epochs")
     trained = passes * facts.pile * (1 + ratio) / ratio
@@ -670,52 +674,96 @@ def saved(run: Path) -> dict:
 
 
 def replan_student(config, run: Path, k: int) -> dict[str, float]:
-    """Student ``k``'s length from the time the budget has left (a run whose plan set the
-    students' passes): the changes to its config, else nothing. The machine's speed comes
-    from the run's finished steps: the previous student's own, else the teacher's against
-    the measurement the plan made."""
+    """Student ``k``'s length from the time the budget has left, once its pseudo-labels are
+    made (a run whose plan set the students' passes): the changes to its config, else
+    nothing."""
+    info = saved(run)
+    if not _plans_students(info):
+        return {}
+    passes, seconds, speed, fixed = _fitted_student(config, run, k, info, labeled=True)
+    info["seconds"][f"iter{k}/student"] = seconds
+    runs.write_json(run / PLAN_JSON, info)
+    log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
+             "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)
+    return {"passes": passes}
+
+
+def worth_another(config, run: Path, k: int) -> bool:
+    """Whether iteration ``k`` (> 1) still pays in the time left: its labeling and a student
+    of at least MIN_PASSES. False drops it, and the iterations after it."""
+    info = saved(run)
+    if not _plans_students(info) or k < 2:
+        return True
+    passes = _fitted_student(config, run, k, info, labeled=False)[0]
+    family = "scratch" if config.student_config(k, "pending").pretrained == "none" \
+        else "pretrained"
+    if passes >= MIN_PASSES[family]:
+        return True
+    log.warning("plan: iteration %d dropped: the budget leaves its student %.2f passes, under "
+                "the %g a student %s needs", k, passes, MIN_PASSES[family],
+                "from scratch" if family == "scratch" else "from pretrained weights")
+    info["dropped"] = k
+    runs.write_json(run / PLAN_JSON, info)
+    return False
+
+
+def _plans_students(info: dict) -> bool:
+    return bool(info.get("budget_minutes")) and "student.passes" in info.get("planned", ())
+
+
+def _fitted_student(config, run: Path, k: int, info: dict,
+                    labeled: bool) -> tuple[float, float, float, float]:
+    """(passes, seconds, images/s, seconds of evaluation) of student ``k`` filling its share
+    of the time left. ``labeled``: its pseudo-labels exist; otherwise its labeling, by the
+    previous student, is estimated from the last one and counted too. The machine's speed
+    comes from the run's finished steps: the previous student's own, else the teacher's
+    against the measurement the plan made, times STUDENT_STEP."""
     from . import timings
     from .layout import SelfTrainLayout
     from .pseudo_label import read_summary
 
-    info = saved(run)
-    if not info.get("budget_minutes") or "student.passes" not in info.get("planned", ()):
-        return {}
     layout = SelfTrainLayout(run, config.teacher_run)
     student = config.student_config(k, "pending")
     teacher = config.teacher_config()
-    summary = read_summary(layout.pseudo_labels(k))
-    pile = summary["kept"] or 1
+    last = k if labeled else k - 1  # the last labeling done
+    summary = read_summary(layout.pseudo_labels(last))
+    pile, labeled_images = summary["kept"] or 1, summary["unlabeled_images"] or 1
     rates = Rates(config.device, config.precision)
+
+    def inference(model_config) -> float:
+        return rates.inference(model_config.model, model_config.image_size,
+                               model_config.in_chans, model_config.model_options)
+
+    # Decoding: what labeling took beyond the labeling model's measured inference (0 for
+    # images already in memory). A student streaming the kept images decodes each per pass.
+    labeler = teacher if last == 1 else config.student_config(last - 1, "pending")
+    took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
+    decode = max(0.0, took / labeled_images - 1 / inference(labeler))
+    trained = pile * (1 + student.unlabeled_ratio) / student.unlabeled_ratio
     speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
-    if speed is None:  # the teacher's speed against its measurement: this machine, today
+    if speed is not None:  # the previous student's own speed, its decoding included
+        per_pass = trained / speed
+    else:  # the teacher's speed against its measurement: this machine, today
         teacher_speed = _observed_speed(layout.teacher, teacher)
         measured = rates.training(teacher.model, teacher.image_size, teacher.in_chans,
                                   teacher.batch_size, teacher.model_options)
         scale = teacher_speed / measured if teacher_speed else 1.0
-        speed = scale * rates.training(student.model, student.image_size, student.in_chans,
-                                       student.images_per_step, student.model_options)
-    labeled_seconds = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(k)))
-    infer = (summary["unlabeled_images"] / labeled_seconds if labeled_seconds else
-             rates.inference(student.model, student.image_size, student.in_chans,
-                             student.model_options))
-    per_pass = pile * (1 + student.unlabeled_ratio) / student.unlabeled_ratio / speed
+        speed = STUDENT_STEP * scale * rates.training(
+            student.model, student.image_size, student.in_chans, student.images_per_step,
+            student.model_options)
+        per_pass = trained / speed + pile * decode
     facts = info.get("facts", {})
-    evaluated = facts.get("test", 0) + student.epochs * facts.get("val", 0)
-    fixed = STEP_OVERHEAD + evaluated / infer
+    fixed = STEP_OVERHEAD + (facts.get("test", 0) + student.epochs * facts.get("val", 0)) \
+        / inference(student)
+    labelings = range(k + (1 if labeled else 0), config.iterations + 1)
     later = range(k + 1, config.iterations + 1)
     left = (AIM * 60 * info["budget_minutes"] - sum(timings.read(run).values())
             - info["seconds"].get("report", 0.0)
-            - sum(summary["unlabeled_images"] / infer for _ in later)  # their labeling
+            - len(labelings) * labeled_images * (decode + 1 / inference(student))
             - fixed * (1 + len(later)))
     weights = [3.0 if j == 1 else 4.0 for j in range(k, config.iterations + 1)]
     passes = round(max(0.05, left * weights[0] / sum(weights) / per_pass), 2)
-    info["seconds"][f"iter{k}/student"] = fixed + passes * per_pass
-    runs.write_json(run / PLAN_JSON, info)
-    log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
-             "%.1f of evaluation)", k, passes, passes * per_pass / 60, speed, fixed / 60)
-    return {"passes": passes}
-
+    return passes, fixed + passes * per_pass, trained / per_pass, fixed
 
 
 def replan_report(config, run: Path):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import distributed, plan, runs, timings
-from .config import SelfTrainConfig
+from .config import SelfTrainConfig, to_dict
 from .errors import CorruptFile
 from .layout import REPORT_JSON, SelfTrainLayout
 from .pseudo_label import (
@@ -58,6 +58,9 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         layout.teacher, train, config.teacher_config(), quiet, data=data, run=run)
     unlabeled, source = unlabeled_images(config, data, teacher)
     for k in range(1, config.iterations + 1):
+        if config.budget and not worth_another(config, run, layout, k):
+            config = dropped_after(config, run, k - 1)
+            break
         # 2. The clean teacher pseudo-labels the unlabeled images.
         labels = layout.pseudo_labels(k)
         if not pseudo_labels_complete(labels):
@@ -91,6 +94,27 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()
     return report
+
+
+def worth_another(config: SelfTrainConfig, run: Path, layout: SelfTrainLayout, k: int) -> bool:
+    """Under a budget, whether iteration ``k`` still fits (a started one always does)."""
+    if (layout.pseudo_labels(k)).exists():
+        return True
+    worth = [plan.worth_another(config, run, k) if distributed.is_main() else None]
+    if distributed.active():
+        import torch.distributed
+
+        torch.distributed.broadcast_object_list(worth, src=0)
+    return worth[0]
+
+
+def dropped_after(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTrainConfig:
+    """The run's config with ``iterations`` students, saved: its report and a --resume see
+    the iterations it ran."""
+    config = config.model_copy(update={"iterations": iterations})
+    if distributed.is_main():
+        runs.write_yaml(run / runs.CONFIG, to_dict(config))
+    return config
 
 
 def student_config(config: SelfTrainConfig, run: Path, k: int, labels: Path):

@@ -159,7 +159,9 @@ class Stage:
                               self.device)
         logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
                                 dtype=self.eval_dtype)
-        return {"val_top1": (logits.argmax(1) == images.labels).float().mean().item(),
+        labels = images.labels.to(logits.device)
+        return {"val_top1": (logits.argmax(1) == labels).float().mean().item(),
+                "val_loss": torch.nn.functional.cross_entropy(logits.float(), labels).item(),
                 "val_images": len(val)}
 
     def test_metrics(self, model: torch.nn.Module, spec: InputSpec) -> dict:

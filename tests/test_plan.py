@@ -191,3 +191,46 @@ def test_the_report_shrinks_its_corruption_test_when_time_ran_short(tmp_path):
                                              "seconds": {"report": 60.0}})
     runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 595.0})
     assert plan.replan_report(config, tmp_path) is config  # the user's own size stays
+
+
+def _finished_iteration_1(run, student_seconds: float) -> SelfTrainConfig:
+    """A run with a 10 min budget whose teacher, labeling and student 1 are done."""
+    config = SelfTrainConfig(budget=10, iterations=2, student={
+        "model": "cifar_airbench_s", "pretrained": "none", "image_size": 28, "in_chans": 1,
+        "passes": 3})
+    runs.write_json(run / "plan.json", {"budget_minutes": 10, "planned": ["student.passes"],
+                                        "facts": {"test": 1000, "val": 20},
+                                        "seconds": {"report": 0.0}})
+    runs.write_json(run / "iter1" / "pseudo-labels" / "summary.json",
+                    {"kept": 20_000, "unlabeled_images": 20_000})
+    student = run / "iter1" / "student"
+    runs.write_json(student / "model.json", {"model": "cifar_airbench_s", "input": {"size": 28}})
+    runs.write_text(student / "metrics.jsonl", '{"epoch": 1, "images_per_s": 200}\n')
+    runs.write_json(run / "timings.json", {"iter0-teacher": 60.0, "iter1/pseudo-labels": 60.0,
+                                           "iter1/student": student_seconds})
+    return config
+
+
+def test_an_iteration_the_budget_cannot_pay_for_is_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(plan, "Rates", lambda *args: FixedRates(RATES))
+    config = _finished_iteration_1(tmp_path, student_seconds=100.0)
+    assert plan.worth_another(config, tmp_path, 2)  # about 2.1 passes left for student 2
+    config = _finished_iteration_1(tmp_path, student_seconds=200.0)
+    assert not plan.worth_another(config, tmp_path, 2)  # about 1.4: under the 2 it needs
+    assert plan.saved(tmp_path)["dropped"] == 2
+
+
+def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(plan, "Rates", lambda *args: FixedRates(RATES))
+    config = _finished_iteration_1(tmp_path, student_seconds=100.0)
+    runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
+                    {"kept": 20_000, "unlabeled_images": 20_000})
+    timings = runs.read_json(tmp_path / "timings.json")
+    runs.write_json(tmp_path / "timings.json", {**timings, "iter2/pseudo-labels": 40.0})
+    changes = plan.replan_student(config, tmp_path, 2)
+    # 0.92 x 600 s - 260 used - 10 s of evaluation, at 200 images/s over 26,667 a pass
+    assert changes["passes"] == pytest.approx((0.92 * 600 - 260 - 10.1) / (26_667 / 200),
+                                              abs=0.02)
+    assert plan.saved(tmp_path)["seconds"]["iter2/student"] == pytest.approx(
+        0.92 * 600 - 260, abs=2)

@@ -185,3 +185,13 @@ def test_the_run_keeps_the_best_step_on_validation_and_says_when_a_student_falls
     line = regression(_row(0, None, 0.9), _row(1, None, 0.8, 50_000),
                       {"pretrained": "offline", "passes": 1.0})
     assert "on the test set" in line and "a short student (1 passes)" in line
+
+
+def test_a_tie_on_validation_goes_to_the_lower_validation_loss():
+    rows = [_row(0, 0.75, 0.72), _row(1, 0.85, 0.80), _row(2, 0.85, 0.74)]
+    rows[0]["val_loss"], rows[1]["val_loss"], rows[2]["val_loss"] = 0.9, 0.5, 0.7
+    assert kept_row(rows) == 1
+    rows[2]["val_loss"] = 0.5
+    assert kept_row(rows) == 2  # a full tie: the later step
+    rows[0]["val_loss"] = None  # a run from before val_loss: top-1, then the later step
+    assert kept_row(rows) == 2

@@ -22,8 +22,10 @@ The rules and the measurements behind them (BENCHMARKS.md, "Recipes from the pla
 - **Report**: with a budget, the corruption test gets at most REPORT_SHARE of it (fewer
   corrupted images, or none).
 
-A run with a budget plans again before each student from what is left (``replan``), with
-the speeds its finished steps measured.
+A run with a budget plans each student again from what is left (``replan_student``), at
+the speeds its finished steps measured, drops an iteration the time left cannot pay for
+(``worth_another``) and shrinks the corruption test when time ran short
+(``replan_report``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runs
-from .data.files import find_images
+from .data.files import find_images, is_image_file
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -66,9 +68,10 @@ MIN_CORRUPTION_IMAGES = 200
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
 INFERENCE_BATCH = 512   # labeling's batch
 # A student's step against the bare step the plan measures (labeled and pseudo-labeled
-# batches, batched RandAugment, the EMA): 0.67 (cifar_airbench_s) and 0.80 (Lite0) on the
-# photo test bed, decoding aside (BENCHMARKS.md, "Your own photos, no YAML").
-STUDENT_STEP = 0.7
+# batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
+# (Lite0) on the photo test bed, 0.91 on Fashion-MNIST in memory (BENCHMARKS.md, "Recipes
+# from the plan"). The lowest, so that a first student rather ends early than late.
+STUDENT_STEP = 0.73
 
 # The from-scratch student: configs/fashion-mnist-1000-airbench-cpu.yaml's (BENCHMARKS.md,
 # "The CPU recipe on the airbench family").
@@ -186,8 +189,7 @@ def _pile(unlabeled: str) -> tuple[int, str, list[int], bool]:
     if path.is_dir() and not any(path.glob("*.tar")):
         files = []
         for item in path.rglob("*"):
-            if item.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif",
-                                       ".tiff", ".webp", ".ppm", ".pgm"):
+            if is_image_file(item):
                 files.append(item)
                 if len(files) >= COUNT_LIMIT:
                     return len(files), " (counted up to here)", *_look_at(files[:SAMPLED_IMAGES])
@@ -716,8 +718,8 @@ def _fitted_student(config, run: Path, k: int, info: dict,
     """(passes, seconds, images/s, seconds of evaluation) of student ``k`` filling its share
     of the time left. ``labeled``: its pseudo-labels exist; otherwise its labeling, by the
     previous student, is estimated from the last one and counted too. The machine's speed
-    comes from the run's finished steps: the previous student's own, else the teacher's
-    against the measurement the plan made, times STUDENT_STEP."""
+    comes from the run's finished steps (the previous student's own), else from the plan's
+    measurement of the bare step times STUDENT_STEP."""
     from . import timings
     from .layout import SelfTrainLayout
     from .pseudo_label import read_summary
@@ -743,14 +745,10 @@ def _fitted_student(config, run: Path, k: int, info: dict,
     speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
     if speed is not None:  # the previous student's own speed, its decoding included
         per_pass = trained / speed
-    else:  # the teacher's speed against its measurement: this machine, today
-        teacher_speed = _observed_speed(layout.teacher, teacher)
-        measured = rates.training(teacher.model, teacher.image_size, teacher.in_chans,
-                                  teacher.batch_size, teacher.model_options)
-        scale = teacher_speed / measured if teacher_speed else 1.0
-        speed = STUDENT_STEP * scale * rates.training(
-            student.model, student.image_size, student.in_chans, student.images_per_step,
-            student.model_options)
+    else:  # the bare step's measured speed, times the student step's overhead
+        speed = STUDENT_STEP * rates.training(student.model, student.image_size,
+                                              student.in_chans, student.images_per_step,
+                                              student.model_options)
         per_pass = trained / speed + pile * decode
     facts = info.get("facts", {})
     fixed = STEP_OVERHEAD + (facts.get("test", 0) + student.epochs * facts.get("val", 0)) \

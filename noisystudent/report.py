@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -48,7 +49,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
                "pseudo_labeled": summary.get("kept"), "unlabeled_images":
                summary.get("unlabeled_images"), "val_top1": metrics.get("val_top1"),
-               "val_loss": metrics.get("val_loss"),
+               "val_loss": metrics.get("val_loss"), "classes": len(metrics.get("per_class", {})),
+               "train_ce": last_training_loss(model_run),
                "val_images": metrics.get("val_images"), "test_top1": metrics["test_top1"],
                "minutes": sum(spent) / 60 if spent and None not in spent else None}
         if config.corruptions:
@@ -165,12 +167,29 @@ def regression(teacher: dict, student: dict, config: dict) -> str | None:
     passes = config.get("passes")
     if passes and passes < SHORT_PASSES:
         reasons.append(f"a short student ({passes:g} passes)")
+    chance = math.log(student["classes"]) if student.get("classes", 0) > 1 else None
+    if chance and student.get("train_ce") is not None and \
+            student["train_ce"] > UNCONVERGED * chance:
+        reasons.append(f"its training did not converge (cross-entropy {student['train_ce']:.2f} "
+                       f"at the end, {chance:.2f} at chance): try a lower lr")
     where = (f"validation ({student['val_images']} images)" if key == "val_top1" and
              student.get("val_images") else "validation" if key == "val_top1" else "the test set")
     return (f"{student['role']} ends below {teacher['role']} on {where} "
             f"({_percent(student[key])} < {_percent(teacher[key])}); likely reasons: "
             + ("; ".join(reasons) if reasons else "none of the usual (a small unlabeled pile, "
                "a from-scratch or short student); check its noise and labels") + ".")
+
+
+def last_training_loss(model_run: Path) -> float | None:
+    """The cross-entropy on labeled images of a step's last epoch (metrics.jsonl)."""
+    path = model_run / runs.METRICS_LOG
+    rows = runs.read_jsonl(path) if path.is_file() else []
+    return rows[-1].get("ce") if rows else None
+
+
+# A student whose labeled cross-entropy ends above this share of chance's (ln classes) did
+# not learn: on the photo test bed one from-scratch student ended at 2.01 against 2.30.
+UNCONVERGED = 0.8
 
 
 def relative_run(model_run: Path, run: Path) -> str:

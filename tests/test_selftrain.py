@@ -195,3 +195,12 @@ def test_a_tie_on_validation_goes_to_the_lower_validation_loss():
     assert kept_row(rows) == 2  # a full tie: the later step
     rows[0]["val_loss"] = None  # a run from before val_loss: top-1, then the later step
     assert kept_row(rows) == 2
+
+
+def test_a_student_that_did_not_learn_is_named_so():
+    teacher, student = _row(0, 0.75, 0.72), _row(2, 0.30, 0.28, 20_000)
+    student.update(classes=10, train_ce=2.01)
+    line = regression(teacher, student, {"pretrained": "none", "passes": 3.5})
+    assert "did not converge (cross-entropy 2.01 at the end, 2.30 at chance)" in line
+    student["train_ce"] = 1.1
+    assert "converge" not in regression(teacher, student, {"pretrained": "none"})

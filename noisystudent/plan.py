@@ -554,6 +554,11 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
         plan.seconds[f"iter{k}/pseudo-labels"] = labeling_seconds(plan, rates, k)
         plan.seconds[f"iter{k}/student"] = student_seconds(plan, rates, passes[k - 1])
     plan.seconds["report"] = report
+    if passes[0] < MIN_PASSES[family]:
+        log.warning("warning: the budget leaves the student %.2f passes, under the %g a student "
+                    "%s needs to pay (at 1.1 passes one ended at 47%%, below its teacher); "
+                    "a larger budget would", passes[0], MIN_PASSES[family],
+                    "from scratch" if family == "scratch" else "from pretrained weights")
     total = sum(plan.seconds.values()) / 60
     if total > plan.budget_minutes:
         log.warning("warning: the smallest plan needs about %.0f min, over the %g min budget "

@@ -127,6 +127,7 @@ def test_a_budget_too_small_says_so(caplog):
     planned = plan.make_plan({"budget": "1m"}, FixedRates(RATES))
     assert planned.values["iterations"] == 1 and planned.values["teacher.epochs"] == 5
     assert "over the 1 min budget" in caplog.text
+    assert "under the 2 a student from scratch needs" in caplog.text
 
 
 def test_a_budget_lowers_the_teachers_size_to_fit():

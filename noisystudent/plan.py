@@ -239,14 +239,14 @@ class Rates:
         import torch
 
         from .device import resolve_device
-        from .precision import _cpu_name
+        from .precision import _cpu_name, read_cache, write_cache
 
         device = resolve_device(self.device)
         machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
         full = json.dumps([machine, torch.__version__, torch.get_num_threads(),
                            self.precision, key])
         path = runs.cache_root() / RATES_FILE
-        cache = _read(path)
+        cache = read_cache(path)
         if full not in cache:
             start = time.perf_counter()
             cache[full] = measure(model, size, in_chans, min(batch, 512), options, device,
@@ -255,21 +255,8 @@ class Rates:
             log.info("plan: measured %s @%d px on this machine: %.0f images/s training, %.0f "
                      "inference (%.0f s; cached in %s)", model, size, *cache[full],
                      time.perf_counter() - start, path)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                runs.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)),
-                                  every_rank=True)
-            except (OSError, UserError) as err:
-                log.warning("could not cache the plan's rates in %s (%s)", path, err)
+            write_cache(path, cache)
         return tuple(cache[full])
-
-
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def measure(model_name: str, size: int, in_chans: int, batch: int, options: dict | None,

@@ -88,7 +88,7 @@ def measured_training_dtype(build: callable, key: dict,
                            "threads": torch.get_num_threads(), **key,
                            "batch": input_shape[0]}, sort_keys=True)
     path = runs.cache_root() / CACHE_FILE
-    cache = _read_cache(path)
+    cache = read_cache(path)
     if full_key not in cache:
         rates = {}
         state = torch.random.get_rng_state()  # measuring must not move the run's random stream
@@ -100,11 +100,11 @@ def measured_training_dtype(build: callable, key: dict,
                                                             for k, v in rates.items()}}
         log.info("precision auto: %s trains in %s here (%s images/s fp32, %s bf16; cached in %s)",
                  key.get("model"), best, f"{rates['fp32']:,.0f}", f"{rates['bf16']:,.0f}", path)
-        _write_cache(path, cache)
+        write_cache(path, cache)
     return torch.bfloat16 if cache[full_key]["dtype"] == "bf16" else None
 
 
-def _read_cache(path: Path) -> dict:
+def read_cache(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
@@ -112,13 +112,13 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def _write_cache(path: Path, cache: dict) -> None:
+def write_cache(path: Path, cache: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         runs.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)),
                           every_rank=True)
     except (OSError, UserError) as err:  # a read-only home: measure again next time
-        log.warning("could not cache the precision measurement in %s (%s)", path, err)
+        log.warning("could not cache a measurement in %s (%s)", path, err)
 
 
 def training_precision(config, device: torch.device) -> torch.dtype | None:

@@ -132,9 +132,12 @@ def kept_row(rows: list[dict]) -> int:
     image is 5 points) goes to the lower validation loss, then to the later step."""
     if any(r.get("val_top1") is None for r in rows):
         return len(rows) - 1
-    return max(range(len(rows)), key=lambda i: (
-        rows[i]["val_top1"], -rows[i].get("val_loss", 0.0) if all(
-            r.get("val_loss") is not None for r in rows) else 0.0, i))
+    losses = all(r.get("val_loss") is not None for r in rows)  # older runs lack them
+
+    def rank(i: int) -> tuple:
+        return rows[i]["val_top1"], -rows[i]["val_loss"] if losses else 0.0, i
+
+    return max(range(len(rows)), key=rank)
 
 
 def kept_line(row: dict) -> str:

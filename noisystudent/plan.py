@@ -59,6 +59,10 @@ REPORT_SHARE = 0.08     # of the budget: the corruption test
 AIM = 0.92              # the plan aims below the budget: a step's estimate can be off by 10%
 MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
 SCRATCH_PASSES = (3.0, 4.0)  # the airbench CPU recipe's students (no budget)
+# Warm-up steps a from-scratch student gets at least: with 21 steps up to lr 0.8, a student
+# of 1.1 passes collapsed (46.5%, below its 81% teacher); with 63 it reached 84.6%
+# (BENCHMARKS.md, "A short student's warm-up").
+MIN_WARMUP_STEPS = 60
 FASHION_MNIST = "fashion-mnist"
 FASHION_MNIST_TRAIN, FASHION_MNIST_TEST, FASHION_MNIST_CLASSES = 60_000, 10_000, 10
 SAMPLED_IMAGES = 32     # files opened to learn the images' size and colour
@@ -521,6 +525,7 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
             plan.set("student.passes", SCRATCH_PASSES[0], "the airbench recipe's student 1")
             plan.set("students", [{}, {"passes": SCRATCH_PASSES[1]}],
                      "the airbench recipe's student 2 is longer")
+            plan_warmups(plan, SCRATCH_PASSES)
         return
     budget = AIM * 60 * plan.budget_minutes
     report = report_seconds(plan, rates)
@@ -536,6 +541,7 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
     if count > 1:
         plan.set("students", [{}] + [{"passes": round(p, 2)} for p in passes[1:]],
                  "the later students 4/3 as long: they learn from better labels")
+    plan_warmups(plan, passes[:count])
     plan.seconds["iter0-teacher"] = teacher
     for k in range(1, count + 1):
         plan.seconds[f"iter{k}/pseudo-labels"] = labeling_seconds(plan, rates, k)
@@ -543,7 +549,7 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
     plan.seconds["report"] = report
     if passes[0] < MIN_PASSES[family]:
         log.warning("warning: the budget leaves the student %.2f passes, under the %g a student "
-                    "%s needs to pay (at 1.1 passes one ended at 47%%, below its teacher); "
+                    "%s needs to gain what it can from the pseudo-labels; "
                     "a larger budget would", passes[0], MIN_PASSES[family],
                     "from scratch" if family == "scratch" else "from pretrained weights")
     total = sum(plan.seconds.values()) / 60
@@ -552,6 +558,34 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
                     "(the teacher and labeling %d unlabeled images alone take %.0f min)",
                     total, plan.budget_minutes, plan.facts.pile,
                     (teacher + plan.seconds["iter1/pseudo-labels"]) / 60)
+
+
+def plan_warmups(plan: Plan, passes) -> None:
+    """A from-scratch student's warm-up, lengthened to MIN_WARMUP_STEPS where its passes
+    are few (the first student's in ``student``, the later ones' in ``students``)."""
+    if "student.warmup_epochs" not in plan.values:
+        return  # the user's, or a pretrained student's default
+    student = {key: plan.value(f"student.{key}") for key in
+               ("warmup_epochs", "epochs", "batch_size", "unlabeled_ratio")}
+    warmups = [warmup_epochs(student, p, plan.facts.pile) for p in passes]
+    if warmups[0] != student["warmup_epochs"]:
+        plan.set("student.warmup_epochs", warmups[0], f"at least {MIN_WARMUP_STEPS} warm-up "
+                 "steps: a shorter warm-up to lr 0.8 made a short student collapse")
+    if len(warmups) > 1 and any(w != student["warmup_epochs"] for w in warmups[1:]):
+        plan.set("students", [{**entry, **({"warmup_epochs": w} if w != student["warmup_epochs"]
+                                           else {})}
+                              for entry, w in zip(plan.value("students"), warmups)],
+                 plan.reasons.get("students", "") + f"; at least {MIN_WARMUP_STEPS} warm-up "
+                 "steps each")
+
+
+def warmup_epochs(student: dict, passes: float, pile: int) -> float:
+    """The planned warm-up (in epochs), or MIN_WARMUP_STEPS' worth when that is longer: a
+    student of ``passes`` over ``pile`` pseudo-labeled images, in ``student``'s epochs and
+    batches (at most half its epochs: the cosine decay needs the other half)."""
+    steps = passes * max(pile, 1) / (student["batch_size"] * student["unlabeled_ratio"])
+    needed = math.ceil(100 * MIN_WARMUP_STEPS * student["epochs"] / max(steps, 1)) / 100
+    return min(student["epochs"] / 2, max(student["warmup_epochs"], needed))
 
 
 def teacher_seconds(plan: Plan, rates: Rates, size: int, epochs: int) -> float:
@@ -679,7 +713,17 @@ def replan_student(config, run: Path, k: int) -> dict[str, float]:
     runs.write_json(run / PLAN_JSON, info)
     log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
              "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)
-    return {"passes": passes}
+    if "student.warmup_epochs" not in info["planned"]:
+        return {"passes": passes}
+    from .layout import SelfTrainLayout
+    from .pseudo_label import read_summary
+
+    student = config.student_config(k, "pending")
+    kept = read_summary(SelfTrainLayout(run, config.teacher_run).pseudo_labels(k))["kept"]
+    warmup = warmup_epochs({"warmup_epochs": SCRATCH_STUDENT["warmup_epochs"],
+                            "epochs": student.epochs, "batch_size": student.batch_size,
+                            "unlabeled_ratio": student.unlabeled_ratio}, passes, kept)
+    return {"passes": passes, "warmup_epochs": warmup}
 
 
 def worth_another(config, run: Path, k: int) -> bool:

@@ -130,6 +130,21 @@ def test_a_budget_too_small_says_so(caplog):
     assert "under the 2 a student from scratch needs" in caplog.text
 
 
+def test_a_short_from_scratch_student_gets_at_least_60_warmup_steps():
+    long = plan.make_plan({}, FixedRates(RATES))  # 3 passes: about the recipe's 0.5 epochs
+    assert 0.5 <= long.values["student.warmup_epochs"] <= 0.55
+    short = plan.make_plan({"budget": "8m"}, FixedRates(RATES))
+    passes, warmup = short.values["student.passes"], short.values["student.warmup_epochs"]
+    steps = passes * short.facts.pile / (128 * 3)
+    assert 1 < passes < 2 and warmup / 4 * steps == pytest.approx(plan.MIN_WARMUP_STEPS, abs=1)
+    assert "collapse" in short.reasons["student.warmup_epochs"]
+    tiny = plan.make_plan({"budget": "1m"}, FixedRates(RATES))
+    assert tiny.values["student.warmup_epochs"] == 2  # half the epochs: the decay keeps half
+    given = plan.make_plan({"budget": "8m", "student": {"warmup_epochs": 0.25}},
+                           FixedRates(RATES))
+    assert "student.warmup_epochs" not in given.values
+
+
 def test_a_budget_lowers_the_teachers_size_to_fit():
     rates = FixedRates(RATES)
     big = {"data": "fashion-mnist", "budget": "10h"}
@@ -235,3 +250,10 @@ def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_pa
                                               abs=0.02)
     assert plan.saved(tmp_path)["seconds"]["iter2/student"] == pytest.approx(
         0.92 * 600 - 260, abs=2)
+    assert "warmup_epochs" not in changes  # the plan did not set it
+    info = plan.saved(tmp_path)
+    runs.write_json(tmp_path / "plan.json", {**info, "planned": info["planned"] +
+                                             ["student.warmup_epochs"]})
+    changes = plan.replan_student(config, tmp_path, 2)  # 5 epochs of 64 + 3 x 64 images
+    steps = changes["passes"] * 20_000 / (3 * 64)
+    assert 0.5 < changes["warmup_epochs"] == pytest.approx(60 * 5 / steps, abs=0.01)

@@ -571,9 +571,8 @@ def plan_warmups(plan: Plan, passes) -> None:
     if warmups[0] != student["warmup_epochs"]:
         plan.set("student.warmup_epochs", warmups[0], f"at least {MIN_WARMUP_STEPS} warm-up "
                  "steps: a shorter warm-up to lr 0.8 made a short student collapse")
-    if len(warmups) > 1 and any(w != student["warmup_epochs"] for w in warmups[1:]):
-        plan.set("students", [{**entry, **({"warmup_epochs": w} if w != student["warmup_epochs"]
-                                           else {})}
+    if any(w != warmups[0] for w in warmups[1:]):  # a later student's own, where it differs
+        plan.set("students", [{**entry, "warmup_epochs": w} if w != warmups[0] else entry
                               for entry, w in zip(plan.value("students"), warmups)],
                  plan.reasons.get("students", "") + f"; at least {MIN_WARMUP_STEPS} warm-up "
                  "steps each")

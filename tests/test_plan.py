@@ -50,7 +50,7 @@ def test_fashion_mnist_gets_the_airbench_students_and_a_64px_teacher():
     assert planned.values["student.model"] == "cifar_airbench_s"
     assert planned.values["student.image_size"] == 28 and planned.values["student.in_chans"] == 1
     assert planned.values["iterations"] == 2
-    assert planned.values["students"] == [{}, {"passes": 4.0}]
+    assert planned.values["students"] == [{}, {"passes": 4.0, "warmup_epochs": 0.5}]
     assert all(planned.reasons[key] for key in planned.values)
 
 

@@ -212,10 +212,12 @@ class Rates:
     measured once (a few steps, after warm-up) and cached in ``$NOISYSTUDENT_CACHE``; a
     finished step's own speed overrides the measurement (``observe``)."""
 
-    def __init__(self, device: str = "auto", precision: str = "auto"):
+    def __init__(self, device: str = "auto", precision: str = "auto", fresh: bool = False):
         self.device, self.precision = device, precision
         self.observed: dict[str, float] = {}
         self.spent = 0.0  # seconds spent measuring: part of the run's time
+        self.fresh = fresh  # measure again whatever the cache holds (and cache the new rates)
+        self.remeasured: set[str] = set()
 
     def training(self, model: str, size: int, in_chans: int, batch: int,
                  options: dict | None = None) -> float:
@@ -251,7 +253,8 @@ class Rates:
                            self.precision, key])
         path = runs.cache_root() / RATES_FILE
         cache = read_cache(path)
-        if full not in cache:
+        if full not in cache or (self.fresh and full not in self.remeasured):
+            self.remeasured.add(full)
             start = time.perf_counter()
             cache[full] = measure(model, size, in_chans, min(batch, 512), options, device,
                                   self.precision)
@@ -765,7 +768,11 @@ def _fitted_student(config, run: Path, k: int, info: dict,
     last = k if labeled else k - 1  # the last labeling done
     summary = read_summary(layout.pseudo_labels(last))
     pile, labeled_images = summary["kept"] or 1, summary["unlabeled_images"] or 1
-    rates = Rates(config.device, config.precision)
+    speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
+    # Without a finished student's speed, the rates are measured again: a cached one can be
+    # hours old, and a shared machine drifts (its students ran at 470 and at 630 images/s in
+    # two sessions on one CPU). The seconds spent count toward the budget.
+    rates = Rates(config.device, config.precision, fresh=speed is None)
 
     def inference(model_config) -> float:
         return rates.inference(model_config.model, model_config.image_size,
@@ -777,7 +784,6 @@ def _fitted_student(config, run: Path, k: int, info: dict,
     took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
     decode = max(0.0, took / labeled_images - 1 / inference(labeler))
     trained = pile * (1 + student.unlabeled_ratio) / student.unlabeled_ratio
-    speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
     if speed is not None:  # the previous student's own speed, its decoding included
         per_pass = trained / speed
     else:  # the bare step's measured speed, times the student step's overhead
@@ -788,6 +794,8 @@ def _fitted_student(config, run: Path, k: int, info: dict,
     facts = info.get("facts", {})
     fixed = STEP_OVERHEAD + (facts.get("test", 0) + student.epochs * facts.get("val", 0)) \
         / inference(student)
+    if rates.spent:  # measured before the clock is read
+        timings.add(run, run / "plan", rates.spent)
     labelings = range(k + (1 if labeled else 0), config.iterations + 1)
     later = range(k + 1, config.iterations + 1)
     left = (AIM * 60 * info["budget_minutes"] - sum(timings.read(run).values())

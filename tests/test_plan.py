@@ -189,7 +189,20 @@ def test_a_budgeted_run_plans_again_and_reports_planned_and_used_minutes(tmp_pat
     # the planned length, not the one printed before the run.
     student = runs.read_yaml(run / "iter1" / "student" / "config.yaml")
     assert student["passes"] > 0
+    assert runs.read_json(run / "timings.json")["plan"] > 0  # measuring counts
     assert report["time"]["used_minutes"] <= 2 * 1.05 + 0.5  # tiny run: start-up dominates
+
+
+def test_fresh_rates_measure_again_and_cache_what_they_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
+    speeds = iter([(100.0, 400.0), (150.0, 600.0)])
+    monkeypatch.setattr(plan, "measure", lambda *args: next(speeds))
+    assert plan.Rates().training("cifar_airbench_s", 28, 1, 512) == 100  # measured
+    assert plan.Rates().training("cifar_airbench_s", 28, 1, 512) == 100  # cached
+    fresh = plan.Rates(fresh=True)  # a first student's: the machine may have drifted
+    assert fresh.training("cifar_airbench_s", 28, 1, 512) == 150
+    assert fresh.inference("cifar_airbench_s", 28, 1) == 600  # once per Rates
+    assert plan.Rates().training("cifar_airbench_s", 28, 1, 512) == 150
 
 
 def test_the_report_shrinks_its_corruption_test_when_time_ran_short(tmp_path):
@@ -228,7 +241,7 @@ def _finished_iteration_1(run, student_seconds: float) -> SelfTrainConfig:
 
 
 def test_an_iteration_the_budget_cannot_pay_for_is_dropped(tmp_path, monkeypatch):
-    monkeypatch.setattr(plan, "Rates", lambda *args: FixedRates(RATES))
+    monkeypatch.setattr(plan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)
     assert plan.worth_another(config, tmp_path, 2)  # about 2.1 passes left for student 2
     config = _finished_iteration_1(tmp_path, student_seconds=200.0)
@@ -238,7 +251,7 @@ def test_an_iteration_the_budget_cannot_pay_for_is_dropped(tmp_path, monkeypatch
 
 def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_path,
                                                                           monkeypatch):
-    monkeypatch.setattr(plan, "Rates", lambda *args: FixedRates(RATES))
+    monkeypatch.setattr(plan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)
     runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
                     {"kept": 20_000, "unlabeled_images": 20_000})

@@ -209,8 +209,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from .config import PseudoLabelConfig
     from .pseudo_label import pseudo_label
+    from .to_label import TO_LABEL_CSV
 
     config = resolve_config(args, PseudoLabelConfig)
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
@@ -221,6 +224,9 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
           + (f", teacher accuracy on them {accuracy:.4f}" if accuracy is not None else "")
           + (f"; {summary['skipped']} unreadable skipped" if summary.get("skipped") else "")
           + f") -> {args.out}")
+    if summary.get("to_label"):
+        print(f"the {summary['to_label']} images to label next: {Path(args.out) / TO_LABEL_CSV} "
+              "(fill in the label column, then pass it to --extra-labeled)")
 
 
 def cmd_self_train(args: argparse.Namespace) -> None:

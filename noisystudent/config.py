@@ -135,6 +135,9 @@ class SharedSettings(Settings):
                                     "manifest")
     labels_per_class: int = setting(100, "labeled images drawn per class (0 = use every label)",
                                     ge=0)
+    extra_labeled: NameList = setting([], "CSV manifests (path,label; comma-separated) of more "
+                                      "labeled images, e.g. a filled-in to-label.csv: always "
+                                      "in the labeled split; rows without a label are skipped")
     val_per_class: int = setting(0, "validation images drawn per class from the rest", ge=0)
     val_fraction: float = setting(0.0, "without val_per_class: the fraction of each class's "
                                   "labeled images held out for validation", ge=0, lt=1)
@@ -349,6 +352,8 @@ class PseudoLabelSettings(Settings):
     max_images: int = setting(0, "label only the first N unlabeled images (0 = all)", ge=0)
     workers: int = setting(2, "loader processes decoding tar shards or a folder of images "
                            "(0 = decode in the labeling process)", ge=0, le=256)
+    to_label: int = setting(100, "write to-label.csv: the N images a human label would help "
+                            "most (lowest margin, spread over classes; 0 = none)", ge=0)
 
 
 class PseudoLabelConfig(PseudoLabelSettings):

@@ -40,6 +40,7 @@ from .soft_labels import (
     reduce_logits,
     resolve_top_k,
 )
+from .to_label import write_to_label
 from .transforms import CleanPipeline
 
 SUMMARY = "summary.json"
@@ -76,7 +77,7 @@ def unlabeled_images(run_dir: str | Path, folder: str | None = None,
                               cfg["strict"], max_images)
     if not (run / runs.SPLITS).is_file():
         raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
-    train_set, _ = load_train_and_test(shared_settings_of(cfg), cfg["image_size"])
+    train_set, _, _ = load_train_and_test(shared_settings_of(cfg), cfg["image_size"])
     return unlabeled_split(train_set, run, cfg["data"], max_images)
 
 
@@ -168,6 +169,8 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         else:
             kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
     distributed.barrier()  # every part is on disk before the summary marks the pass done
+    to_label = write_to_label(out, selection_parts(out, None), images, teacher.classes,
+                              config.to_label) if config.to_label and distributed.is_main() else 0
     labeled, correct, known, skipped = (int(v) for v in counts)
     summary = summarize(kept.total(), teacher=teacher, source=source, unlabeled=unlabeled,
                         config=config, images=labeled, above=selection.above,
@@ -175,6 +178,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
                         accuracy=correct / known if known == labeled else None)
     summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
                    images_per_s=labeled / max(seconds, 1e-9), skipped=skipped,
+                   to_label=to_label,
                    stored_bytes=sum(p.stat().st_size for pattern in STALE[1:3]
                                     for p in out.glob(pattern)))
     if streamed:
@@ -253,7 +257,8 @@ class Labeling:
             warnings.warn(f"skipped {len(skipped)} unreadable images: {names}", stacklevel=2)
 
 
-def selection_parts(directory: Path, rank: int) -> Iterator[Part]:
+def selection_parts(directory: Path, rank: int | None) -> Iterator[Part]:
+    """The label parts of one rank (None: all), as selection reads them."""
     for path in label_parts(directory, rank):
         stored = runs.load_weights(path)
         yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long(),

@@ -35,6 +35,7 @@ from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
 from .tensorboard import Scalars
 from .timings import timed
+from .to_label import copy_to_run
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
                  data=data, unlabeled=unlabeled, run=run)
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
+    if distributed.is_main():  # the last labeling's images to label next, at the top
+        copy_to_run(layout.pseudo_labels(config.iterations), run)
     finetune = config.finetune_config(str(teacher / runs.MODEL))
     if finetune is not None:  # the last student, fine-tuned on the labeled images
         share_split(teacher, layout.finetune)

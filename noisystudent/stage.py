@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import distributed, runs
@@ -39,10 +40,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunData:
-    """The labeled training pool and the test set (None when the user gave no test data)."""
+    """The labeled training pool, the test set (None when the user gave no test data), and
+    how many of the pool's last images ``extra_labeled`` added (always in the labeled split)."""
 
     train: ImageSet
     test: ImageSet | None
+    extra_labeled: int = 0
 
 
 def load_run_data(settings: SharedSettings, image_size: int) -> RunData:
@@ -121,11 +124,13 @@ class Stage:
         path = self.run_dir / runs.SPLITS
         if path.is_file():
             return load_split(path)
-        c = self.config
-        split = make_split(self.data.train.labels, c.labels_per_class, c.val_per_class, c.seed,
-                           c.val_fraction)
+        c, pool, extra = self.config, len(self.data.train), self.data.extra_labeled
+        split = make_split(self.data.train.labels[:pool - extra], c.labels_per_class,
+                           c.val_per_class, c.seed, c.val_fraction)
+        split["labeled"] = np.concatenate([split["labeled"], np.arange(pool - extra, pool)])
         save_split(path, split, seed=c.seed, labels_per_class=c.labels_per_class,
-                   val_per_class=c.val_per_class, val_fraction=c.val_fraction)
+                   val_per_class=c.val_per_class, val_fraction=c.val_fraction,
+                   extra_labeled=extra)
         return split
 
     def finish(self, model: torch.nn.Module, spec: InputSpec, facts: dict) -> dict:

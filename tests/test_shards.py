@@ -18,6 +18,7 @@ from webdataset.tariterators import tarfile_samples
 from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig, SelfTrainConfig
 from noisystudent.data import shards
+from noisystudent.data.images import load_manifest
 from noisystudent.data.kept_shards import KeptShardBatches, KeptStream, kept_shards
 from noisystudent.errors import UserError
 from noisystudent.pseudo_label import (
@@ -218,6 +219,10 @@ def test_self_train_from_tar_shards(tmp_path, pile):
     assert student["pseudo_labeled_images"] == labels["kept"]
     assert student["passes"] >= 1
     assert len(report["rows"]) >= 2
+    # The run's images to label next: the last labeling's, a manifest from the run directory.
+    to_label = load_manifest(tmp_path / "run" / "to-label.csv", 28, channels=1,
+                             classes=labels["classes"])
+    assert len(to_label) == 100 and bool((to_label.labels == -1).all())
 
 
 def kept_copies(directory: Path) -> Counter:

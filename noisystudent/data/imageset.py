@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .arrays import Images
+from .arrays import Images, rows_of
 
 
 @dataclass
@@ -36,3 +36,13 @@ class ImageSet:
             skipped=list(self.skipped),
         )
 
+
+
+def concatenate(sets: list[ImageSet]) -> ImageSet:
+    """The sets' images one after another, in memory (with the first one's classes; file
+    paths where every set has them)."""
+    images = torch.cat([rows_of(s.images, torch.arange(len(s))) for s in sets])
+    paths = None if any(s.paths is None for s in sets) else [p for s in sets for p in s.paths]
+    return ImageSet(images=images, labels=torch.cat([s.labels for s in sets]),
+                    classes=list(sets[0].classes), paths=paths,
+                    skipped=[p for s in sets for p in s.skipped])

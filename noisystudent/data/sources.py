@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import torch
 
 from ..config import SharedSettings
 from ..errors import UserError
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image_folder, load_manifest
-from .imageset import ImageSet
+from .imageset import ImageSet, concatenate
+
+log = logging.getLogger(__name__)
 
 FASHION_MNIST = "fashion-mnist"
 
@@ -43,8 +48,27 @@ def load_test_set(settings: SharedSettings, size: int, *,
 
 
 def load_train_and_test(settings: SharedSettings,
-                        size: int) -> tuple[ImageSet, ImageSet | None]:
-    """The labeled training pool and the test set (None when the user gave no test data)."""
+                        size: int) -> tuple[ImageSet, ImageSet | None, int]:
+    """The labeled training pool, the test set (None when the user gave no test data), and
+    how many images ``extra_labeled`` appended to the pool (its last ones)."""
     train = load_fashion_mnist("train", settings.data_dir) if settings.data == FASHION_MNIST \
         else load_labeled(settings.data, size, settings.channels, settings.strict)
-    return train, load_test_set(settings, size, classes=train.classes)
+    extra = [load_extra_labeled(path, train, settings.strict)
+             for path in settings.extra_labeled]
+    pool = concatenate([train, *extra]) if extra else train
+    return pool, load_test_set(settings, size, classes=train.classes), len(pool) - len(train)
+
+
+def load_extra_labeled(path: str, train: ImageSet, strict: bool) -> ImageSet:
+    """A manifest's labeled rows, read as the pool stores its images (size, channels) and with
+    its classes; the rows still without a label are left out, and counted."""
+    images = load_manifest(path, int(train.images.shape[-1]), channels=train.channels,
+                           strict=strict, classes=train.classes)
+    labeled = torch.nonzero(images.labels >= 0).flatten()
+    if len(labeled) < len(images):
+        log.info("%s: %d of %d rows have no label yet and are left out", path,
+                 len(images) - len(labeled), len(images))
+    if len(labeled) == 0:
+        raise UserError(f"{path} has no labeled row; fill in the label column (one of "
+                        f"{', '.join(train.classes)})")
+    return images.subset(labeled)

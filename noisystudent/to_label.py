@@ -1,0 +1,166 @@
+"""The images to label next: the unlabeled images where a human label would help most.
+
+The rule is least-margin sampling (Scheffer et al. 2001; Settles' survey of active learning):
+the images whose soft label, as the teacher stored it, has the smallest gap between its two
+most likely classes (the confidence itself when only one-hot labels were kept). They are
+spread evenly over the teacher's predicted classes: the lowest-margin image of every class,
+then the second of every class, and so on, so that one confused pair of classes does not take
+every slot. Ties go to the lower image index.
+
+The candidates stream: each label part adds its images, and only each class's ``count``
+lowest margins are kept, so memory is O(classes x count) whatever the number of images.
+The chosen images are written as files in ``to-label/`` beside ``to-label.csv`` (a copy of
+the original file where there is one, else a PNG of the stored pixels), so the CSV is a
+``path,label`` manifest that ``--extra-labeled`` reads once the labels are filled in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import runs
+from .data.imageset import ImageSet
+from .data.shards import SHARD_BITS, StreamedSource
+from .selection import Part
+
+TO_LABEL_CSV = "to-label.csv"
+TO_LABEL_DIR = "to-label"
+COLUMNS = ("path", "label", "guess", "confidence", "margin", "source")
+
+
+def margins(stored: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The gap between the two largest stored probabilities of each image (top-k parts hold
+    them sorted, full ones in class order); the confidence where only one class is stored."""
+    probs = stored["probs"].float()
+    if probs.shape[1] < 2:
+        return stored["confidence"].float()
+    top = probs.topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+class LowestMargins:
+    """Each predicted class's ``count`` lowest-margin images over the parts added."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.kept = {"margin": torch.empty(0), "index": torch.empty(0, dtype=torch.int64),
+                     "predicted": torch.empty(0, dtype=torch.int64),
+                     "confidence": torch.empty(0)}
+
+    def add(self, part: Part) -> None:
+        rows = torch.arange(len(part.confidence))
+        new = {"margin": margins(part.stored), "index": part.index(rows).long(),
+               "predicted": part.predicted.long(), "confidence": part.confidence.float()}
+        merged = {key: torch.cat([self.kept[key], new[key]]) for key in self.kept}
+        order, rank = _class_order(merged)
+        self.kept = {key: values[order[rank < self.count]] for key, values in merged.items()}
+
+    def chosen(self, count: int) -> dict[str, torch.Tensor]:
+        """``count`` images, the classes taking turns: the rows of ``kept`` in that order."""
+        order, rank = _class_order(self.kept)
+        predicted = self.kept["predicted"][order]
+        classes = int(predicted.max()) + 1 if len(predicted) else 1
+        turns = torch.sort(rank * classes + predicted, stable=True).indices
+        picked = order[turns[:count]]
+        return {key: values[picked] for key, values in self.kept.items()}
+
+
+def _class_order(rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows sorted by (class, margin, index), and each one's rank within its class."""
+    order = torch.sort(rows["index"], stable=True).indices
+    order = order[torch.sort(rows["margin"][order], stable=True).indices]
+    order = order[torch.sort(rows["predicted"][order], stable=True).indices]
+    classes = rows["predicted"][order]
+    first = torch.ones_like(classes, dtype=torch.bool)
+    first[1:] = classes[1:] != classes[:-1]
+    starts = torch.nonzero(first).flatten()
+    sizes = torch.diff(torch.cat([starts, torch.tensor([len(classes)])]))
+    rank = torch.arange(len(classes)) - torch.repeat_interleave(starts, sizes)
+    return order, rank
+
+
+def write_to_label(out: Path, parts: Iterable[Part], images: ImageSet | StreamedSource,
+                   classes: list[str], count: int) -> int:
+    """``to-label.csv`` and the files it lists, in ``out``: the ``count`` images to label next
+    among the parts' images (indices into ``images``). Returns how many it lists."""
+    lowest = LowestMargins(count)
+    for part in parts:
+        lowest.add(part)
+    chosen = lowest.chosen(count)
+    folder = out / TO_LABEL_DIR
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier, interrupted pass's files
+    folder.mkdir(parents=True)
+    files = _write_images(folder, chosen["index"].tolist(), images)
+    rows = [{"path": f"{TO_LABEL_DIR}/{files[index][0]}", "label": "",
+             "guess": classes[int(guess)], "confidence": f"{float(confidence):.4f}",
+             "margin": f"{float(margin):.4f}", "source": files[index][1]}
+            for index, guess, confidence, margin in zip(
+                chosen["index"].tolist(), chosen["predicted"], chosen["confidence"],
+                chosen["margin"])]
+    write_rows(out / TO_LABEL_CSV, rows)
+    return len(rows)
+
+
+def _write_images(folder: Path, indices: list[int], images: ImageSet | StreamedSource
+                  ) -> dict[int, tuple[str, str]]:
+    """Each chosen image as a file in ``folder``: {index: (file name, where it came from)}."""
+    files: dict[int, tuple[str, str]] = {}
+    if isinstance(images, StreamedSource):
+        wanted: dict[int, set[int]] = {}
+        for index in indices:
+            wanted.setdefault(index >> SHARD_BITS, set()).add(index & ((1 << SHARD_BITS) - 1))
+        for shard, positions in sorted(wanted.items()):
+            for sample in images.samples(shard):
+                if sample.position in positions and sample.data is not None:
+                    index = (shard << SHARD_BITS) | sample.position
+                    name = f"{index:012d}.{sample.extension or 'png'}"
+                    runs.atomic_write(folder / name, lambda tmp, d=sample.data: tmp.write_bytes(d))
+                    files[index] = (name, sample.name)
+        return files
+    for index in indices:
+        if images.paths is not None:  # the original file, at its own resolution
+            source = images.paths[index]
+            name = f"{index:09d}{Path(source).suffix.lower()}"
+            runs.atomic_write(folder / name, lambda tmp, s=source: shutil.copyfile(s, tmp))
+        else:
+            source, name = f"image {index}", f"{index:09d}.png"
+            pixels = np.asarray(images.images[index]).transpose(1, 2, 0)
+            picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            runs.atomic_write(folder / name, lambda tmp, b=buffer: tmp.write_bytes(b.getvalue()))
+        files[index] = (name, source)
+    return files
+
+
+def copy_to_run(labels: Path, run: Path) -> bool:
+    """The run's own ``to-label.csv``: the last labeling's (``labels``), its paths made
+    relative to the run directory, so that it too is a manifest. False where there is none."""
+    source = labels / TO_LABEL_CSV
+    if not source.is_file():
+        return False
+    with open(source, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    prefix = labels.relative_to(run).as_posix()
+    for row in rows:
+        row["path"] = f"{prefix}/{row['path']}"
+    write_rows(run / TO_LABEL_CSV, rows)
+    return True
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.DictWriter(stream, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    runs.atomic_write(path, write)

@@ -22,11 +22,11 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from . import runs
+from .data.arrays import rows_of
 from .data.imageset import ImageSet
 from .data.shards import SHARD_BITS, StreamedSource
 from .selection import Part
@@ -132,7 +132,7 @@ def _write_images(folder: Path, indices: list[int], images: ImageSet | StreamedS
             runs.atomic_write(folder / name, lambda tmp, s=source: shutil.copyfile(s, tmp))
         else:
             source, name = f"image {index}", f"{index:09d}.png"
-            pixels = np.asarray(images.images[index]).transpose(1, 2, 0)
+            pixels = rows_of(images.images, torch.tensor([index]))[0].numpy().transpose(1, 2, 0)
             picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
             buffer = io.BytesIO()
             picture.save(buffer, format="PNG")

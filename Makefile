@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data clean
+.PHONY: demo test lint data browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,19 @@ data:
 	      && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null) \
 	  || echo "note: dataset-fashion-mnist not installed; noisystudent will download Fashion-MNIST"
 
+# Debian's Chromium, for the test that opens report.html in a browser (it skips without one).
+browser:
+	@command -v chromium >/dev/null \
+	  || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	      && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null) \
+	  || echo "note: chromium not installed; the browser test will skip"
+
 # Noisy Student on Fashion-MNIST, 100 labels per class, 2 iterations (about 10 min on a 2-core Zen 4;
 # expect three times that on an AVX2-only CPU).
 demo: $(STAMP) data
 	$(BIN)/noisystudent self-train configs/demo.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

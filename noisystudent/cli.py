@@ -265,6 +265,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(format_predictions(results, args.json))
 
 
+def cmd_review(args: argparse.Namespace) -> None:
+    from .review import review
+
+    result = review(args.run_dir, device=args.device)
+    print(f"wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB in "
+          f"{result['seconds']:.1f} s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="noisystudent",
@@ -326,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run whose corruption errors count as mCE = 100")
     evaluate.add_argument("--corruption-images", type=int, default=0, metavar="N",
                           help="corrupt only the first N test images (0 = all)")
+
+    review = command(sub, "review", cmd_review, None,
+                     "report.html: what a run learned from, as pictures",
+                     "One self-contained page for a finished run: self-train (iterations, "
+                     "each labeling's most and least confident images per class, confident "
+                     "mistakes, changed labels, test confusion, corrupted images, the images "
+                     "to label next), pseudo-label, train or distill.",
+                     quiet=False, device=True)
+    review.add_argument("run_dir", metavar="RUN_DIR")
 
     pack = command(sub, "pack", cmd_pack, None,
                    "decode a folder of unlabeled images into one .npy",

@@ -39,3 +39,18 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor,
         "confusion": matrix.tolist(),
         "ece": expected_calibration_error(probs, labels),
     }
+
+
+def nonzero_cells(matrix: list[list[int]]) -> list[list[int]]:
+    """A confusion matrix as its nonzero [true, predicted, count] cells: at most one per test
+    image, however many classes (metrics.json keeps it so)."""
+    dense = torch.tensor(matrix)
+    cells = torch.nonzero(dense)
+    return [[int(t), int(p), int(dense[t, p])] for t, p in cells.tolist()]
+
+
+def dense_confusion(cells: list[list[int]], num_classes: int) -> torch.Tensor:
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for true, predicted, count in cells:
+        matrix[true, predicted] = count
+    return matrix

@@ -80,6 +80,7 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     text += (f"\nminutes: each model's wall time, its training and the labeling it learned "
              f"from ({timings.TIMINGS}; the report's own evaluations not included).\n")
     text += f"\n![test top-1 per iteration]({ACCURACY_PNG})\n"
+    text += "\nWhat each teacher labeled, as pictures: [report.html](report.html).\n"
     runs.write_text(run / REPORT_MD, text)
     final = rows[kept]
     report = {"rows": rows, "final_iteration": final["iteration"], "final_role": final["role"],
@@ -204,19 +205,26 @@ def relative_run(model_run: Path, run: Path) -> str:
         return str(model_run)
 
 
-def markdown_table(rows: list[dict], kept: int | None = None) -> str:
-    lines = ["| iteration | model | parameters | pseudo-label accuracy | validation top-1 | "
-             "test top-1 | mean corruption error | mCE | minutes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def table_cells(rows: list[dict], kept: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """The iteration table's header and cells, as report.md and report.html show them."""
+    header = ["iteration", "model", "parameters", "pseudo-label accuracy", "validation top-1",
+              "test top-1", "mean corruption error", "mCE", "minutes"]
+    cells = []
     for i, r in enumerate(rows):
         name = r.get("role") or role(r["iteration"])
         name += ", kept" if i == kept else ""
-        mce = f"{r['mce']:.1f}" if "mce" in r else "n/a"
-        lines.append(f"| {r['iteration']} ({name}) | {r['model']} @{r['image_size']} | "
-                     f"{r['parameters'] / 1e6:.2f} M | {_percent(r['pseudo_label_accuracy'])} | "
-                     f"{_percent(r.get('val_top1'))} | {_percent(r['test_top1'])} | "
-                     f"{_percent(r.get('mean_corruption_error'), 1)} | {mce} | "
-                     f"{_minutes(r.get('minutes'))} |")
+        cells.append([f"{r['iteration']} ({name})", f"{r['model']} @{r['image_size']}",
+                      f"{r['parameters'] / 1e6:.2f} M", _percent(r['pseudo_label_accuracy']),
+                      _percent(r.get('val_top1')), _percent(r['test_top1']),
+                      _percent(r.get('mean_corruption_error'), 1),
+                      f"{r['mce']:.1f}" if "mce" in r else "n/a", _minutes(r.get('minutes'))])
+    return header, cells
+
+
+def markdown_table(rows: list[dict], kept: int | None = None) -> str:
+    header, cells = table_cells(rows, kept)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import distributed, plan, runs, timings
 from .config import SelfTrainConfig, to_dict
+from .data.imageset import ImageSet
 from .errors import CorruptFile
 from .layout import REPORT_JSON, SelfTrainLayout
 from .pseudo_label import (
@@ -31,6 +32,7 @@ from .pseudo_label import (
     unlabeled_split,
 )
 from .report import add_time_section, write_report
+from .review import review_self_train
 from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
 from .tensorboard import Scalars
@@ -93,6 +95,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         return runs.read_json(run / REPORT_JSON)
     with timed(run, run / "report"):
         report = write_report(run, plan.replan_report(config, run), data.test, quiet)
+        review_self_train(run, unlabeled=unlabeled, test_set=data.test, device=config.device)
     report = add_time_section(run)
     log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()
@@ -167,6 +170,13 @@ def unlabeled_images(config: SelfTrainConfig, data: RunData,
         return load_unlabeled(config.unlabeled, data.train.images.shape[-1],
                               data.train.channels, config.strict, max_images)
     return unlabeled_split(data.train, teacher, config.data, max_images)
+
+
+def load_images(config: SelfTrainConfig, layout: SelfTrainLayout
+                ) -> tuple[Unlabeled, ImageSet | None]:
+    """The unlabeled images and the test set a finished run's loop held, loaded again."""
+    data = load_run_data(config, stored_size(config))
+    return unlabeled_images(config, data, layout.teacher)[0], data.test
 
 
 def run_step(directory: Path, step: Callable, config, quiet: bool, run: Path,

@@ -23,7 +23,7 @@ from .data.splits import load_split, make_split, save_split
 from .device import resolve_device, resolve_precision
 from .errors import UserError
 from .inference import predict_logits
-from .metrics import classification_metrics
+from .metrics import classification_metrics, nonzero_cells
 from .models import (
     configure_finetune,
     create_model,
@@ -180,7 +180,7 @@ class Stage:
                                 description="test")
         result = classification_metrics(logits, test.labels, test.classes)
         return {"test_top1": result["top1"], "per_class": result["per_class"],
-                "ece": result["ece"]}
+                "ece": result["ece"], "test_confusion": nonzero_cells(result["confusion"])}
 
 
 def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = False,

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 
 from . import runs
-from .data.arrays import rows_of
+from .data.arrays import Images, rows_of
 from .data.imageset import ImageSet
-from .data.shards import SHARD_BITS, StreamedSource
+from .data.shards import StreamedSource, samples_at
 from .selection import Part
 
 TO_LABEL_CSV = "to-label.csv"
@@ -46,37 +46,58 @@ def margins(stored: dict[str, torch.Tensor]) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
-class LowestMargins:
-    """Each predicted class's ``count`` lowest-margin images over the parts added."""
+class LowestPerClass:
+    """Each predicted class's ``count`` rows of lowest ``key`` over the rows added (ties go to
+    the lower image index). Rows are dicts of equal-length tensors holding ``key``, ``index``
+    and ``predicted``; memory stays O(classes x count) however many are added."""
 
-    def __init__(self, count: int):
-        self.count = count
-        self.kept = {"margin": torch.empty(0), "index": torch.empty(0, dtype=torch.int64),
-                     "predicted": torch.empty(0, dtype=torch.int64),
-                     "confidence": torch.empty(0)}
+    def __init__(self, count: int, key: str):
+        self.count, self.key = count, key
+        self.kept: dict[str, torch.Tensor] | None = None
 
-    def add(self, part: Part) -> None:
-        rows = torch.arange(len(part.confidence))
-        new = {"margin": margins(part.stored), "index": part.index(rows).long(),
-               "predicted": part.predicted.long(), "confidence": part.confidence.float()}
-        merged = {key: torch.cat([self.kept[key], new[key]]) for key in self.kept}
-        order, rank = _class_order(merged)
-        self.kept = {key: values[order[rank < self.count]] for key, values in merged.items()}
+    def add(self, rows: dict[str, torch.Tensor]) -> None:
+        merged = rows if self.kept is None else {
+            name: torch.cat([self.kept[name], rows[name]]) for name in self.kept}
+        order, rank = class_order(merged, self.key)
+        self.kept = {name: values[order[rank < self.count]] for name, values in merged.items()}
 
     def chosen(self, count: int) -> dict[str, torch.Tensor]:
-        """``count`` images, the classes taking turns: the rows of ``kept`` in that order."""
-        order, rank = _class_order(self.kept)
+        """``count`` rows, the classes taking turns: each class's lowest, then its second..."""
+        if self.kept is None:
+            return {}
+        order, rank = class_order(self.kept, self.key)
         predicted = self.kept["predicted"][order]
         classes = int(predicted.max()) + 1 if len(predicted) else 1
         turns = torch.sort(rank * classes + predicted, stable=True).indices
         picked = order[turns[:count]]
-        return {key: values[picked] for key, values in self.kept.items()}
+        return {name: values[picked] for name, values in self.kept.items()}
+
+    def of_class(self, label: int) -> dict[str, torch.Tensor]:
+        """One class's kept rows, lowest ``key`` first."""
+        if self.kept is None:
+            return {}
+        order, _ = class_order(self.kept, self.key)
+        order = order[self.kept["predicted"][order] == label]
+        return {name: values[order] for name, values in self.kept.items()}
 
 
-def _class_order(rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows sorted by (class, margin, index), and each one's rank within its class."""
+class LowestMargins(LowestPerClass):
+    """Each predicted class's ``count`` lowest-margin images over the parts added."""
+
+    def __init__(self, count: int):
+        super().__init__(count, "margin")
+
+    def add(self, part: Part) -> None:
+        rows = torch.arange(len(part.confidence))
+        super().add({"margin": margins(part.stored), "index": part.index(rows).long(),
+                     "predicted": part.predicted.long(),
+                     "confidence": part.confidence.float()})
+
+
+def class_order(rows: dict[str, torch.Tensor], key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows sorted by (class, key, index), and each one's rank within its class."""
     order = torch.sort(rows["index"], stable=True).indices
-    order = order[torch.sort(rows["margin"][order], stable=True).indices]
+    order = order[torch.sort(rows[key][order], stable=True).indices]
     order = order[torch.sort(rows["predicted"][order], stable=True).indices]
     classes = rows["predicted"][order]
     first = torch.ones_like(classes, dtype=torch.bool)
@@ -114,16 +135,11 @@ def _write_images(folder: Path, indices: list[int], images: ImageSet | StreamedS
     """Each chosen image as a file in ``folder``: {index: (file name, where it came from)}."""
     files: dict[int, tuple[str, str]] = {}
     if isinstance(images, StreamedSource):
-        wanted: dict[int, set[int]] = {}
-        for index in indices:
-            wanted.setdefault(index >> SHARD_BITS, set()).add(index & ((1 << SHARD_BITS) - 1))
-        for shard, positions in sorted(wanted.items()):
-            for sample in images.samples(shard):
-                if sample.position in positions and sample.data is not None:
-                    index = (shard << SHARD_BITS) | sample.position
-                    name = f"{index:012d}.{sample.extension or 'png'}"
-                    runs.atomic_write(folder / name, lambda tmp, d=sample.data: tmp.write_bytes(d))
-                    files[index] = (name, sample.name)
+        for index, sample in samples_at(images, indices):
+            if sample.data is not None:
+                name = f"{index:012d}.{sample.extension or 'png'}"
+                runs.atomic_write(folder / name, lambda tmp, d=sample.data: tmp.write_bytes(d))
+                files[index] = (name, sample.name)
         return files
     for index in indices:
         if images.paths is not None:  # the original file, at its own resolution
@@ -132,13 +148,17 @@ def _write_images(folder: Path, indices: list[int], images: ImageSet | StreamedS
             runs.atomic_write(folder / name, lambda tmp, s=source: shutil.copyfile(s, tmp))
         else:
             source, name = f"image {index}", f"{index:09d}.png"
-            pixels = rows_of(images.images, torch.tensor([index]))[0].numpy().transpose(1, 2, 0)
-            picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
             buffer = io.BytesIO()
-            picture.save(buffer, format="PNG")
+            stored_pictures(images.images, [index])[0].save(buffer, format="PNG")
             runs.atomic_write(folder / name, lambda tmp, b=buffer: tmp.write_bytes(b.getvalue()))
         files[index] = (name, source)
     return files
+
+
+def stored_pictures(images: Images, indices: list[int]) -> list[Image.Image]:
+    """The stored pixels of the rows ``indices`` as pictures (grayscale or RGB)."""
+    pixels = rows_of(images, torch.tensor(indices, dtype=torch.int64)).numpy()
+    return [Image.fromarray(p[0] if p.shape[0] == 1 else p.transpose(1, 2, 0)) for p in pixels]
 
 
 def copy_to_run(labels: Path, run: Path) -> bool:

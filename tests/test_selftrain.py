@@ -74,6 +74,12 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
     assert load_trained(tmp_path / "run", torch.device("cpu")).run_dir == Path(rows[kept]["run"])
     for png in (ACCURACY_PNG, CORRUPTIONS_PNG):
         assert (tmp_path / "run" / png).stat().st_size > 1000
+    # report.html: every section of a run with hidden true labels and corruptions.
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    for section in ("Iterations", "Test set: the kept model", "Iteration 2: what the student 1 "
+                    "labeled", "Confident mistakes", "Changed since the labeling before",
+                    "Corrupted test images", "The images to label next"):
+        assert section in page
     # Students learn the teacher's labeled split.
     assert (tmp_path / "run" / "iter2" / "student" / runs.SPLITS).read_text() == \
         (tmp_path / "run" / "iter0-teacher" / runs.SPLITS).read_text()

@@ -86,6 +86,18 @@ class StreamedSource:
         return array.transpose(2, 0, 1)
 
 
+def samples_at(source: StreamedSource, indices: list[int]) -> Iterator[tuple[int, Sample]]:
+    """The samples at ``indices`` (image indices of ``source``), each shard read once, in
+    index order; an index past a shard's end yields nothing."""
+    wanted: dict[int, set[int]] = {}
+    for index in indices:
+        wanted.setdefault(shard_of(index), set()).add(index & ((1 << SHARD_BITS) - 1))
+    for shard, positions in sorted(wanted.items()):
+        for sample in source.samples(shard):
+            if sample.position in positions:
+                yield image_index(shard, sample.position), sample
+
+
 def tar_samples(url: str) -> Iterator[Sample]:
     """A tar shard's samples through webdataset; a tar that breaks off ends the shard there
     (counted as one unreadable sample)."""

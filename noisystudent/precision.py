@@ -128,19 +128,29 @@ def training_precision(config, device: torch.device) -> torch.dtype | None:
     rank trains in its answer."""
     if config.precision != "auto" or device.type != "cpu" or cpu_kind() == "AVX2":
         return resolve_precision(config.precision, device, training=True)
-    def build() -> nn.Module:
-        model = create_model(config.model, 10, drop_path_rate=config.drop_path_rate,
-                             in_chans=config.in_chans, options=config.model_options)
-        return keep_spatial_map(model, config.small_image)
-
-    key = {"model": config.model, "options": config.model_options,
-           "image_size": config.image_size,
-           "in_chans": config.in_chans, "small_image": config.small_image}
-    shape = (min(config.images_per_step, MAX_MEASURED_BATCH), config.in_chans, config.image_size,
-             config.image_size)
     choice = [None]
     if distributed.is_main():
-        choice = [measured_training_dtype(build, key, shape)]
+        choice = [auto_training_dtype(config.model, config.image_size, config.in_chans,
+                                      config.model_options, config.images_per_step,
+                                      small_image=config.small_image,
+                                      drop_path_rate=config.drop_path_rate)]
     if distributed.active():
         torch.distributed.broadcast_object_list(choice, src=0)
     return choice[0]
+
+
+def auto_training_dtype(model: str, image_size: int, in_chans: int, options: dict | None,
+                        batch: int, *, small_image: int = 0,
+                        drop_path_rate: float = 0.0) -> torch.dtype | None:
+    """What ``precision: auto`` trains ``model`` in on this CPU with bf16 instructions (None =
+    fp32), from the cache or measured now; the plan asks it too, so that it times the step in
+    the dtype the stage will train in, and the stage then reads the same cached answer."""
+    def build() -> nn.Module:
+        net = create_model(model, 10, drop_path_rate=drop_path_rate, in_chans=in_chans,
+                           options=options)
+        return keep_spatial_map(net, small_image)
+
+    key = {"model": model, "options": options or {}, "image_size": image_size,
+           "in_chans": in_chans, "small_image": small_image}
+    shape = (min(batch, MAX_MEASURED_BATCH), in_chans, image_size, image_size)
+    return measured_training_dtype(build, key, shape)

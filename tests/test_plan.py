@@ -270,3 +270,32 @@ def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_pa
     changes = plan.replan_student(config, tmp_path, 2)  # 5 epochs of 64 + 3 x 64 images
     steps = changes["passes"] * 20_000 / (3 * 64)
     assert 0.5 < changes["warmup_epochs"] == pytest.approx(60 * 5 / steps, abs=0.01)
+
+
+def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, monkeypatch):
+    """On a CPU with bf16 instructions the stage trains in the measured faster dtype; the plan
+    asks the same cached question, so both time (and train) the same step."""
+    import torch
+
+    from noisystudent import device as devices
+    from noisystudent import precision
+
+    monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
+    monkeypatch.setattr(devices, "cpu_kind", lambda: "AVX-512 BF16")
+    monkeypatch.setattr(precision, "training_rate",
+                        lambda model, shape, dtype, **_: 200.0 if dtype else 100.0)
+    used = []
+    real_autocast = devices.autocast
+    monkeypatch.setattr(devices, "autocast",
+                        lambda device, dtype: used.append(dtype) or real_autocast(device, None))
+    train, infer = plan.measure("cifar_resnet20", 16, 1, 8, None, torch.device("cpu"), "auto")
+    assert train > 0 and infer > 0
+    assert torch.bfloat16 in used  # the training step, as the stage will run it
+    cached = json.loads((tmp_path / precision.CACHE_FILE).read_text())
+    (entry,) = cached.values()
+    assert entry["dtype"] == "bf16" and json.loads(next(iter(cached)))["model"] == \
+        "cifar_resnet20"
+    # The stage's own question for that model, input and batch is the cached answer.
+    assert precision.auto_training_dtype("cifar_resnet20", 16, 1, None, 8) is torch.bfloat16
+    monkeypatch.setattr(precision, "training_rate", lambda *a, **k: pytest.fail("measured"))
+    assert precision.auto_training_dtype("cifar_resnet20", 16, 1, {}, 8) is torch.bfloat16

@@ -47,6 +47,9 @@ MAX_CLASSES = 20
 PER_ROW = 8
 MAX_SHOWN = 24
 THUMB = 64
+# Streamed shards are read again for their pictures, so the grids draw from at most this
+# many shards, evenly spread (the counts and matrices still cover every shard).
+SAMPLED_SHARDS = 8
 CORRUPTED_SHOWN = 3
 SHOWN_SEVERITY = 3
 
@@ -200,18 +203,22 @@ class LabelingView:
         known = truth is not None and bool((truth >= 0).any())
         self.confusion = torch.zeros(count, count, dtype=torch.int64) if known else None
         previous = EarlierLabels(selection_parts(earlier, None)) if earlier else None
-        for path, part in zip(label_parts(directory), selection_parts(directory, None)):
+        paths = label_parts(directory)
+        self.sampled = sampled_parts(len(paths), "kept_shards" in self.summary)
+        for i, (path, part) in enumerate(zip(paths, selection_parts(directory, None))):
             kept = runs.load_weights(kept_part(path))["copies"] > 0
-            self._add(part, kept, truth if known else None, previous)
+            self._add(part, kept, truth if known else None, previous, i in self.sampled)
+        self.parts = len(paths)
 
     def _add(self, part: Part, kept: torch.Tensor, truth: torch.Tensor | None,
-             previous: EarlierLabels | None) -> None:
+             previous: EarlierLabels | None, pictured: bool) -> None:
         index = part.index(torch.arange(len(part.predicted))).long()
         rows = {"index": index, "predicted": part.predicted.long(),
                 "confidence": part.confidence.float(), "negative": -part.confidence.float()}
         chosen = {name: values[kept] for name, values in rows.items()}
-        self.highest.add(chosen)
-        self.lowest.add(chosen)
+        if pictured:
+            self.highest.add(chosen)
+            self.lowest.add(chosen)
         self.confidence_sum += torch.bincount(chosen["predicted"], chosen["confidence"].double(),
                                               minlength=len(self.classes))
         self.kept_count += torch.bincount(chosen["predicted"], minlength=len(self.classes))
@@ -221,12 +228,13 @@ class LabelingView:
             flat = true[known] * len(self.classes) + chosen["predicted"][known]
             self.confusion += torch.bincount(flat, minlength=len(self.classes) ** 2).view(
                 len(self.classes), -1)
-            wrong = known & (true != chosen["predicted"])
+            wrong = known & (true != chosen["predicted"]) & pictured
             self.mistakes.add({**{k: v[wrong] for k, v in chosen.items()}, "true": true[wrong]})
         if previous is not None:
             found, before = previous.lookup(index)
             moved = found & (before != rows["predicted"])
             self.changed_count += int(moved.sum())
+            moved &= pictured
             self.changed.add({**{k: v[moved] for k, v in rows.items()},
                               "before": before[moved]})
 
@@ -254,6 +262,10 @@ class LabelingView:
                  f"confidence {s['mean_confidence'] or 0:.3f}; pseudo-label accuracy "
                  f"{percent(s.get('pseudo_label_accuracy'))}, on the kept "
                  f"{percent(s.get('kept_accuracy'))}.</p>"]
+        if len(self.sampled) < self.parts:
+            parts.append(f'<p class="note">Pictures from {len(self.sampled)} of the '
+                         f"{self.parts:,} shards, evenly spread; counts and matrices cover "
+                         "all.</p>")
         if images is None:
             parts.append('<p class="note">The unlabeled images are not at hand here, so the '
                          "grids show labels only.</p>")
@@ -283,6 +295,13 @@ class LabelingView:
                                for i, b, p in _columns(changed, "index", "before",
                                                        "predicted")]))
         return "\n".join(parts)
+
+
+def sampled_parts(count: int, streamed: bool) -> set[int]:
+    """The parts (one per shard when streamed) whose images the grids may show."""
+    if not streamed or count <= SAMPLED_SHARDS:
+        return set(range(count))
+    return {i * count // SAMPLED_SHARDS for i in range(SAMPLED_SHARDS)}
 
 
 class LowestOverall:

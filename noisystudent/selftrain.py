@@ -95,7 +95,12 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         return runs.read_json(run / REPORT_JSON)
     with timed(run, run / "report"):
         report = write_report(run, plan.replan_report(config, run), data.test, quiet)
-        review_self_train(run, unlabeled=unlabeled, test_set=data.test, device=config.device)
+        try:  # the page is a view of the finished run: never fail the run for it
+            review_self_train(run, unlabeled=unlabeled, test_set=data.test,
+                              device=config.device)
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"could not write {run}/report.html ({type(err).__name__}: {err}); "
+                          f"try: noisystudent review {run}", stacklevel=1)
     report = add_time_section(run)
     log_iterations(run, config.tensorboard, report["rows"])
     distributed.barrier()

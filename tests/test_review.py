@@ -139,7 +139,7 @@ def test_many_classes_stay_bounded():
 
 
 @needs_fashion_mnist
-def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher):
+def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monkeypatch):
     from noisystudent.pseudo_label import unlabeled_images
 
     images, _ = unlabeled_images(tiny_teacher, max_images=300)
@@ -150,6 +150,17 @@ def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher):
     classes = runs.read_json(tmp_path / "labels" / "summary.json")["classes"]
     assert "hidden true labels" not in " ".join(page.text)  # no truth for a pile of shards
     assert 10 <= len(page.sources) <= 2 * 8 * min(len(classes), MAX_CLASSES)
+
+    # On a large pile the pictures come from a few shards, evenly spread; the counts from all.
+    from noisystudent import review as review_module
+    from noisystudent.data.shards import SHARD_BITS
+
+    everything = LabelingView(tmp_path / "labels", None, None)
+    monkeypatch.setattr(review_module, "SAMPLED_SHARDS", 2)
+    sampled = LabelingView(tmp_path / "labels", None, None)
+    assert sampled.sampled == {0, 2} and everything.sampled == {0, 1, 2, 3}
+    assert set((sampled.highest.kept["index"] >> SHARD_BITS).tolist()) <= {0, 2}
+    assert torch.equal(sampled.kept_count, everything.kept_count)
 
     model_page = parse_page(Path(review(tiny_teacher)["path"]))
     assert "Test set" in " ".join(model_page.text) and len(model_page.sources) == 1  # the curve

@@ -45,8 +45,8 @@ def nonzero_cells(matrix: list[list[int]]) -> list[list[int]]:
     """A confusion matrix as its nonzero [true, predicted, count] cells: at most one per test
     image, however many classes (metrics.json keeps it so)."""
     dense = torch.tensor(matrix)
-    cells = torch.nonzero(dense)
-    return [[int(t), int(p), int(dense[t, p])] for t, p in cells.tolist()]
+    true, predicted = torch.nonzero(dense, as_tuple=True)
+    return torch.stack([true, predicted, dense[true, predicted]], 1).tolist()
 
 
 def dense_confusion(cells: list[list[int]], num_classes: int) -> torch.Tensor:

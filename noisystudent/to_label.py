@@ -86,6 +86,9 @@ class LowestMargins(LowestPerClass):
 
     def __init__(self, count: int):
         super().__init__(count, "margin")
+        self.kept = {"margin": torch.empty(0), "index": torch.empty(0, dtype=torch.int64),
+                     "predicted": torch.empty(0, dtype=torch.int64),
+                     "confidence": torch.empty(0)}  # no parts: an empty choice, not {}
 
     def add(self, part: Part) -> None:
         rows = torch.arange(len(part.confidence))

@@ -1,7 +1,7 @@
-"""report.html's size and build time: a self-train run, and 1 M streamed images at 10 and at
+"""report.html's size and build time: self-train runs, and 1 M streamed images at 10 and at
 1,000 classes.
 
-    python benchmarks/review_page.py --self-train RUN_DIR
+    python benchmarks/review_page.py --self-train runs/demo-* runs/budget-30m
 
 ``noisystudent review`` on each, run alone, its wall time and peak memory measured. The 1 M
 images and the teachers are the streamed pseudo-labeling benchmark's
@@ -43,18 +43,18 @@ def page(directory: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--self-train", required=True, metavar="RUN_DIR",
-                        help="a finished self-train run (the demo's, or any)")
+    parser.add_argument("--self-train", required=True, nargs="+", type=Path, metavar="RUN_DIR",
+                        help="finished self-train runs (make demo's, or any), a row each")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     base = teacher()
     pile = perturbed_npy(IMAGES)
-    pages = {"self-train run": (Path(args.self_train), page(Path(args.self_train))),
-             "1 M images, 10 classes": (None, page(labels(base, pile, "review-1m-10")))}
+    pages = {f"self-train `{run_dir.name}`": page(run_dir) for run_dir in args.self_train}
+    pages["1 M images, 10 classes"] = page(labels(base, pile, "review-1m-10"))
     wide = thousand_class_teacher(base)
-    pages["1 M images, 1,000 classes"] = (None, page(labels(wide, pile, "review-1m-1000")))
+    pages["1 M images, 1,000 classes"] = page(labels(wide, pile, "review-1m-1000"))
     rows = [f"| {name} | {r['bytes'] / 1e6:.2f} MB | {r['images']:,} | {r['seconds']:.1f} s | "
-            f"{r['max_rss_mb']:,.0f} MB |" for name, (_, r) in pages.items()]
+            f"{r['max_rss_mb']:,.0f} MB |" for name, r in pages.items()]
     body = """`noisystudent review DIR`, run alone; wall time includes Python's start-up and
 loading the images again. The 1 M-image labelings are the streamed benchmark's images and teachers,
 threshold 0 (every image kept).
@@ -62,7 +62,7 @@ threshold 0 (every image kept).
 | page | size | pictures | build time | peak RSS |
 | --- | ---: | ---: | ---: | ---: |
 """ + "\n".join(rows) + "\n"
-    print(json.dumps({name: r for name, (_, r) in pages.items()}, indent=1))
+    print(json.dumps(pages, indent=1))
     write_section("review-page", "report.html: size and build time", body, "seed 0")
 
 

@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "mistakes, changed labels, test confusion, corrupted images, the images "
                      "to label next), pseudo-label, train or distill.",
                      quiet=False, device=True)
-    review.add_argument("run_dir", metavar="RUN_DIR")
+    review.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a finished run's directory; the page is written into it")
 
     pack = command(sub, "pack", cmd_pack, None,
                    "decode a folder of unlabeled images into one .npy",

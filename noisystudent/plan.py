@@ -280,16 +280,15 @@ def measure(model_name: str, size: int, in_chans: int, batch: int, options: dict
     import torch
     import torch.nn.functional as F
 
-    from .device import autocast, cpu_kind, resolve_precision
+    from .device import autocast, resolve_precision
     from .models import create_model
+    from .precision import auto_training_dtype, measures_training_dtype
 
-    train_dtype = resolve_precision(precision, device, training=True)
-    if precision == "auto" and device.type == "cpu" and cpu_kind() != "AVX2":
-        # Time the dtype the stage will train in: on a Zen 5 the airbench student trains in
-        # bf16 at 1.5x its fp32 speed, and timed in fp32 its plan was 2.7x too short.
-        from .precision import auto_training_dtype
-
-        train_dtype = auto_training_dtype(model_name, size, in_chans, options, batch)
+    # Time the dtype the stage will train in: on a Zen 5 the airbench student trains in bf16
+    # at 1.5x its fp32 speed, and timed in fp32 its plan was 2.7x too short.
+    train_dtype = (auto_training_dtype(model_name, size, in_chans, options, batch)
+                   if measures_training_dtype(precision, device)
+                   else resolve_precision(precision, device, training=True))
     state = torch.random.get_rng_state()  # measuring must not move the run's random stream
     model = create_model(model_name, 10, in_chans=in_chans, options=options).to(
         device, memory_format=torch.channels_last)

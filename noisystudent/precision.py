@@ -126,7 +126,7 @@ def training_precision(config, device: torch.device) -> torch.dtype | None:
     bf16 instructions is measured for the config's model and input (module docstring);
     elsewhere ``device.resolve_precision`` decides. Under torchrun rank 0 measures and every
     rank trains in its answer."""
-    if config.precision != "auto" or device.type != "cpu" or cpu_kind() == "AVX2":
+    if not measures_training_dtype(config.precision, device):
         return resolve_precision(config.precision, device, training=True)
     choice = [None]
     if distributed.is_main():
@@ -137,6 +137,12 @@ def training_precision(config, device: torch.device) -> torch.dtype | None:
     if distributed.active():
         torch.distributed.broadcast_object_list(choice, src=0)
     return choice[0]
+
+
+def measures_training_dtype(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` picks the training dtype by measuring it: 'auto' on a CPU with
+    bf16 instructions (where either dtype can be the faster one, by model)."""
+    return precision == "auto" and device.type == "cpu" and cpu_kind() != "AVX2"
 
 
 def auto_training_dtype(model: str, image_size: int, in_chans: int, options: dict | None,

@@ -281,7 +281,7 @@ def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, m
     from noisystudent import precision
 
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
-    monkeypatch.setattr(devices, "cpu_kind", lambda: "AVX-512 BF16")
+    monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX-512 BF16")
     monkeypatch.setattr(precision, "training_rate",
                         lambda model, shape, dtype, **_: 200.0 if dtype else 100.0)
     used = []

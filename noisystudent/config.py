@@ -344,6 +344,9 @@ class PseudoLabelSettings(Settings):
     threshold: float = setting(0.3, "drop images whose teacher confidence is below this",
                                ge=0, le=1)
     balance: bool = setting(True, "bring every predicted class to per_class images")
+    flip: bool = setting(False, "label each image by the mean of the teacher's logits on it "
+                         "and on its mirror (flip test-time augmentation): better labels for "
+                         "twice the labeling time; for images whose mirror is the same class")
     per_class: int = setting(0, "images per class after balancing (0 = mean kept per class)",
                              ge=0)
     top_k: int = setting(0, "classes stored per soft label, in fp16 (0 = all up to 100 "

@@ -205,7 +205,7 @@ class Labeling:
                 self.teacher.model, CleanPipeline(self.teacher.spec), batches,
                 device=self.device,
                 dtype=resolve_precision(self.config.precision, self.device, training=False),
-                progress=self.progress,
+                progress=self.progress, flip=self.config.flip,
                 description="pseudo-label" + timings.time_left()):
             stored = reduce_logits(logits, temperature=self.config.temperature,
                                    soft=self.config.soft, top_k=self.top_k)

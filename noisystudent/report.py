@@ -12,6 +12,7 @@ from . import runs, timings
 from .data.imageset import ImageSet
 from .device import resolve_device
 from .evaluate import evaluate_corruptions
+from .keep import Comparison, as_dicts, kept_step
 from .layout import REPORT_JSON, SelfTrainLayout, role
 from .models import saved_parameter_count
 from .pseudo_label import SUMMARY
@@ -49,7 +50,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
                "pseudo_labeled": summary.get("kept"), "unlabeled_images":
                summary.get("unlabeled_images"), "val_top1": metrics.get("val_top1"),
-               "val_loss": metrics.get("val_loss"), "classes": len(metrics.get("per_class", {})),
+               "val_loss": metrics.get("val_loss"), "val_correct": metrics.get("val_correct"),
+               "classes": len(metrics.get("per_class", {})),
                "train_ce": last_training_loss(model_run),
                "val_images": metrics.get("val_images"), "test_top1": metrics["test_top1"],
                "minutes": sum(spent) / 60 if spent and None not in spent else None}
@@ -61,9 +63,10 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                        corruption_errors=measured["errors"], corruption_images=measured["images"])
         rows.append(row)
 
-    kept = kept_row(rows)
-    regressions = [regression(rows[i - 1], row, runs.read_yaml(Path(row["run"]) / runs.CONFIG))
-                   for i, row in enumerate(rows) if i]
+    kept, comparisons, chosen_by = kept_step(rows)
+    paired = {c.later: c for c in comparisons}
+    regressions = [regression(rows[i - 1], row, runs.read_yaml(Path(row["run"]) / runs.CONFIG),
+                              paired.get(row["role"])) for i, row in enumerate(rows) if i]
     regressions = [line for line in regressions if line]
     for line in regressions:
         log.warning("warning: %s", line)
@@ -71,7 +74,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     plot_accuracy(rows, run / ACCURACY_PNG)
     if config.corruptions:
         plot_corruptions(rows[0], rows[-1], run / CORRUPTIONS_PNG)
-    text = f"# Noisy Student self-training: {run}\n\n{table}\n{kept_line(rows[kept])}\n\n"
+    text = f"# Noisy Student self-training: {run}\n\n{table}\n{kept_line(rows[kept], chosen_by)}\n\n"
+    text += "".join(f"- {c.sentence()}.\n" for c in comparisons) + ("\n" if comparisons else "")
     text += "".join(f"**Warning**: {line}\n\n" for line in regressions)
     if config.corruptions:
         text += (f"mCE is relative to the iteration-0 teacher (= 100), over 15 corruptions x 5 "
@@ -86,7 +90,7 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     report = {"rows": rows, "final_iteration": final["iteration"], "final_role": final["role"],
               "final_run": relative_run(Path(final["run"]), run),
               "final_test_top1": final["test_top1"],
-              "final_chosen_by": "validation" if final["val_top1"] is not None else "last",
+              "final_chosen_by": chosen_by, "comparisons": as_dicts(comparisons),
               "regressions": regressions}
     runs.write_json(run / REPORT_JSON, report)
     log.info("%s", table)
@@ -128,26 +132,20 @@ def _minutes(value: float | None) -> str:
 
 
 def kept_row(rows: list[dict]) -> int:
-    """The row of the model the run keeps: the best on validation, or the last when the split
-    has no validation images. A tie on top-1 (common on a few validation images: at 20, one
-    image is 5 points) goes to the lower validation loss, then to the later step."""
-    if any(r.get("val_top1") is None for r in rows):
-        return len(rows) - 1
-    losses = all(r.get("val_loss") is not None for r in rows)  # older runs lack them
-
-    def rank(i: int) -> tuple:
-        return rows[i]["val_top1"], -rows[i]["val_loss"] if losses else 0.0, i
-
-    return max(range(len(rows)), key=rank)
+    """The row of the model the run keeps (keep.py): the later step unless validation shows
+    it worse beyond chance; the last when the split has no validation images."""
+    return kept_step(rows)[0]
 
 
-def kept_line(row: dict) -> str:
+def kept_line(row: dict, chosen_by: str) -> str:
     if row.get("val_top1") is None:
-        return (f"Kept: {row['role']}, the last model (no validation images: set "
-                f"val_fraction to keep the best).")
-    return (f"Kept: {row['role']}, the best on validation ({_percent(row['val_top1'])} of "
-            f"{row['val_images']} held-out labeled images); `export`, `predict` and `evaluate` "
-            f"on this run directory use it.")
+        return (f"Kept: {row['role']}, the last model (no validation images: Noisy Student's "
+                f"later steps are expected to be better).")
+    how = ("the latest step that validation does not show worse beyond chance"
+           if chosen_by != "validation" else "the best on validation")
+    return (f"Kept: {row['role']}, {how} ({_percent(row['val_top1'])} of {row['val_images']} "
+            f"held-out labeled images); `export`, `predict` and `evaluate` on this run "
+            f"directory use it.")
 
 
 # Below these, a student is more likely to fall under its teacher (issue 29's trial: from
@@ -156,9 +154,11 @@ SMALL_PILE = 10_000
 SHORT_PASSES = 3
 
 
-def regression(teacher: dict, student: dict, config: dict) -> str | None:
+def regression(teacher: dict, student: dict, config: dict,
+               paired: Comparison | None = None) -> str | None:
     """One line when ``student`` ends below ``teacher`` (on validation, else on the test set),
-    with the likely reasons; None when it does not."""
+    how sure that is (``paired``: the two compared image by image on validation) and the
+    likely reasons; None when it does not."""
     key = "val_top1" if teacher.get("val_top1") is not None and \
         student.get("val_top1") is not None else "test_top1"
     if teacher.get(key) is None or student.get(key) is None or student[key] >= teacher[key]:
@@ -178,10 +178,12 @@ def regression(teacher: dict, student: dict, config: dict) -> str | None:
                        f"at the end, {chance:.2f} at chance): try a lower lr")
     where = (f"validation ({student['val_images']} images)" if key == "val_top1" and
              student.get("val_images") else "validation" if key == "val_top1" else "the test set")
+    sure = f"; {paired.sentence()}" if paired is not None else ""
     return (f"{student['role']} ends below {teacher['role']} on {where} "
-            f"({_percent(student[key])} < {_percent(teacher[key])}); likely reasons: "
-            + ("; ".join(reasons) if reasons else "none of the usual (a small unlabeled pile, "
-               "a from-scratch or short student); check its noise and labels") + ".")
+            f"({_percent(student[key])} < {_percent(teacher[key])}){sure}; if it is worse, "
+            "the likely reasons: " + ("; ".join(reasons) if reasons else "none of the usual (a small "
+                               "unlabeled pile, a from-scratch or short student); check its "
+                               "noise and labels") + ".")
 
 
 def last_training_loss(model_run: Path) -> float | None:

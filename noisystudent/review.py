@@ -415,6 +415,7 @@ def to_label_html(csv_path: Path) -> str:
 
 
 def iterations_html(run: Path, report: dict) -> str:
+    from .keep import Comparison
     from .report import ACCURACY_PNG, CORRUPTIONS_PNG, table_cells
 
     rows = report["rows"]
@@ -424,9 +425,13 @@ def iterations_html(run: Path, report: dict) -> str:
                     for name in (ACCURACY_PNG, CORRUPTIONS_PNG) if (run / name).is_file())
     warnings = "".join(f"<p class=warn>Warning: {esc(line)}</p>"
                        for line in report.get("regressions", []))
+    compared = "".join(f"<li>{esc(Comparison(**c).sentence())}</li>"
+                       for c in report.get("comparisons", []))
+    compared = f"<ul>{compared}</ul>" if compared else ""
     return ("<h2>Iterations</h2>" + table(header, cells) + warnings
             + f"<p>Kept: {esc(report.get('final_role', ''))} (by "
-            f"{esc(report.get('final_chosen_by', 'last'))}).</p><div class=plots>{plots}</div>")
+            f"{esc(report.get('final_chosen_by', 'last'))}).</p>" + compared
+            + f"<div class=plots>{plots}</div>")
 
 
 def curve_html(model_dir: Path) -> str:

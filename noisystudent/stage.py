@@ -23,6 +23,7 @@ from .data.splits import load_split, make_split, save_split
 from .device import resolve_device, resolve_precision
 from .errors import UserError
 from .inference import predict_logits
+from .keep import correct_string
 from .metrics import classification_metrics, nonzero_cells
 from .models import (
     configure_finetune,
@@ -154,8 +155,8 @@ class Stage:
         return metrics
 
     def val_metrics(self, model: torch.nn.Module, spec: InputSpec) -> dict:
-        """Top-1 on the split's validation images (none: {}), what a self-training run
-        compares its iterations on."""
+        """Top-1 on the split's validation images (none: {}), and which images it got
+        right, on which a self-training run compares its iterations (keep.py)."""
         val = self.labeled_split()["val"]
         if not len(val):
             return {}
@@ -165,9 +166,11 @@ class Stage:
         logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
                                 dtype=self.eval_dtype)
         labels = images.labels.to(logits.device)
-        return {"val_top1": (logits.argmax(1) == labels).float().mean().item(),
+        correct = logits.argmax(1) == labels
+        return {"val_top1": correct.float().mean().item(),
                 "val_loss": torch.nn.functional.cross_entropy(logits.float(), labels).item(),
-                "val_images": len(val)}
+                "val_images": len(val),
+                "val_correct": correct_string(correct.tolist())}  # to pair two steps
 
     def test_metrics(self, model: torch.nn.Module, spec: InputSpec) -> dict:
         test = self.data.test

@@ -250,3 +250,21 @@ def test_pseudo_labels_written_before_the_streamed_parts_still_load(tmp_path):
     index, targets, _ = read_pseudo_labels(tmp_path)
     assert index.tolist() == [0, 1, 2, 4, 5, 5]
     torch.testing.assert_close(targets.dense(), probs[[0, 2, 1, 3, 4, 5]])
+
+
+def test_flip_averaged_logits_are_the_mean_over_the_image_and_its_mirror():
+    from noisystudent.inference import predict_logits
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    images = torch.randn(5, 2, 4, 4)
+    batches = [{"images": images}]
+    plain = predict_logits(model, lambda x: x, batches, device=torch.device("cpu"), dtype=None)
+    flipped = predict_logits(model, lambda x: x, batches, device=torch.device("cpu"),
+                             dtype=None, flip=True)
+    torch.testing.assert_close(flipped, (plain + model(images.flip(3))).detach() / 2)
+    assert not torch.allclose(flipped, plain)
+    model.flip_tta = True  # a model that averages its mirror itself is not flipped again
+    torch.testing.assert_close(predict_logits(model, lambda x: x, batches,
+                                              device=torch.device("cpu"), dtype=None,
+                                              flip=True), plain)

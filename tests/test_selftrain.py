@@ -12,6 +12,7 @@ from noisystudent import runs, selftrain
 from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
 from noisystudent.inference import load_trained
+from noisystudent.keep import kept_step, worse_by_chance
 from noisystudent.layout import kept_model
 from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD, kept_row, regression
 
@@ -60,7 +61,10 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
     assert (len(split["labeled"]), len(split["val"])) == (90, 10)
     rows = report["rows"]
     assert all(r["val_images"] == 10 and 0 <= r["val_top1"] <= 1 for r in rows)
-    kept = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], i))
+    assert all(r["val_correct"].count("1") == round(10 * r["val_top1"]) for r in rows)
+    kept = kept_step(rows)[0]  # the later step unless shown worse on the same 10 images
+    assert report["final_chosen_by"] == "paired sign test on validation"
+    assert len(report["comparisons"]) == len(rows) - 1
     assert report["final_iteration"] == rows[kept]["iteration"]
     assert report["final_test_top1"] == rows[kept]["test_top1"]
     assert f"({rows[kept]['role']}, kept)" in text
@@ -210,3 +214,40 @@ def test_a_student_that_did_not_learn_is_named_so():
     assert "did not converge (cross-entropy 2.01 at the end, 2.30 at chance)" in line
     student["train_ce"] = 1.1
     assert "converge" not in regression(teacher, student, {"pretrained": "none"})
+
+
+def _paired(iteration: int, right: str) -> dict:
+    row = _row(iteration, right.count("1") / len(right), 0.8)
+    row.update(val_correct=right, val_images=len(right), classes=10)
+    return row
+
+
+def test_the_later_step_is_kept_unless_validation_shows_it_worse_beyond_chance():
+    # The folder: 37/41 against 36/41, one image apart: within chance.
+    teacher = _paired(0, "1" * 37 + "0" * 4)
+    student = _paired(1, "1" * 34 + "01" + "0" + "1" + "000")
+    kept, comparisons, how = kept_step([teacher, student])
+    assert (kept, how) == (1, "paired sign test on validation")
+    sentence = comparisons[0].sentence()
+    assert "student 1 36/41 against teacher 37/41" in sentence and "within chance" in sentence
+    assert sentence.endswith("the later model is kept")
+    # A forced regression: the teacher alone right on 8 images, the student alone on none.
+    worse = _paired(1, "0" * 8 + "1" * 29 + "0" * 4)
+    kept, comparisons, _ = kept_step([teacher, worse])
+    assert kept == 0 and not comparisons[0].later_kept
+    assert "worse beyond chance (p = 0.004" in comparisons[0].sentence()
+    # Each step is set against the one kept so far: student 2 against the teacher.
+    assert kept_step([teacher, worse, student])[0] == 2
+    line = regression(teacher, worse, {"pretrained": "offline"}, comparisons[0])
+    assert "student 1 ends below teacher on validation (41 images) (70.73% < 90.24%)" in line
+    assert "worse beyond chance" in line and "teacher is kept" in line
+    within = kept_step([teacher, student])[1][0]
+    assert "within chance" in regression(teacher, student, {"pretrained": "offline"}, within)
+
+
+def test_the_sign_test_is_exact_for_a_few_images_and_close_beyond():
+    assert worse_by_chance(5, 0) == 1 / 32
+    assert worse_by_chance(3, 2) == 0.5
+    assert worse_by_chance(0, 0) == 1.0
+    assert worse_by_chance(600, 500) == pytest.approx(
+        sum(math.comb(1100, i) for i in range(600, 1101)) / 2 ** 1100, rel=0.02)

@@ -74,7 +74,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     plot_accuracy(rows, run / ACCURACY_PNG)
     if config.corruptions:
         plot_corruptions(rows[0], rows[-1], run / CORRUPTIONS_PNG)
-    text = f"# Noisy Student self-training: {run}\n\n{table}\n{kept_line(rows[kept], chosen_by)}\n\n"
+    text = (f"# Noisy Student self-training: {run}\n\n{table}\n"
+            f"{kept_line(rows[kept], chosen_by)}\n\n")
     text += "".join(f"- {c.sentence()}.\n" for c in comparisons) + ("\n" if comparisons else "")
     text += "".join(f"**Warning**: {line}\n\n" for line in regressions)
     if config.corruptions:
@@ -181,9 +182,10 @@ def regression(teacher: dict, student: dict, config: dict,
     sure = f"; {paired.sentence()}" if paired is not None else ""
     return (f"{student['role']} ends below {teacher['role']} on {where} "
             f"({_percent(student[key])} < {_percent(teacher[key])}){sure}; if it is worse, "
-            "the likely reasons: " + ("; ".join(reasons) if reasons else "none of the usual (a small "
-                               "unlabeled pile, a from-scratch or short student); check its "
-                               "noise and labels") + ".")
+            "the likely reasons: " + ("; ".join(reasons) if reasons else
+                                      "none of the usual (a small unlabeled pile, a "
+                                      "from-scratch or short student); check its noise and "
+                                      "labels") + ".")
 
 
 def last_training_loss(model_run: Path) -> float | None:

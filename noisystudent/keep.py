@@ -33,6 +33,12 @@ def worse_by_chance(only_earlier: int, only_later: int) -> float:
     return sum(math.comb(n, i) for i in range(only_earlier, n + 1)) / 2 ** n
 
 
+def fewest_telling(significance: float = SIGNIFICANCE) -> int:
+    """The fewest images that can show a later step worse beyond chance: the earlier step
+    alone right on all of them (5 at 0.05)."""
+    return next(n for n in range(1, 64) if worse_by_chance(n, 0) < significance)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A later step against the kept earlier one, on the same validation images."""

@@ -54,7 +54,15 @@ PHOTO_SIZE = 96         # px: stored at least this, the images are photos a 32 p
 LARGE_PILE = 20_000     # unlabeled images: at least this many, a from-scratch student pays
 SMALL_IMAGE = 32        # px: the small-image family's input size
 TEACHER_MIN_SIZE, TEACHER_MAX_SIZE = 64, 224
+# Fewer validation images than this at the default 10% (held out of few labels), the plan
+# holds none out: a paired sign test on them cannot tell a later step worse unless it lost
+# 5% of them or more, and the labels pay more in training (BENCHMARKS.md, "What the held-out
+# 10% costs the teacher").
+MIN_VALIDATION = 100
 TEACHER_SHARE = 0.35    # of the budget: the teacher's training and its labeling
+# A small image's teacher upscales to at most this: on Fashion-MNIST (28 px) each step from
+# 64 to 128 px paid (BENCHMARKS.md, "The teacher table behind the plan").
+TEACHER_UPSCALE = 128
 REPORT_SHARE = 0.08     # of the budget: the corruption test
 AIM = 0.92              # the plan aims below the budget: a step's estimate can be off by 10%
 MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
@@ -335,6 +343,10 @@ def measure(model_name: str, size: int, in_chans: int, batch: int, options: dict
     torch.random.set_rng_state(state)
     return rates
 
+FLIP_REASON = ("the teacher learned mirrored images, so its labels average each image and its "
+               "mirror (+0.6 points of label accuracy on Fashion-MNIST, for a second labeling "
+               "pass)")
+
 
 # --- the plan --------------------------------------------------------------------------------
 
@@ -434,16 +446,59 @@ def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
 
 def choose_data(plan: Plan) -> None:
     facts = plan.facts
+    if facts.val and facts.val < MIN_VALIDATION and not plan.user_set("val_fraction") \
+            and not plan.user_set("val_per_class"):
+        from .keep import fewest_telling
+
+        least = fewest_telling()
+        plan.set("val_fraction", 0.0,
+                 f"10% of the labels would be {facts.val} validation images: they could show a "
+                 f"later step worse only where it lost {100 * least / facts.val:.0f} points or "
+                 f"more ({least} images, the fewest a sign test calls beyond chance), and they "
+                 f"would cost the teacher {facts.val} labels; so every label is trained on and "
+                 f"the run keeps its last step, as Noisy Student expects")
+        plan.facts = dataclasses.replace(facts, labeled=facts.labeled + facts.val, val=0)
     if plan.value("data") != FASHION_MNIST and facts.grayscale:
         plan.set("channels", 1, "the images are gray: read with one channel (a third of the "
                  "memory)")
 
 
-def teacher_sizes(facts: DataFacts) -> list[int]:
+def teacher_sizes(facts: DataFacts, upscale: int = 0) -> list[int]:
     """The teacher's candidate sizes, largest first: multiples of 32 from the images' stored
-    size (rounded up) down to TEACHER_MIN_SIZE."""
-    top = min(TEACHER_MAX_SIZE, max(TEACHER_MIN_SIZE, 32 * math.ceil(facts.stored_size / 32)))
+    size (rounded up; with ``upscale``, at least that) down to TEACHER_MIN_SIZE."""
+    top = min(TEACHER_MAX_SIZE, max(TEACHER_MIN_SIZE, upscale,
+                                    32 * math.ceil(facts.stored_size / 32)))
     return list(range(top, TEACHER_MIN_SIZE - 1, -32))
+
+
+@dataclass(frozen=True)
+class TeacherRung:
+    """One teacher the plan can buy: a model, its input size, labels averaged over the
+    mirror or not."""
+
+    model: str
+    size: int
+    flip: bool
+
+
+def teacher_ladder(plan: Plan) -> list[TeacherRung]:
+    """The teachers a budget can buy, cheapest first, each better than the one before on
+    the teacher table (BENCHMARKS.md, "The teacher table behind the plan"): the smallest size
+    with clean labels, then each size up to TEACHER_UPSCALE px (or the images' own size, if
+    larger) with flip-averaged labels, which cost one labeling pass and gain more than the
+    next size up does for its minutes."""
+    model = plan.value("teacher.model")
+    sizes = [plan.value("teacher.image_size")] if plan.user_set("teacher.image_size") else \
+        teacher_sizes(plan.facts, TEACHER_UPSCALE)[::-1]
+    if not can_flip(plan):
+        return [TeacherRung(model, size, plan.value("pseudo_label.flip")) for size in sizes]
+    return [TeacherRung(model, sizes[0], False)] + [TeacherRung(model, s, True) for s in sizes]
+
+
+def can_flip(plan: Plan) -> bool:
+    """Whether the plan may average the teacher's labels over the mirror: not where the user
+    chose, and only for a teacher that learned mirrored images (its augment flips)."""
+    return not plan.user_set("pseudo_label.flip") and plan.value("teacher.augment") != "none"
 
 
 def choose_teacher(plan: Plan, rates: Rates | None) -> None:
@@ -456,31 +511,39 @@ def choose_teacher(plan: Plan, rates: Rates | None) -> None:
             return  # the run says what is wrong with it
         plan.teacher = (info["model"], info["input"]["size"])
         return
-    sizes = teacher_sizes(facts)
     epochs = plan.value("teacher.epochs")
-    reason = (f"the images' stored size ({facts.stored_size} px) rounded up to a multiple of "
-              f"32, at least {TEACHER_MIN_SIZE} (a pretrained teacher lost 1.8-3.6 points at "
-              f"32 px) and at most {TEACHER_MAX_SIZE} (its weights' size)")
-    size = sizes[0]
-    if plan.budget_minutes is not None and not plan.user_set("teacher.image_size"):
-        share = TEACHER_SHARE * AIM * 60 * plan.budget_minutes
-        for size in sizes:
-            if teacher_seconds(plan, rates, size, epochs) + pile_seconds(plan, rates, size) \
-                    <= share:
-                break
-        reason += (f"; the largest whose training and labeling fit {TEACHER_SHARE:.0%} of the "
-                   f"budget on this machine")
-    plan.set("teacher.image_size", size, reason)
-    if plan.budget_minutes is not None and not plan.user_set("teacher.epochs"):
-        size = plan.teacher_size()
-        share = TEACHER_SHARE * AIM * 60 * plan.budget_minutes
+    if plan.budget_minutes is None:  # the measured recipes' teacher, its labels flip-averaged
+        plan.set("teacher.image_size", teacher_sizes(facts)[0],
+                 f"the images' stored size ({facts.stored_size} px) rounded up to a multiple "
+                 f"of 32, at least {TEACHER_MIN_SIZE} (a pretrained teacher lost 1.8-3.6 points "
+                 f"at 32 px) and at most {TEACHER_MAX_SIZE} (its weights' size)")
+        if can_flip(plan) and not plan.user_set("teacher.image_size"):  # a teacher it chose
+            plan.set("pseudo_label.flip", True, FLIP_REASON)
+        return
+    share = TEACHER_SHARE * AIM * 60 * plan.budget_minutes
+    ladder = teacher_ladder(plan)
+    fitting = [rung for rung in ladder
+               if teacher_seconds(plan, rates, rung.size, epochs, rung.model)
+               + pile_seconds(plan, rates, rung.size, rung.flip, rung.model) <= share]
+    rung = fitting[-1] if fitting else ladder[0]
+    why = (f"the best teacher of the ladder (size, then labels averaged over the mirror) "
+           f"whose training and labeling fit {TEACHER_SHARE:.0%} of the budget on this "
+           f"machine ({share / 60:.1f} min)")
+    plan.set("teacher.model", rung.model, why)
+    plan.set("teacher.image_size", rung.size,
+             why + f"; small images are upscaled up to {TEACHER_UPSCALE} px, which paid on "
+             "Fashion-MNIST's 28 px images at each step from 64 px")
+    if can_flip(plan):
+        plan.set("pseudo_label.flip", rung.flip, FLIP_REASON if rung.flip else
+                 "averaging over the mirror (a second labeling pass) does not fit the budget")
+    if not plan.user_set("teacher.epochs"):
         fitted = epochs
-        while fitted > 5 and teacher_seconds(plan, rates, size, fitted) + pile_seconds(
-                plan, rates, size) > share:
+        while fitted > 5 and teacher_seconds(plan, rates, rung.size, fitted) + pile_seconds(
+                plan, rates, rung.size, rung.flip) > share:
             fitted -= 5
         if fitted != epochs:
-            plan.set("teacher.epochs", fitted, f"the most (of 30) that fit {TEACHER_SHARE:.0%} of "
-                     "the budget at the smallest size")
+            plan.set("teacher.epochs", fitted, f"the most (of 30) that fit {TEACHER_SHARE:.0%} "
+                     "of the budget at the smallest size")
 
 
 def scratch(plan: Plan) -> bool:
@@ -600,9 +663,10 @@ def warmup_epochs(student: dict, passes: float, pile: int) -> float:
     return min(student["epochs"] / 2, max(student["warmup_epochs"], needed))
 
 
-def teacher_seconds(plan: Plan, rates: Rates, size: int, epochs: int) -> float:
+def teacher_seconds(plan: Plan, rates: Rates, size: int, epochs: int,
+                    model: str | None = None) -> float:
     """The teacher's training and evaluations (none for a finished ``teacher_run``)."""
-    facts, model = plan.facts, plan.teacher_model()
+    facts, model = plan.facts, model or plan.teacher_model()
     if plan.teacher:
         return 0.0
     train = rates.training(model, size, 3, plan.value("teacher.batch_size"))
@@ -611,9 +675,11 @@ def teacher_seconds(plan: Plan, rates: Rates, size: int, epochs: int) -> float:
             + (facts.test + epochs * facts.val) / infer)
 
 
-def pile_seconds(plan: Plan, rates: Rates, size: int) -> float:
-    """The teacher labeling the pile at ``size`` px."""
-    return plan.facts.pile / rates.inference(plan.teacher_model(), size, 3)
+def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
+                 model: str | None = None) -> float:
+    """The teacher labeling the pile at ``size`` px (twice over: ``flip``)."""
+    passes = 2 if flip else 1
+    return passes * plan.facts.pile / rates.inference(model or plan.teacher_model(), size, 3)
 
 
 def _student(plan: Plan) -> tuple[str, int, int, dict]:
@@ -624,7 +690,7 @@ def _student(plan: Plan) -> tuple[str, int, int, dict]:
 
 def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:
     if k == 1:
-        return pile_seconds(plan, rates, plan.teacher_size())
+        return pile_seconds(plan, rates, plan.teacher_size(), plan.value("pseudo_label.flip"))
     model, size, chans, options = _student(plan)
     return plan.facts.pile / rates.inference(model, size, chans, options)
 

@@ -75,7 +75,11 @@ def test_a_folder_is_surveyed_for_size_colour_and_pile(tmp_path):
     planned = plan.make_plan({"data": str(labeled), "unlabeled": str(tmp_path / "pile"),
                               "labels_per_class": 0})
     facts = planned.facts
-    assert (facts.classes, facts.labeled, facts.val, facts.pile) == (3, 27, 3, 30)
+    # 10% would be 3 validation images: too few to tell steps apart, so none is held out.
+    assert (facts.classes, facts.labeled, facts.val, facts.pile) == (3, 30, 0, 30)
+    assert planned.values["val_fraction"] == 0.0
+    assert "3 validation images" in planned.reasons["val_fraction"]
+    assert "167 points" in planned.reasons["val_fraction"]  # 5 images of 3: never
     assert not facts.grayscale and "channels" not in planned.values
     assert planned.values["teacher.image_size"] == 128  # 12 sampled at 28 px, 30 at 100
     assert planned.values["student.model"] == "tf_efficientnet_lite0"  # 30 images: small pile
@@ -152,10 +156,25 @@ def test_a_budget_lowers_the_teachers_size_to_fit():
                            stored_size=150, grayscale=False)
     sizes = plan.teacher_sizes(facts)
     assert sizes == [160, 128, 96, 64]
+    assert plan.teacher_sizes(facts, upscale=plan.TEACHER_UPSCALE) == [160, 128, 96, 64]
     planned = plan.make_plan(big, rates)
-    assert planned.values["teacher.image_size"] == 64  # 28 px images: no larger candidate
+    # 28 px images, upscaled as far as the ladder goes, labels averaged over the mirror.
+    assert planned.values["teacher.image_size"] == plan.TEACHER_UPSCALE
+    assert planned.values["pseudo_label.flip"] is True
+    assert "flip" not in plan.make_plan({**big, "teacher": {"augment": "none"}},
+                                        rates).values
     small = plan.make_plan({"budget": "3m"}, rates)
     assert small.values["teacher.epochs"] < 30
+    assert small.values["teacher.image_size"] == 64 and not small.values["pseudo_label.flip"]
+
+
+def test_a_larger_budget_buys_a_larger_teacher():
+    rates = FixedRates(RATES)
+    rungs = [(p.values["teacher.image_size"], p.values["pseudo_label.flip"])
+             for p in (plan.make_plan({"budget": b}, rates) for b in ("10m", "30m", "60m",
+                                                                      "2h"))]
+    assert rungs == sorted(rungs) and len(set(rungs)) > 2
+    assert plan.make_plan({}).values["pseudo_label.flip"] is True  # no budget: the cheap one
 
 
 def test_print_config_shows_the_plan_without_out(capsys):

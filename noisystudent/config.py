@@ -292,6 +292,13 @@ class StudentSettings(TrainSettings):
                                    ge=1, le=64)
     unlabeled_weight: float = setting(1.0, "weight of the soft cross-entropy on pseudo-labels",
                                       ge=0)
+    consistency_weight: float = setting(0.0, "weight of weak-to-strong consistency (FixMatch): "
+                                        "the student's own confident class on a pad-crop and "
+                                        "flip view of a pseudo-labeled image as a target for "
+                                        "its noised view, beside the teacher's label (0 = off; "
+                                        "one more forward pass a step)", ge=0)
+    consistency_threshold: float = setting(0.95, "the student's confidence on the weak view "
+                                           "from which its class is a target", ge=0, le=1)
     target_temperature: float = setting(1.0, "the soft pseudo-labels p taken to p^(1/T), "
                                         "renormalised, before the loss: < 1 sharpens, 1 = as "
                                         "labeled", gt=0, le=100)

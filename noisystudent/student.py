@@ -68,7 +68,11 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     weight = config.unlabeled_weight * (config.unlabeled_ratio
                                         if config.loss_weighting == "per-image" else 1)
     task = NoisyStudentTask(model, make_augment(config), spec, unlabeled_weight=weight,
-                            label_smoothing=config.label_smoothing, device=device)
+                            label_smoothing=config.label_smoothing,
+                            consistency_weight=config.consistency_weight,
+                            consistency_threshold=config.consistency_threshold,
+                            weak_augment=make_augment(config.model_copy(
+                                update={"augment": "light"})), device=device)
     fit(task, loader, settings=config, stage=stage)
     return stage.finish(task.final_model(), spec, {
         "pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),

@@ -77,13 +77,24 @@ class SupervisedTask(StudentTask):
 class NoisyStudentTask(StudentTask):
     """CE on the labeled batch + unlabeled_weight x soft CE on the pseudo-labeled batch, both
     through the noised pipeline in one forward pass (shared batch-norm statistics, as in the
-    official implementation). Dropout and stochastic depth live in the model."""
+    official implementation). Dropout and stochastic depth live in the model.
+
+    With ``consistency_weight`` > 0 (FixMatch's weak-to-strong consistency, beside the
+    teacher's labels): the student also looks at a weakly noised view of each pseudo-labeled
+    image (``weak_augment``, without gradient), and where its own prediction there is at
+    least ``consistency_threshold`` confident, that class is a hard target for its noised
+    view, weighted ``consistency_weight``. It costs one more forward pass of the
+    pseudo-labeled batch."""
 
     def __init__(self, model: nn.Module, augment: Augment, spec: InputSpec, *,
                  unlabeled_weight: float = 1.0, label_smoothing: float = 0.0,
-                 device: torch.device | None = None):
+                 consistency_weight: float = 0.0, consistency_threshold: float = 0.95,
+                 weak_augment: Augment | None = None, device: torch.device | None = None):
         super().__init__(model, augment, spec, device)
         self.unlabeled_weight, self.label_smoothing = unlabeled_weight, label_smoothing
+        self.consistency_weight = consistency_weight
+        self.consistency_threshold = consistency_threshold
+        self.weak_augment = weak_augment
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         n = len(batch["images"])
@@ -93,7 +104,24 @@ class NoisyStudentTask(StudentTask):
                              label_smoothing=self.label_smoothing)
         pseudo = soft_target_ce(logits[n:], batch["pseudo_probs"])
         loss = ce + self.unlabeled_weight * pseudo
-        return {"loss": loss, "logits": logits, "ce": ce.detach(), "pseudo": pseudo.detach()}
+        out = {"ce": ce.detach(), "pseudo": pseudo.detach()}
+        if self.consistency_weight > 0:
+            consistency, confident = self._consistency(batch["pseudo_images"], logits[n:])
+            loss = loss + self.consistency_weight * consistency
+            out.update(consistency=consistency.detach(), confident=confident)
+        return {"loss": loss, "logits": logits, **out}
+
+    def _consistency(self, images: torch.Tensor, noised_logits: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the masked CE of the noised view against the weak view's confident class, the
+        share of images confident enough), as FixMatch: a mean over every image."""
+        weak = self.weak_augment(images) if self.weak_augment is not None else images
+        with torch.no_grad():
+            probs = self.trainable_module(to_model_input(weak, self.spec)).float().softmax(1)
+        confidence, target = probs.max(1)
+        mask = (confidence >= self.consistency_threshold).float()
+        per_image = F.cross_entropy(noised_logits.float(), target, reduction="none")
+        return (per_image * mask).mean(), mask.mean()
 
 
 class DistillTask(StudentTask):

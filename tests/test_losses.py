@@ -93,6 +93,27 @@ def test_noisy_student_loss_golden_value():
     assert out["logits"].shape == (4, 2)  # one forward pass over both batches
 
 
+def test_consistency_targets_the_students_confident_class_on_the_weak_view():
+    # Logits [log 19, 0]: q = [0.95, 0.05] on every view, so every pseudo-labeled image is
+    # confident at 0.95 and its target is class 0: consistency = -log 0.95; at a threshold
+    # of 0.96 none is, and the term is 0. The gradient flows only through the noised view.
+    spec = InputSpec(4, (0.5,) * 3, (0.5,) * 3)
+    batch = {"images": torch.zeros(2, 1, 4, 4, dtype=torch.uint8), "labels": torch.tensor([0, 1]),
+             "pseudo_images": torch.zeros(3, 1, 4, 4, dtype=torch.uint8),
+             "pseudo_probs": torch.tensor([[0.5, 0.5]] * 3)}
+    plain = NoisyStudentTask(ConstantLogits([math.log(19.0), 0.0]), lambda x: x, spec)(batch)
+    task = NoisyStudentTask(ConstantLogits([math.log(19.0), 0.0]), lambda x: x, spec,
+                            consistency_weight=2.0, consistency_threshold=0.95,
+                            weak_augment=lambda x: x)
+    out = task(batch)
+    assert out["consistency"].item() == pytest.approx(-math.log(0.95), rel=1e-5)
+    assert out["confident"].item() == 1.0
+    assert out["loss"].item() == pytest.approx(plain["loss"].item() - 2 * math.log(0.95),
+                                               rel=1e-5)
+    task.consistency_threshold = 0.96
+    assert task(batch)["consistency"].item() == 0.0
+
+
 def test_feature_distillation_trains_a_projection_inside_the_trainable_module():
     torch.manual_seed(0)
     student = timm.create_model("resnet10t", num_classes=5)           # 512 pooled features

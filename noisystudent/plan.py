@@ -527,9 +527,13 @@ def choose_teacher(plan: Plan, rates: Rates | None) -> None:
         return
     share = TEACHER_SHARE * AIM * 60 * plan.budget_minutes
     ladder = teacher_ladder(plan)
-    fitting = [rung for rung in ladder
-               if teacher_seconds(plan, rates, rung.size, rung.epochs, rung.model)
-               + pile_seconds(plan, rates, rung.size, rung.flip, rung.model) <= share]
+    fitting = []
+    for i, rung in enumerate(ladder):
+        if teacher_seconds(plan, rates, rung.size, rung.epochs, rung.model) \
+                + pile_seconds(plan, rates, rung.size, rung.flip, rung.model) <= share:
+            fitting.append(rung)
+        elif not i or ladder[i - 1].size != rung.size:
+            break  # a size whose cheapest rung does not fit: larger ones are not measured
     rung = fitting[-1] if fitting else ladder[0]
     why = (f"the best teacher of the ladder (each size: half the epochs, all, then "
            f"flip-averaged labels) whose training and labeling fit {TEACHER_SHARE:.0%} of the "

@@ -24,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLI, WORK, run, write_section  # noqa: E402
 
 PILE = 59_000  # the unlabeled images of a 100-labels-a-class run
+HEADER = ("| model | px | epochs | test top-1 | val top-1 | training min | labels "
+          "| labels, flip-averaged | labeling min (clean / flip) "
+          "| teacher + labels min (clean / flip) |")
 MODELS = {"lite0": "tf_efficientnet_lite0", "lite1": "tf_efficientnet_lite1",
           "lite2": "tf_efficientnet_lite2"}
 
@@ -83,7 +86,7 @@ measured on the first {args.label_images:,} unlabeled images (the same images fo
 from the clean view and averaged with the mirror (`pseudo-label --flip`). Minutes: the sum of the
 training epochs; labeling at the measured rate scaled to the whole pile of {PILE:,} images.
 
-| model | px | epochs | test top-1 | val top-1 | training min | labels | labels, flip-averaged | labeling min (clean / flip) | teacher + labels min (clean / flip) |
+{HEADER}
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}"""
     write_section("teacher-table", "The teacher table behind the plan", body, str(args.seed))

@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLI, WORK, run, write_section  # noqa: E402
 
 FRACTIONS = (0.0, 0.1)
+HEADER = ("| labels a class | validation images at 10% | all labels trained | 10% held out "
+          "| held out minus all (paired, per seed) |")
 
 
 def teacher(labels: int, fraction: float, seed: int) -> dict:
@@ -62,7 +64,7 @@ weights at 64 px, 30 epochs, AdamW, `precision: auto`) on Fashion-MNIST, trained
 L labels a class, and on the 90% that a 10% validation split leaves (`--val-fraction 0.1`: the
 held-out images are drawn from the same L). Test top-1 on the 10,000 test images.
 
-| labels a class | validation images at 10% | all labels trained | 10% held out | held out minus all (paired, per seed) |
+{HEADER}
 | ---: | ---: | ---: | ---: | --- |
 {chr(10).join(rows)}"""
     write_section("val-holdout", "What the held-out 10% costs the teacher", body,

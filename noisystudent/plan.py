@@ -250,6 +250,27 @@ class Rates:
                 images_per_s: float) -> None:
         self.observed[self._key(kind, model, size, in_chans, options)] = images_per_s
 
+    def machine(self) -> str:
+        """What the rates are timed on, and what its kind means for the plan: the same rules
+        run on every machine, fed its own speed."""
+        import torch
+
+        from .device import cpu_kind, resolve_device
+        from .precision import _cpu_name
+
+        device = resolve_device(self.device)
+        if device.type == "cuda":
+            return f"timed on {torch.cuda.get_device_name(device)}"
+        kind = cpu_kind()
+        name = f"timed on this CPU: {_cpu_name()}, {torch.get_num_threads()} threads, {kind}"
+        if self.precision != "auto":
+            return f"{name}, precision {self.precision} as set"
+        if kind == "AVX2":
+            return (f"{name}: no bf16 units, so everything trains in fp32 and the same budget "
+                    "buys a lower rung of the teacher ladder and shorter students than on a CPU "
+                    "with AVX-512 BF16 or AMX")
+        return f"{name}: each model trains in the faster of fp32 and bf16 here"
+
     def _key(self, kind: str, model: str, size: int, in_chans: int,
              options: dict | None) -> str:
         return json.dumps([kind, model, size, in_chans, options or {}])
@@ -941,6 +962,8 @@ def annotated_yaml(config_values: dict[str, Any], plan: Plan) -> str:
         total = sum(plan.seconds.values()) / 60
         lines.append(f"# plan: budget {plan.budget_minutes:g} min, planned {total:.1f} min: "
                      + ", ".join(f"{k} {v / 60:.1f}" for k, v in plan.seconds.items()))
+        if plan.rates is not None:
+            lines.append(f"# plan: {plan.rates.machine()}")
     given = flat_keys(plan.given)
     section = ""
     for line in yaml.safe_dump(config_values, sort_keys=False).splitlines():

@@ -10,7 +10,7 @@ import yaml
 
 from noisystudent import plan, runs
 from noisystudent.cli import main
-from noisystudent.config import SelfTrainConfig, parse_minutes, to_dict
+from noisystudent.config import SelfTrainConfig, build, parse_minutes, to_dict
 
 from .conftest import needs_fashion_mnist, write_image_tree
 
@@ -183,6 +183,15 @@ def test_print_config_shows_the_plan_without_out(capsys):
     assert out.startswith("# plan: 900 labeled images")
     assert "iterations: 1  # set by you" in out
     assert "  model: cifar_airbench_s  # plan: the images are small" in out
+
+
+@pytest.mark.parametrize("kind, says", [("AVX2", "no bf16 units"),
+                                         ("AVX-512 BF16", "faster of fp32 and bf16")])
+def test_the_plan_names_the_cpu_kind_it_was_timed_on(kind, says, monkeypatch):
+    monkeypatch.setattr("noisystudent.device.cpu_kind", lambda: kind)
+    planned = plan.make_plan({"budget": "30m"}, FixedRates(RATES))
+    header = plan.annotated_yaml(to_dict(build(SelfTrainConfig, planned.merged())), planned)
+    assert "# plan: timed on this CPU: " in header and f", {kind}" in header and says in header
 
 
 @needs_fashion_mnist

@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
 
     selftrain = command(sub, "self-train", cmd_self_train, SelfTrainConfig,
-                        "the Noisy Student loop from a YAML config",
+                        "the Noisy Student loop: --budget plans it, a YAML config optional",
                         "Teacher -> pseudo-labels -> noised student -> student becomes "
                         "teacher, for K iterations; resumable. Each iteration's student "
                         "overrides (students: [...]) are set in the YAML file.")

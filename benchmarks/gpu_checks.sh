@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the speed issue in one prepared run of at most 8 minutes, for the device
-# machine (one GPU, no network). Build the bundle here first (../shared/device/bundle.sh), then:
+# machine (one GPU, no network). Build the bundle first (`.device/`: the data and the
+# Lite0 weights, with a setup.sh that installs the project from them), then:
 #
 #   run  carry: [".device"]  command: . .device/setup.sh && bash benchmarks/gpu_checks.sh
 #

@@ -6,7 +6,7 @@ architecture trained on all 60,000 labels as the upper bound. Also the robustnes
     python benchmarks/label_efficiency.py [--seeds 0 1 2] [--skip-upper-bound]
 
 Runs go to runs/bench/ (NOISYSTUDENT_BENCH_DIR); a finished run is not recomputed, so the
-script can be stopped and started again. The recipe is configs/fashion-mnist-1000.yaml.
+script can be stopped and started again. The recipe is configs/archive/fashion-mnist-1000.yaml.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLI, ROOT, WORK, run, write_section  # noqa: E402
 
-RECIPE = ROOT / "configs" / "fashion-mnist-1000.yaml"
+RECIPE = ROOT / "configs" / "archive" / "fashion-mnist-1000.yaml"
 UPPER_MODEL = "tf_efficientnet_lite2"  # the recipe's last student
 
 
@@ -114,7 +114,8 @@ def main() -> None:
                       f" | {pct(final['mean_corruption_error'])} |")
         robust.append(f"| **mCE** (teacher = 100) | 100.0 | {final['mce']:.1f} |")
 
-    body = f"""Recipe `configs/fashion-mnist-1000.yaml`: teacher {models.split(' -> ')[0]} @32 with
+    teacher = models.split(' -> ')[0]
+    body = f"""Recipe `configs/archive/fashion-mnist-1000.yaml`: teacher {teacher} @32 with
 ImageNet weights, 450 steps of 64; students {' -> '.join(models.split(' -> ')[1:])}, 600 steps
 of 64 labeled + 192 pseudo-labeled images, RandAugment(2, 9), dropout 0.3, stochastic depth
 0.2; soft pseudo-labels, threshold 0.3, balanced. Test top-1 (%) on the 10,000 test images.

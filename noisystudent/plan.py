@@ -7,7 +7,7 @@ user set, which the plan never changes.
 The rules and the measurements behind them (BENCHMARKS.md, "Recipes from the plan"):
 
 - **Teacher**: the ImageNet-pretrained Lite0, at the images' stored size rounded up to a
-  multiple of 32, never below 64 (at 32 px it lost 1.8-3.6 points on Fashion-MNIST) nor above
+  multiple of 32, never below 64 (at 32 px it lost 2.5 points on Fashion-MNIST) nor above
   224 (its weights' size); with a budget, the largest of those sizes whose training and first
   labeling fit in TEACHER_SHARE of it.
 - **Student**: from scratch in the airbench family at the images' size (at most 32 px) when
@@ -542,8 +542,8 @@ def choose_teacher(plan: Plan, rates: Rates | None) -> None:
     if plan.budget_minutes is None:  # the measured recipes' teacher, its labels flip-averaged
         plan.set("teacher.image_size", teacher_sizes(facts)[0],
                  f"the images' stored size ({facts.stored_size} px) rounded up to a multiple "
-                 f"of 32, at least {TEACHER_MIN_SIZE} (a pretrained teacher lost 1.8-3.6 points "
-                 f"at 32 px) and at most {TEACHER_MAX_SIZE} (its weights' size)")
+                 f"of 32, at least {TEACHER_MIN_SIZE} (a pretrained teacher lost 2.5 points at "
+                 f"32 px) and at most {TEACHER_MAX_SIZE} (its weights' size)")
         if can_flip(plan) and not plan.user_set("teacher.image_size"):  # a teacher it chose
             plan.set("pseudo_label.flip", True, FLIP_REASON)
         return

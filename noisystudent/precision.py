@@ -9,7 +9,8 @@ times a few steps of each and keeps bf16 where it is at least 10% faster; later 
 the answer from ``$NOISYSTUDENT_CACHE/precision.json`` (default ``~/.cache/noisystudent``),
 keyed by the CPU's name, torch version, thread count, model, input and batch, so a run and
 its resume train in the same dtype. A CPU without bf16 instructions trains in fp32 without
-measuring (bf16 is emulated there: 34 against 157 images/s for Lite0 on a Zen 3).
+measuring (bf16 is emulated there: Lite0 at 32 px trains at 33 images/s in bf16 against 126
+in fp32 on a Zen 3, BENCHMARKS.md "CPU kind: AVX2").
 """
 
 from __future__ import annotations

@@ -149,8 +149,8 @@ def kept_line(row: dict, chosen_by: str) -> str:
             f"directory use it.")
 
 
-# Below these, a student is more likely to fall under its teacher (issue 29's trial: from
-# scratch on 2,000 unlabeled images, 78 -> 69 -> 66%; pretrained students rose, 78 -> 83%).
+# Below these, a student from scratch is more likely to fall under its teacher: too few images
+# or passes to learn a network from nothing, where a pretrained student starts from features.
 SMALL_PILE = 10_000
 SHORT_PASSES = 3
 

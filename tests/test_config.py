@@ -63,7 +63,7 @@ def test_config_must_be_a_mapping(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
-                                        .glob("*.yaml")), ids=lambda p: p.name)
+                                        .glob("**/*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_validates(path):
     config = load_config(SelfTrainConfig, str(path))
     for k in range(1, config.iterations + 1):
@@ -107,7 +107,7 @@ def test_each_iteration_can_override_the_student_section(tmp_path):
         load_config(SelfTrainConfig, str(path))
 
 
-@pytest.mark.parametrize("path", sorted(BEFORE.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(BEFORE.glob("**/*.yaml")), ids=lambda p: p.name)
 def test_config_yaml_written_before_the_typed_settings_still_loads(path):
     """Run directories of the earlier version (sections copied untyped, '--set' values kept
     as strings, finetune: {} for none) load, typed."""

@@ -104,7 +104,8 @@ def test_two_process_pseudo_labels_equal_single_process(tmp_path, tiny_teacher):
 @needs_fashion_mnist
 def test_two_nodes_through_a_c10d_rendezvous_label_as_one_process(tmp_path, tiny_teacher):
     """Two single-process "nodes" (two torchrun agents) meet through a c10d rendezvous on
-    127.0.0.1, as the README's several-machine command does, and give one process's labels."""
+    127.0.0.1, as the several-machine command in docs/scaling.md does, and give one process's
+    labels."""
     pseudo_label(tiny_teacher, tmp_path / "one", ONE_PROCESS_701, quiet=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -109,7 +109,7 @@ def test_shipped_configs_are_unchanged_by_the_plan():
 
     from noisystudent.config import load_config, read_yaml
 
-    for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):
+    for path in sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")):
         config, _ = plan.planned_config(read_yaml(path))
         assert to_dict(config) == to_dict(load_config(SelfTrainConfig, path)), path.name
 

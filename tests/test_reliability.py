@@ -1,5 +1,5 @@
 """Crash-safe and input-safe: kill -9 and resume, torn and corrupt files, a full disk, a NaN
-loss, pickle payloads and hostile inputs. Each guarantee in README "Reliability" is a test here.
+loss, pickle payloads and hostile inputs. Each guarantee in docs/reliability.md is a test here.
 """
 
 from __future__ import annotations

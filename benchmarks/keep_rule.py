@@ -94,7 +94,7 @@ def main() -> None:
                 (earlier_role, earlier_right), (later_role, later_right) = earlier, later
                 gap = 100 * (later_right.mean() - earlier_right.mean())
                 what = "better" if gap > 0 else "worse (forced)"
-                for size in args.sizes:
+                for size in [n for n in args.sizes if n < len(earlier_right)]:
                     rule, top1 = kept_rates(earlier_right, later_right, size, args.draws, rng)
                     rows.append(f"| {run.name} | {earlier_role} -> {later_role} "
                                 f"({100 * earlier_right.mean():.2f} -> "

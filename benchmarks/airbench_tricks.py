@@ -32,9 +32,9 @@ from noisystudent import train as train_module  # noqa: E402
 from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
-from noisystudent.inference import load_trained, predict_logits  # noqa: E402
+from noisystudent.models.inference import load_trained, predict_logits  # noqa: E402
+from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 from noisystudent.noise import crop  # noqa: E402
-from noisystudent.transforms import CleanPipeline  # noqa: E402
 
 # The family's training defaults for this benchmark: airbench's recipe in this loop's terms.
 BASE = dict(pretrained="none", image_size=28, in_chans=1, labels_per_class=0,

@@ -27,9 +27,9 @@ from common import write_section  # noqa: E402
 
 from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.device import autocast, cpu_kind  # noqa: E402
-from noisystudent.models import create_model  # noqa: E402
+from noisystudent.models.build import create_model  # noqa: E402
+from noisystudent.models.precision import training_precision, training_rate  # noqa: E402
 from noisystudent.optim import make_optimizer  # noqa: E402
-from noisystudent.precision import training_precision, training_rate  # noqa: E402
 
 MODEL, SIZE = "tf_efficientnet_lite0", 32
 # Warm-up steps before timing. Measured here: the 3rd and 4th steps of a process's first

@@ -244,7 +244,7 @@ def cmd_self_train(args: argparse.Namespace) -> None:
 
 
 def cmd_pack(args: argparse.Namespace) -> None:
-    from .data.arrays import pack_folder
+    from noisystudent.data.arrays import pack_folder
 
     if not args.out.endswith(".npy"):
         raise UserError(f"--out must end in .npy, got {args.out}")

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from noisystudent.models.build import count_parameters
+from noisystudent.models.inference import TrainedModel
+from noisystudent.models.transforms import InputSpec
+
 from .device import autocast
 from .errors import UserError
-from .inference import TrainedModel
-from .models import count_parameters
-from .transforms import InputSpec
 
 
 def count_flops(model: torch.nn.Module, spec: InputSpec) -> int:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.decode import read_image
+from noisystudent.data.decode import read_image
+
 from .errors import UserError
 
 # Metadata keys written by ``noisystudent export`` (export.py).

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import torch
 
+from noisystudent.data.images import load_unlabeled_folder
+from noisystudent.data.imageset import ImageSet
+from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
+from noisystudent.models.inference import load_trained
+
 from . import distributed, runs
 from .compression import describe, markdown_table
 from .config import DistillConfig
-from .data.images import load_unlabeled_folder
-from .data.imageset import ImageSet
-from .data.loaders import ConcatenatedBatches, ImageBatches
 from .device import resolve_precision
 from .engine import fit
 from .errors import UserError
-from .inference import load_trained
 from .noise import make_augment
 from .stage import build_model, share_split, start_stage
 from .tasks import DistillTask

@@ -8,17 +8,18 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: files only, no display needed
 from tqdm.auto import tqdm
 
+from noisystudent.data.imageset import ImageSet
+from noisystudent.data.loaders import ImageBatches
+from noisystudent.data.sources import load_test_set
+from noisystudent.models.inference import TrainedModel, load_trained, predict_logits
+from noisystudent.models.transforms import CleanPipeline
+
 from . import runs
 from .config import shared_settings_of
-from .data.imageset import ImageSet
-from .data.loaders import ImageBatches
-from .data.sources import load_test_set
 from .device import resolve_device, resolve_precision
 from .errors import UserError
-from .inference import TrainedModel, load_trained, predict_logits
 from .metrics import classification_metrics
 from .robustness import corruption_errors, mean_corruption_error
-from .transforms import CleanPipeline
 
 EVALUATION = "evaluation.json"
 CORRUPTIONS = "corruptions.json"

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from noisystudent.data.files import find_images, is_image_file
+
 from . import runs
-from .data.files import find_images, is_image_file
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class DataFacts:
 def survey(shared: dict[str, Any], unlabeled: str | None) -> DataFacts:
     """The data's facts from the shared settings (data, labels_per_class, val_fraction, ...)
     and the unlabeled source."""
-    from .data.splits import held_out
+    from noisystudent.data.splits import held_out
 
     data, per_class = shared["data"], shared["labels_per_class"]
     if data == FASHION_MNIST:
@@ -255,8 +256,9 @@ class Rates:
         run on every machine, fed its own speed."""
         import torch
 
+        from noisystudent.models.precision import _cpu_name
+
         from .device import cpu_kind, resolve_device
-        from .precision import _cpu_name
 
         device = resolve_device(self.device)
         if device.type == "cuda":
@@ -279,8 +281,9 @@ class Rates:
                   options: dict | None) -> tuple[float, float]:
         import torch
 
+        from noisystudent.models.precision import _cpu_name, read_cache, write_cache
+
         from .device import resolve_device
-        from .precision import _cpu_name, read_cache, write_cache
 
         device = resolve_device(self.device)
         machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
@@ -310,9 +313,10 @@ def measure(model_name: str, size: int, in_chans: int, batch: int, options: dict
     import torch
     import torch.nn.functional as F
 
+    from noisystudent.models.build import create_model
+    from noisystudent.models.precision import auto_training_dtype, measures_training_dtype
+
     from .device import autocast, resolve_precision
-    from .models import create_model
-    from .precision import auto_training_dtype, measures_training_dtype
 
     # Time the dtype the stage will train in: on a Zen 5 the airbench student trains in bf16
     # at 1.5x its fp32 speed, and timed in fp32 its plan was 2.7x too short.

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.decode import read_image
+from noisystudent.data.decode import read_image
+from noisystudent.models.inference import load_trained
+from noisystudent.models.transforms import CleanPipeline
+
 from .device import resolve_device
-from .inference import load_trained
-from .transforms import CleanPipeline
 
 
 @torch.no_grad()

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from noisystudent.data.imageset import ImageSet
+from noisystudent.models.build import saved_parameter_count
+
 from . import runs, timings
-from .data.imageset import ImageSet
 from .device import resolve_device
 from .evaluate import evaluate_corruptions
 from .keep import Comparison, as_dicts, kept_step
 from .layout import REPORT_JSON, SelfTrainLayout, role
-from .models import saved_parameter_count
 from .pseudo_label import SUMMARY
 
 log = logging.getLogger(__name__)

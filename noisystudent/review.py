@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from noisystudent.data.imageset import ImageSet
+from noisystudent.data.shards import StreamedSource, samples_at
+
 from . import runs
-from .data.imageset import ImageSet
-from .data.shards import StreamedSource, samples_at
 from .errors import UserError
 from .layout import REPORT_JSON, SelfTrainLayout, kept_model, role
 from .metrics import dense_confusion
@@ -357,12 +358,13 @@ def corruptions_html(model_dir: Path, rows: list[dict], kept: dict, test_set: Im
                      device: str) -> str:
     """A few test images under each corruption (severity SHOWN_SEVERITY), with the kept
     model's call on each and its error on that corruption against the teacher's."""
-    from .data.loaders import ImageBatches
+    from noisystudent.data.loaders import ImageBatches
+    from noisystudent.models.inference import load_trained, predict_logits
+    from noisystudent.models.transforms import CleanPipeline
+
     from .device import resolve_device, resolve_precision
     from .evaluate import test_set_of
-    from .inference import load_trained, predict_logits
     from .robustness import corrupted_sets, corruption_names
-    from .transforms import CleanPipeline
 
     teacher = rows[0]
     device = resolve_device(device)

@@ -20,11 +20,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from noisystudent.data.loaders import ImageBatches
+from noisystudent.models.inference import TrainedModel, predict_logits
+from noisystudent.models.transforms import CleanPipeline
+
 from . import runs
-from .data.loaders import ImageBatches
 from .errors import UserError
-from .inference import TrainedModel, predict_logits
-from .transforms import CleanPipeline
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIDE = 32  # the corruption functions refuse smaller images

@@ -19,9 +19,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from noisystudent.data.imageset import ImageSet
+
 from . import distributed, plan, runs, timings
 from .config import SelfTrainConfig, to_dict
-from .data.imageset import ImageSet
 from .errors import CorruptFile
 from .layout import REPORT_JSON, SelfTrainLayout
 from .pseudo_label import (

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from noisystudent.data.shards import image_index
+
 from . import runs
-from .data.shards import image_index
 from .errors import UserError
 from .losses import retemper
 

@@ -14,27 +14,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed, runs
-from .config import SharedSettings, TrainConfig, build, to_dict
-from .data.imageset import ImageSet
-from .data.loaders import ImageBatches
-from .data.sources import load_train_and_test
-from .data.splits import load_split, make_split, save_split
-from .device import resolve_device, resolve_precision
-from .errors import UserError
-from .inference import predict_logits
-from .keep import correct_string
-from .metrics import classification_metrics, nonzero_cells
-from .models import (
+from noisystudent.data.imageset import ImageSet
+from noisystudent.data.loaders import ImageBatches
+from noisystudent.data.sources import load_train_and_test
+from noisystudent.data.splits import load_split, make_split, save_split
+from noisystudent.models.build import (
     configure_finetune,
     create_model,
     init_from_images,
     keep_spatial_map,
     model_input_config,
 )
-from .precision import training_precision
+from noisystudent.models.inference import predict_logits
+from noisystudent.models.precision import training_precision
+from noisystudent.models.transforms import CleanPipeline, InputSpec, to_model_input
+
+from . import distributed, runs
+from .config import SharedSettings, TrainConfig, build, to_dict
+from .device import resolve_device, resolve_precision
+from .errors import UserError
+from .keep import correct_string
+from .metrics import classification_metrics, nonzero_cells
 from .tensorboard import Scalars
-from .transforms import CleanPipeline, InputSpec, to_model_input
 
 log = logging.getLogger(__name__)
 

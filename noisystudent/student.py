@@ -8,19 +8,20 @@ from pathlib import Path
 
 import torch
 
+from noisystudent.data.kept_shards import KeptShardBatches
+from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
+from noisystudent.models.inference import load_trained
+from noisystudent.models.transforms import InputSpec
+
 from . import runs
 from .compression import count_flops
 from .config import StudentConfig
-from .data.kept_shards import KeptShardBatches
-from .data.loaders import ImageBatches, LabeledAndPseudoBatches
 from .engine import fit
 from .errors import UserError
-from .inference import load_trained
 from .noise import make_augment
 from .pseudo_label import Unlabeled, read_pseudo_labels, read_summary
 from .stage import RunData, build_model, start_stage
 from .tasks import NoisyStudentTask
-from .transforms import InputSpec
 
 
 @runs.holds_lock

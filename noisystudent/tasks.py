@@ -19,10 +19,11 @@ from timm.task.distillation import FeatureDistillationTrainableModule
 from timm.utils import unwrap_model
 from torch import nn
 
+from noisystudent.models.transforms import InputSpec, to_model_input
+
 from . import distributed
 from .device import autocast
 from .losses import kd_loss, pooled_features, pooled_width, soft_target_ce
-from .transforms import InputSpec, to_model_input
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from noisystudent.data.loaders import ImageBatches
+
 from . import runs
 from .config import TrainConfig
-from .data.loaders import ImageBatches
 from .engine import fit
 from .noise import make_augment
 from .stage import RunData, build_model, start_stage

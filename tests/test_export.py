@@ -20,8 +20,8 @@ from noisystudent.deploy import OnnxModel
 from noisystudent.errors import UserError
 from noisystudent.evaluate import evaluate, evaluate_exported
 from noisystudent.export import export_onnx
-from noisystudent.inference import load_trained, predict_logits
-from noisystudent.transforms import CleanPipeline
+from noisystudent.models.inference import load_trained, predict_logits
+from noisystudent.models.transforms import CleanPipeline
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from noisystudent import models
 from noisystudent.errors import UserError
-from noisystudent.models import (
+from noisystudent.models import build as models
+from noisystudent.models.build import (
     OFFLINE_WEIGHTS,
     configure_finetune,
     count_parameters,

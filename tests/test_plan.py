@@ -306,7 +306,7 @@ def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, m
     import torch
 
     from noisystudent import device as devices
-    from noisystudent import precision
+    from noisystudent.models import precision
 
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX-512 BF16")

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from noisystudent import precision
 from noisystudent.config import StudentConfig, TrainConfig
-from noisystudent.models import create_model
+from noisystudent.models import precision
+from noisystudent.models.build import create_model
 
 
 @pytest.fixture

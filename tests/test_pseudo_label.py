@@ -253,7 +253,7 @@ def test_pseudo_labels_written_before_the_streamed_parts_still_load(tmp_path):
 
 
 def test_flip_averaged_logits_are_the_mean_over_the_image_and_its_mirror():
-    from noisystudent.inference import predict_logits
+    from noisystudent.models.inference import predict_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))

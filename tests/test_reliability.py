@@ -31,6 +31,7 @@ from noisystudent.config import (
 from noisystudent.data.images import load_image_folder
 from noisystudent.distill import distill
 from noisystudent.errors import CorruptFile, UserError
+from noisystudent.models.transforms import InputSpec
 from noisystudent.pseudo_label import (
     pseudo_label,
     pseudo_labels_complete,
@@ -40,7 +41,6 @@ from noisystudent.pseudo_label import (
 from noisystudent.stage import load_run_data, open_run
 from noisystudent.student import train_student
 from noisystudent.train import train
-from noisystudent.transforms import InputSpec
 
 from .conftest import needs_fashion_mnist, quick_config
 
@@ -298,7 +298,7 @@ def test_pickle_payloads_never_run(tmp_path):
     with pytest.raises(CorruptFile, match="could not be loaded safely"):
         runs.load_checkpoint(evil)
     # As weights: .pt / .pth are refused by name, before anything is read.
-    from noisystudent.models import create_model
+    from noisystudent.models.build import create_model
     for suffix in (".pt", ".pth"):
         torch.save({"w": _Payload(marker)}, tmp_path / f"w{suffix}")
         with pytest.raises(UserError, match="only .safetensors"):

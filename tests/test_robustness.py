@@ -102,9 +102,9 @@ def test_evaluate_corruptions_on_a_run(tiny_teacher, tmp_path, monkeypatch):
     from noisystudent import evaluate as evaluate_module
     from noisystudent.data.fashion_mnist import load_fashion_mnist
     from noisystudent.device import autocast, resolve_precision
-    from noisystudent.inference import load_trained
+    from noisystudent.models.inference import load_trained
+    from noisystudent.models.transforms import to_model_input
     from noisystudent.train import train
-    from noisystudent.transforms import to_model_input
 
     from .conftest import quick_config
 

@@ -11,9 +11,9 @@ import torch
 from noisystudent import runs, selftrain
 from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
-from noisystudent.inference import load_trained
 from noisystudent.keep import kept_step, worse_by_chance
 from noisystudent.layout import kept_model
+from noisystudent.models.inference import load_trained
 from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD, kept_row, regression
 
 from .conftest import interrupt_on_call, needs_fashion_mnist
@@ -150,9 +150,9 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
 
 def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
     from noisystudent.config import StudentConfig, build
-    from noisystudent.models import create_model
+    from noisystudent.models.build import create_model
+    from noisystudent.models.transforms import InputSpec
     from noisystudent.student import check_student_size, steps_per_epoch
-    from noisystudent.transforms import InputSpec
 
     config = StudentConfig(pseudo_labels="x", batch_size=10, unlabeled_ratio=3, epochs=4,
                            passes=6)

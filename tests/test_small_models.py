@@ -9,7 +9,7 @@ import torch
 from timm.layers import DropPath
 
 from noisystudent.errors import UserError
-from noisystudent.models import (
+from noisystudent.models.build import (
     configure_finetune,
     count_parameters,
     create_model,

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent.data.idx import read_idx
-from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
+
+from .idx import read_idx
+from .imageset import ImageSet
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",

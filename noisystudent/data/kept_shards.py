@@ -25,9 +25,10 @@ from webdataset import TarWriter
 from webdataset.filters import shuffle
 from webdataset.tariterators import tarfile_samples
 
-from .. import distributed, runs
-from ..errors import CorruptFile
-from ..soft_labels import SoftTargets
+from noisystudent import distributed, runs
+from noisystudent.errors import CorruptFile
+from noisystudent.soft_labels import SoftTargets
+
 from .decode import UnreadableImage, decode_image
 from .shards import IMAGE_KEYS, StreamedSource, image_index
 

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .. import distributed
+from noisystudent import distributed
+
 from .arrays import Images, rows_of
 
 if TYPE_CHECKING:
-    from ..soft_labels import SoftTargets
+    from noisystudent.soft_labels import SoftTargets
 
 
 class ImageBatches:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import SharedSettings
-from ..errors import UserError
+from noisystudent.config import SharedSettings
+from noisystudent.errors import UserError
+
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image_folder, load_manifest
 from .imageset import ImageSet, concatenate

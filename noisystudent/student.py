@@ -12,16 +12,16 @@ from noisystudent.data.kept_shards import KeptShardBatches
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import InputSpec
+from noisystudent.training.engine import fit
+from noisystudent.training.tasks import NoisyStudentTask
 
 from . import runs
 from .compression import count_flops
 from .config import StudentConfig
-from .engine import fit
 from .errors import UserError
 from .noise import make_augment
 from .pseudo_label import Unlabeled, read_pseudo_labels, read_summary
 from .stage import RunData, build_model, start_stage
-from .tasks import NoisyStudentTask
 
 
 @runs.holds_lock

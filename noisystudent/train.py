@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from noisystudent.data.loaders import ImageBatches
+from noisystudent.training.engine import fit
+from noisystudent.training.tasks import SupervisedTask
 
 from . import runs
 from .config import TrainConfig
-from .engine import fit
 from .noise import make_augment
 from .stage import RunData, build_model, start_stage
-from .tasks import SupervisedTask
 
 
 @runs.holds_lock

@@ -19,7 +19,7 @@ from noisystudent.models.build import (
     create_model,
     model_input_config,
 )
-from noisystudent.optim import param_groups
+from noisystudent.training.optim import param_groups
 
 skimage_data = pytest.importorskip("skimage.data")
 

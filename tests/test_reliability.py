@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noisystudent import runs, tasks
+from noisystudent import runs
 from noisystudent.config import (
     DistillConfig,
     PseudoLabelConfig,
@@ -41,6 +41,7 @@ from noisystudent.pseudo_label import (
 from noisystudent.stage import load_run_data, open_run
 from noisystudent.student import train_student
 from noisystudent.train import train
+from noisystudent.training import tasks
 
 from .conftest import needs_fashion_mnist, quick_config
 
@@ -228,8 +229,8 @@ class NanFromStep(tasks.SupervisedTask):
 
 def _steps_of(task, steps: int):
     from noisystudent.data.loaders import ImageBatches
-    from noisystudent.engine import train_one_epoch
-    from noisystudent.optim import make_optimizer
+    from noisystudent.training.engine import train_one_epoch
+    from noisystudent.training.optim import make_optimizer
 
     images = torch.randint(0, 256, (64, 3, 8, 8), generator=torch.Generator().manual_seed(0),
                            dtype=torch.uint8)

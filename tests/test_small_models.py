@@ -16,7 +16,7 @@ from noisystudent.models.build import (
     init_from_images,
     model_input_config,
 )
-from noisystudent.optim import param_groups, scale_norm_biases
+from noisystudent.training.optim import param_groups, scale_norm_biases
 
 # Parameters in millions as the papers give them (He et al. 2016 table 6; Zagoruyko &
 # Komodakis 2016 tables), with the papers' rounding, for 10 classes.

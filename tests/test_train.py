@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import noisystudent.evaluate as evaluation
-from noisystudent import engine, runs
+from noisystudent import runs
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
 from noisystudent.device import resolve_device
@@ -18,6 +18,7 @@ from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import CleanPipeline
 from noisystudent.predict import predict
 from noisystudent.train import train
+from noisystudent.training import engine
 
 from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config
 
@@ -109,7 +110,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
 def test_ema_warmup_follows_a_short_run():
     """A short run's EMA must not keep a large share of the initial weights."""
     from noisystudent.models.transforms import InputSpec
-    from noisystudent.tasks import SupervisedTask
+    from noisystudent.training.tasks import SupervisedTask
 
     model = torch.nn.Linear(4, 2)
     torch.nn.init.zeros_(model.weight)

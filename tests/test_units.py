@@ -17,7 +17,7 @@ from noisystudent.metrics import classification_metrics, expected_calibration_er
 from noisystudent.noise import BatchedNoise
 from noisystudent.noise.crop import crop_flip
 from noisystudent.noise.randaugment import BatchedRandAugment
-from noisystudent.optim import cosine_with_warmup
+from noisystudent.training.optim import cosine_with_warmup
 
 from .conftest import needs_fashion_mnist
 

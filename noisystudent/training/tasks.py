@@ -19,10 +19,10 @@ from timm.task.distillation import FeatureDistillationTrainableModule
 from timm.utils import unwrap_model
 from torch import nn
 
+from noisystudent import distributed
+from noisystudent.device import autocast
 from noisystudent.models.transforms import InputSpec, to_model_input
 
-from . import distributed
-from .device import autocast
 from .losses import kd_loss, pooled_features, pooled_width, soft_target_ce
 
 Augment = Callable[[torch.Tensor], torch.Tensor]

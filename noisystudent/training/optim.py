@@ -8,7 +8,7 @@ import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
-from .errors import UserError
+from noisystudent.errors import UserError
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float,

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, runs, timings
-from .device import autocast
-from .errors import CorruptFile, UserError
+from noisystudent import distributed, runs, timings
+from noisystudent.device import autocast
+from noisystudent.errors import CorruptFile, UserError
+
 from .optim import build_optimizer, skips_on_device
 from .tasks import StudentTask
 
 if TYPE_CHECKING:
-    from .config import LoopSettings
-    from .stage import Stage
+    from noisystudent.config import LoopSettings
+    from noisystudent.stage import Stage
 
 
 class NonFiniteLoss(UserError):

@@ -211,9 +211,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_pseudo_label(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from noisystudent.labels.to_label import TO_LABEL_CSV
+
     from .config import PseudoLabelConfig
     from .pseudo_label import pseudo_label
-    from .to_label import TO_LABEL_CSV
 
     config = resolve_config(args, PseudoLabelConfig)
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,

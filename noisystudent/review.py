@@ -31,15 +31,15 @@ from PIL import Image
 
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
+from noisystudent.labels.selection import Part
+from noisystudent.labels.store import kept_part, label_parts
+from noisystudent.labels.to_label import TO_LABEL_CSV, LowestPerClass, stored_pictures
 
 from . import runs
 from .errors import UserError
 from .layout import REPORT_JSON, SelfTrainLayout, kept_model, role
 from .metrics import dense_confusion
 from .pseudo_label import SUMMARY, Unlabeled, selection_parts
-from .selection import Part
-from .soft_labels import kept_part, label_parts
-from .to_label import TO_LABEL_CSV, LowestPerClass, stored_pictures
 
 log = logging.getLogger(__name__)
 

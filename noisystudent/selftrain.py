@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from noisystudent.data.imageset import ImageSet
+from noisystudent.labels.to_label import copy_to_run
 
 from . import distributed, plan, runs, timings
 from .config import SelfTrainConfig, to_dict
@@ -38,7 +39,6 @@ from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
 from .tensorboard import Scalars
 from .timings import timed
-from .to_label import copy_to_run
 from .train import train
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from noisystudent.data.kept_shards import KeptShardBatches
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
+from noisystudent.labels.kept_shards import KeptShardBatches
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import InputSpec
 from noisystudent.training.engine import fit

@@ -11,13 +11,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from noisystudent import distributed, runs, soft_labels
+from noisystudent import distributed, runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
+from noisystudent.labels import store
+from noisystudent.labels.selection import Part, StreamedSelection, random_key, select_and_balance
+from noisystudent.labels.store import SoftTargets, label_parts, reduce_logits
 from noisystudent.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels
-from noisystudent.selection import Part, StreamedSelection, random_key, select_and_balance
-from noisystudent.soft_labels import SoftTargets, label_parts, reduce_logits
 
 
 def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():
@@ -182,7 +183,7 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
 
     # The teacher runs in eval mode (its dropout of 0.5 is off), and parts fill as they go:
     # labeling again in parts of 64 images (26 bytes each) gives the same labels, in 5 parts.
-    monkeypatch.setattr(soft_labels, "PART_BYTES", 64 * 26)
+    monkeypatch.setattr(store, "PART_BYTES", 64 * 26)
     # A pass killed mid-write left a temporary part and a stale part: both are removed.
     (tmp_path / "again").mkdir()
     (tmp_path / "again" / f".labels-00000-00003.safetensors.7{runs.TMP_SUFFIX}").write_text("")

@@ -18,6 +18,7 @@ from PIL import Image
 from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.errors import UserError
+from noisystudent.labels.selection import Part
 from noisystudent.pseudo_label import pseudo_label, selection_parts
 from noisystudent.review import (
     MAX_CLASSES,
@@ -28,7 +29,6 @@ from noisystudent.review import (
     confusion_html,
     review,
 )
-from noisystudent.selection import Part
 from noisystudent.train import train
 
 from .conftest import needs_fashion_mnist, quick_config

@@ -19,17 +19,17 @@ from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig, SelfTrainConfig
 from noisystudent.data import shards
 from noisystudent.data.images import load_manifest
-from noisystudent.data.kept_shards import KeptShardBatches, KeptStream, kept_shards
 from noisystudent.errors import UserError
+from noisystudent.labels.kept_shards import KeptShardBatches, KeptStream, kept_shards
+from noisystudent.labels.selection import select_and_balance
+from noisystudent.labels.store import label_parts
 from noisystudent.pseudo_label import (
     pseudo_label,
     pseudo_labels_complete,
     read_pseudo_labels,
     unlabeled_images,
 )
-from noisystudent.selection import select_and_balance
 from noisystudent.selftrain import self_train
-from noisystudent.soft_labels import label_parts
 
 from .conftest import needs_fashion_mnist
 from .test_distributed import torchrun

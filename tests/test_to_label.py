@@ -18,9 +18,9 @@ from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.images import load_manifest
 from noisystudent.data.splits import load_split
 from noisystudent.errors import UserError
+from noisystudent.labels.selection import Part
+from noisystudent.labels.to_label import TO_LABEL_CSV, LowestMargins, margins
 from noisystudent.pseudo_label import pseudo_label, unlabeled_images
-from noisystudent.selection import Part
-from noisystudent.to_label import TO_LABEL_CSV, LowestMargins, margins
 from noisystudent.train import train
 
 from .conftest import needs_fashion_mnist, quick_config

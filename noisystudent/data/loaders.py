@@ -20,7 +20,7 @@ from noisystudent import distributed
 from .arrays import Images, rows_of
 
 if TYPE_CHECKING:
-    from noisystudent.soft_labels import SoftTargets
+    from noisystudent.labels.store import SoftTargets
 
 
 class ImageBatches:

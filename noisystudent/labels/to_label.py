@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from noisystudent import runs
 from noisystudent.data.arrays import Images, rows_of
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
 
-from . import runs
 from .selection import Part
 
 TO_LABEL_CSV = "to-label.csv"

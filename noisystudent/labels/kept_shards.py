@@ -26,11 +26,11 @@ from webdataset.filters import shuffle
 from webdataset.tariterators import tarfile_samples
 
 from noisystudent import distributed, runs
+from noisystudent.data.decode import UnreadableImage, decode_image
+from noisystudent.data.shards import IMAGE_KEYS, StreamedSource, image_index
 from noisystudent.errors import CorruptFile
-from noisystudent.soft_labels import SoftTargets
 
-from .decode import UnreadableImage, decode_image
-from .shards import IMAGE_KEYS, StreamedSource, image_index
+from .store import SoftTargets
 
 KEPT_SHARD = "kept-{:05d}-{:05d}.tar"
 

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import torch
 
+from noisystudent import runs
 from noisystudent.data.shards import image_index
+from noisystudent.errors import UserError
 from noisystudent.training.losses import retemper
-
-from . import runs
-from .errors import UserError
 
 PART_BYTES = 8 << 20  # a part in memory and on disk, whatever each image's row holds
 LABELS = "labels-{:05d}-{:05d}.safetensors"

@@ -29,10 +29,10 @@ from noisystudent.compression import cpu_latency_ms, onnx_latency_ms  # noqa: E4
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
 from noisystudent.deploy import OnnxModel  # noqa: E402
 from noisystudent.device import resolve_precision  # noqa: E402
-from noisystudent.evaluate import test_set_of  # noqa: E402
 from noisystudent.export import export_onnx  # noqa: E402
 from noisystudent.models.inference import load_trained, predict_logits  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402
+from noisystudent.reports.evaluate import test_set_of  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -171,7 +171,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate, evaluate_exported
+    from noisystudent.reports.evaluate import evaluate, evaluate_exported
 
     if is_onnx(args.run_dir):
         if args.corruptions:
@@ -267,7 +267,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_review(args: argparse.Namespace) -> None:
-    from .review import review
+    from noisystudent.reports.review import review
 
     result = review(args.run_dir, device=args.device)
     print(f"wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB in "

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from noisystudent.data.imageset import ImageSet
 from noisystudent.labels.to_label import copy_to_run
+from noisystudent.reports.report import add_time_section, write_report
+from noisystudent.reports.review import review_self_train
+from noisystudent.reports.tensorboard import Scalars
 
 from . import distributed, plan, runs, timings
 from .config import SelfTrainConfig, to_dict
@@ -33,11 +36,8 @@ from .pseudo_label import (
     pseudo_labels_complete,
     unlabeled_split,
 )
-from .report import add_time_section, write_report
-from .review import review_self_train
 from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
-from .tensorboard import Scalars
 from .timings import timed
 from .train import train
 

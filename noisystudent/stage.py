@@ -28,14 +28,14 @@ from noisystudent.models.build import (
 from noisystudent.models.inference import predict_logits
 from noisystudent.models.precision import training_precision
 from noisystudent.models.transforms import CleanPipeline, InputSpec, to_model_input
+from noisystudent.reports.metrics import classification_metrics, nonzero_cells
+from noisystudent.reports.tensorboard import Scalars
 
 from . import distributed, runs
 from .config import SharedSettings, TrainConfig, build, to_dict
 from .device import resolve_device, resolve_precision
 from .errors import UserError
 from .keep import correct_string
-from .metrics import classification_metrics, nonzero_cells
-from .tensorboard import Scalars
 
 log = logging.getLogger(__name__)
 

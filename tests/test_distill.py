@@ -17,7 +17,7 @@ from noisystudent.distill import (
     student_pools,
 )
 from noisystudent.errors import UserError
-from noisystudent.evaluate import evaluate
+from noisystudent.reports.evaluate import evaluate
 from noisystudent.train import train
 
 from .conftest import needs_fashion_mnist, quick_config

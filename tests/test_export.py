@@ -18,10 +18,10 @@ from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.deploy import OnnxModel
 from noisystudent.errors import UserError
-from noisystudent.evaluate import evaluate, evaluate_exported
 from noisystudent.export import export_onnx
 from noisystudent.models.inference import load_trained, predict_logits
 from noisystudent.models.transforms import CleanPipeline
+from noisystudent.reports.evaluate import evaluate, evaluate_exported
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

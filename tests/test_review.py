@@ -20,7 +20,7 @@ from noisystudent.config import PseudoLabelConfig
 from noisystudent.errors import UserError
 from noisystudent.labels.selection import Part
 from noisystudent.pseudo_label import pseudo_label, selection_parts
-from noisystudent.review import (
+from noisystudent.reports.review import (
     MAX_CLASSES,
     MAX_SHOWN,
     REPORT_HTML,
@@ -152,8 +152,8 @@ def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monke
     assert 10 <= len(page.sources) <= 2 * 8 * min(len(classes), MAX_CLASSES)
 
     # On a large pile the pictures come from a few shards, evenly spread; the counts from all.
-    from noisystudent import review as review_module
     from noisystudent.data.shards import SHARD_BITS
+    from noisystudent.reports import review as review_module
 
     everything = LabelingView(tmp_path / "labels", None, None)
     monkeypatch.setattr(review_module, "SAMPLED_SHARDS", 2)

@@ -14,7 +14,13 @@ from noisystudent.errors import UserError
 from noisystudent.keep import kept_step, worse_by_chance
 from noisystudent.layout import kept_model
 from noisystudent.models.inference import load_trained
-from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD, kept_row, regression
+from noisystudent.reports.report import (
+    ACCURACY_PNG,
+    CORRUPTIONS_PNG,
+    REPORT_MD,
+    kept_row,
+    regression,
+)
 
 from .conftest import interrupt_on_call, needs_fashion_mnist
 
@@ -103,7 +109,7 @@ def test_growing_student_schedule_and_shared_keys():
 def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_tree):
     """Your own images are stored once, at the largest size any stage sees; each model resizes
     to its own, so labeled and pseudo-labeled batches always concatenate."""
-    from noisystudent.evaluate import evaluate
+    from noisystudent.reports.evaluate import evaluate
 
     train_dir, test_dir = image_tree
     config = SelfTrainConfig(

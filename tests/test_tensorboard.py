@@ -9,7 +9,7 @@ import pytest
 
 from noisystudent import runs
 from noisystudent.errors import UserError
-from noisystudent.tensorboard import FOLDER, Scalars
+from noisystudent.reports.tensorboard import FOLDER, Scalars
 
 from .conftest import needs_fashion_mnist, quick_config
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import noisystudent.evaluate as evaluation
+import noisystudent.reports.evaluate as evaluation
 from noisystudent import runs
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
 from noisystudent.device import resolve_device
-from noisystudent.evaluate import evaluate
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import CleanPipeline
 from noisystudent.predict import predict
+from noisystudent.reports.evaluate import evaluate
 from noisystudent.train import train
 from noisystudent.training import engine
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import distributed
-from .errors import UserError
+from noisystudent import distributed
+from noisystudent.errors import UserError
 
 FOLDER = "tensorboard"
 

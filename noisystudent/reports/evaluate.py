@@ -8,16 +8,16 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: files only, no display needed
 from tqdm.auto import tqdm
 
+from noisystudent import runs
+from noisystudent.config import shared_settings_of
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.sources import load_test_set
+from noisystudent.device import resolve_device, resolve_precision
+from noisystudent.errors import UserError
 from noisystudent.models.inference import TrainedModel, load_trained, predict_logits
 from noisystudent.models.transforms import CleanPipeline
 
-from . import runs
-from .config import shared_settings_of
-from .device import resolve_device, resolve_precision
-from .errors import UserError
 from .metrics import classification_metrics
 from .robustness import corruption_errors, mean_corruption_error
 
@@ -82,7 +82,7 @@ def evaluate(run_dir: str | Path, *, device: str = "auto", quiet: bool = False,
 def evaluate_exported(model_path: str | Path, *, quiet: bool = False) -> dict:
     """An exported .onnx model through ONNX Runtime on the test set of the run it came from;
     writes MODEL.evaluation.json and MODEL.confusion.png beside it."""
-    from .deploy import OnnxModel
+    from noisystudent.deploy import OnnxModel
 
     model = OnnxModel(model_path)
     settings = shared_settings_of(model.settings, channels=model.stored_channels)

@@ -29,17 +29,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from noisystudent import runs
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
+from noisystudent.errors import UserError
 from noisystudent.labels.selection import Part
 from noisystudent.labels.store import kept_part, label_parts
 from noisystudent.labels.to_label import TO_LABEL_CSV, LowestPerClass, stored_pictures
+from noisystudent.layout import REPORT_JSON, SelfTrainLayout, kept_model, role
+from noisystudent.pseudo_label import SUMMARY, Unlabeled, selection_parts
 
-from . import runs
-from .errors import UserError
-from .layout import REPORT_JSON, SelfTrainLayout, kept_model, role
 from .metrics import dense_confusion
-from .pseudo_label import SUMMARY, Unlabeled, selection_parts
 
 log = logging.getLogger(__name__)
 
@@ -359,10 +359,10 @@ def corruptions_html(model_dir: Path, rows: list[dict], kept: dict, test_set: Im
     """A few test images under each corruption (severity SHOWN_SEVERITY), with the kept
     model's call on each and its error on that corruption against the teacher's."""
     from noisystudent.data.loaders import ImageBatches
+    from noisystudent.device import resolve_device, resolve_precision
     from noisystudent.models.inference import load_trained, predict_logits
     from noisystudent.models.transforms import CleanPipeline
 
-    from .device import resolve_device, resolve_precision
     from .evaluate import test_set_of
     from .robustness import corrupted_sets, corruption_names
 
@@ -417,7 +417,8 @@ def to_label_html(csv_path: Path) -> str:
 
 
 def iterations_html(run: Path, report: dict) -> str:
-    from .keep import Comparison
+    from noisystudent.keep import Comparison
+
     from .report import ACCURACY_PNG, CORRUPTIONS_PNG, table_cells
 
     rows = report["rows"]
@@ -471,8 +472,8 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
                       test_set: ImageSet | None = None, device: str = "auto") -> Path:
     """report.html of a finished self-training run; ``unlabeled`` and ``test_set`` are the
     loop's (else loaded again as the loop loads them)."""
-    from .config import SelfTrainConfig
-    from .selftrain import load_images
+    from noisystudent.config import SelfTrainConfig
+    from noisystudent.selftrain import load_images
 
     report = runs.read_json(run / REPORT_JSON)
     config = SelfTrainConfig.model_validate(runs.read_yaml(run / runs.CONFIG))
@@ -501,7 +502,7 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
 
 def review_labels(directory: Path) -> Path:
     """report.html of a pseudo-label directory (its images loaded as pseudo-label does)."""
-    from .pseudo_label import unlabeled_images
+    from noisystudent.pseudo_label import unlabeled_images
 
     summary = runs.read_json(directory / SUMMARY)
     try:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from noisystudent import runs, timings
 from noisystudent.data.imageset import ImageSet
+from noisystudent.device import resolve_device
+from noisystudent.keep import Comparison, as_dicts, kept_step
+from noisystudent.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.models.build import saved_parameter_count
+from noisystudent.pseudo_label import SUMMARY
 
-from . import runs, timings
-from .device import resolve_device
 from .evaluate import evaluate_corruptions
-from .keep import Comparison, as_dicts, kept_step
-from .layout import REPORT_JSON, SelfTrainLayout, role
-from .pseudo_label import SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
 def add_time_section(run: Path) -> dict:
     """The minutes each step used (timings.json) beside those planned (plan.json, under a
     budget), appended to report.md and report.json once the report itself is timed."""
-    from .plan import saved
+    from noisystudent.plan import saved
 
     used, plan = timings.read(run), saved(run)
     planned = plan.get("seconds", {})

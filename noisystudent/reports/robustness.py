@@ -20,12 +20,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from noisystudent import runs
 from noisystudent.data.loaders import ImageBatches
+from noisystudent.errors import UserError
 from noisystudent.models.inference import TrainedModel, predict_logits
 from noisystudent.models.transforms import CleanPipeline
-
-from . import runs
-from .errors import UserError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIDE = 32  # the corruption functions refuse smaller images

@@ -201,7 +201,7 @@ def is_onnx(path: str) -> bool:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_onnx
+    from noisystudent.deploy.export import export_onnx
 
     result = export_onnx(args.run_dir, args.out)
     print(f"wrote {result['path']} (max |logit difference| to PyTorch "
@@ -255,12 +255,12 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .deploy import format_predictions, predict_onnx
+    from noisystudent.deploy.onnx_runtime import format_predictions, predict_onnx
 
     if is_onnx(args.run_dir):
         results = predict_onnx(args.run_dir, args.images, top_k=args.top_k)
     else:
-        from .predict import predict
+        from noisystudent.deploy.predict import predict
 
         results = predict(args.run_dir, args.images, device=args.device, top_k=args.top_k)
     print(format_predictions(results, args.json))

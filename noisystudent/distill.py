@@ -11,12 +11,12 @@ import torch
 from noisystudent.data.images import load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
+from noisystudent.deploy.cost import describe, markdown_table
 from noisystudent.models.inference import load_trained
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import DistillTask
 
 from . import distributed, runs
-from .compression import describe, markdown_table
 from .config import DistillConfig
 from .device import resolve_precision
 from .errors import UserError

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
+from noisystudent.deploy.cost import count_flops
 from noisystudent.labels.kept_shards import KeptShardBatches
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import InputSpec
@@ -16,7 +17,6 @@ from noisystudent.training.engine import fit
 from noisystudent.training.tasks import NoisyStudentTask
 
 from . import runs
-from .compression import count_flops
 from .config import StudentConfig
 from .errors import UserError
 from .noise import make_augment

@@ -12,10 +12,10 @@ import noisystudent.reports.evaluate as evaluation
 from noisystudent import runs
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
+from noisystudent.deploy.predict import predict
 from noisystudent.device import resolve_device
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import CleanPipeline
-from noisystudent.predict import predict
 from noisystudent.reports.evaluate import evaluate
 from noisystudent.train import train
 from noisystudent.training import engine

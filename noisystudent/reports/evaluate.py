@@ -82,7 +82,7 @@ def evaluate(run_dir: str | Path, *, device: str = "auto", quiet: bool = False,
 def evaluate_exported(model_path: str | Path, *, quiet: bool = False) -> dict:
     """An exported .onnx model through ONNX Runtime on the test set of the run it came from;
     writes MODEL.evaluation.json and MODEL.confusion.png beside it."""
-    from noisystudent.deploy import OnnxModel
+    from noisystudent.deploy.onnx_runtime import OnnxModel
 
     model = OnnxModel(model_path)
     settings = shared_settings_of(model.settings, channels=model.stored_channels)

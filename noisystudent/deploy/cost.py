@@ -12,12 +12,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from noisystudent.device import autocast
+from noisystudent.errors import UserError
 from noisystudent.models.build import count_parameters
 from noisystudent.models.inference import TrainedModel
 from noisystudent.models.transforms import InputSpec
-
-from .device import autocast
-from .errors import UserError
 
 
 def count_flops(model: torch.nn.Module, spec: InputSpec) -> int:
@@ -61,7 +60,7 @@ def onnx_latency_ms(run_dir: Path, batches: tuple[int, ...] = (1, 256),
         require_export_extra()
     except UserError:
         return None
-    from .deploy import OnnxModel
+    from .onnx_runtime import OnnxModel
 
     with tempfile.TemporaryDirectory() as folder:
         model = OnnxModel(export_onnx(run_dir, Path(folder) / "model.onnx",

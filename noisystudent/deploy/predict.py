@@ -8,10 +8,9 @@ import numpy as np
 import torch
 
 from noisystudent.data.decode import read_image
+from noisystudent.device import resolve_device
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import CleanPipeline
-
-from .device import resolve_device
 
 
 @torch.no_grad()

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from noisystudent.data.decode import read_image
-
-from .errors import UserError
+from noisystudent.errors import UserError
 
 # Metadata keys written by ``noisystudent export`` (export.py).
 CLASSES, STORED_SIZE, STORED_CHANNELS = "classes", "stored_size", "stored_channels"

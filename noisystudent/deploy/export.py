@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisystudent import __version__, runs
+from noisystudent.config import shared_settings, shared_settings_of
+from noisystudent.errors import UserError
 from noisystudent.models.inference import TrainedModel, load_trained
 from noisystudent.models.transforms import InputSpec, to_model_input
 
-from . import __version__, runs
-from .config import shared_settings, shared_settings_of
-from .deploy import CLASSES, SETTINGS, STORED_CHANNELS, STORED_SIZE, OnnxModel
-from .errors import UserError
+from .onnx_runtime import CLASSES, SETTINGS, STORED_CHANNELS, STORED_SIZE, OnnxModel
 
 log = logging.getLogger(__name__)
 

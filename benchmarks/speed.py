@@ -49,7 +49,7 @@ from noisystudent.models.inference import predict_logits  # noqa: E402
 from noisystudent.models.precision import training_precision  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 from noisystudent.noise import make_augment  # noqa: E402
-from noisystudent.stage import build_model  # noqa: E402
+from noisystudent.stages.stage import build_model  # noqa: E402
 from noisystudent.training.engine import train_one_epoch  # noqa: E402
 from noisystudent.training.optim import build_optimizer, make_optimizer  # noqa: E402
 from noisystudent.training.tasks import NoisyStudentTask, SupervisedTask  # noqa: E402

@@ -157,15 +157,17 @@ def run_training(args: argparse.Namespace, config_cls: type, function: Callable)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from noisystudent.stages.train import train
+
     from .config import TrainConfig
-    from .train import train
 
     run_training(args, TrainConfig, train)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
+    from noisystudent.stages.distill import distill
+
     from .config import DistillConfig
-    from .distill import distill
 
     run_training(args, DistillConfig, distill)
 
@@ -212,9 +214,9 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from noisystudent.labels.to_label import TO_LABEL_CSV
+    from noisystudent.stages.pseudo_label import pseudo_label
 
     from .config import PseudoLabelConfig
-    from .pseudo_label import pseudo_label
 
     config = resolve_config(args, PseudoLabelConfig)
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
@@ -231,9 +233,10 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def cmd_self_train(args: argparse.Namespace) -> None:
+    from noisystudent.stages.selftrain import self_train
+
     from .config import SelfTrainConfig
     from .plan import planned_config
-    from .selftrain import self_train
 
     config = resolve_config(args, SelfTrainConfig, planned_config)
     report = self_train(config, args.out, resume=args.resume, quiet=args.quiet,

@@ -115,7 +115,7 @@ def test_a_one_channel_small_image_student_exports_with_parity(tmp_path, model, 
     """A from-scratch small-image model on one grayscale channel: trained by ``train``,
     exported, and the ONNX graph (its own preprocessing included, and airbench's flip
     test-time augmentation when the run asked for it) agrees with PyTorch."""
-    from noisystudent.train import train
+    from noisystudent.stages.train import train
     from tests.conftest import quick_config
 
     run = tmp_path / model

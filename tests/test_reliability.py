@@ -29,18 +29,18 @@ from noisystudent.config import (
     load_config,
 )
 from noisystudent.data.images import load_image_folder
-from noisystudent.distill import distill
 from noisystudent.errors import CorruptFile, UserError
 from noisystudent.models.transforms import InputSpec
-from noisystudent.pseudo_label import (
+from noisystudent.stages.distill import distill
+from noisystudent.stages.pseudo_label import (
     pseudo_label,
     pseudo_labels_complete,
     read_pseudo_labels,
     unlabeled_images,
 )
-from noisystudent.stage import load_run_data, open_run
-from noisystudent.student import train_student
-from noisystudent.train import train
+from noisystudent.stages.stage import load_run_data, open_run
+from noisystudent.stages.student import train_student
+from noisystudent.stages.train import train
 from noisystudent.training import tasks
 
 from .conftest import needs_fashion_mnist, quick_config

@@ -19,7 +19,6 @@ from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.errors import UserError
 from noisystudent.labels.selection import Part
-from noisystudent.pseudo_label import pseudo_label, selection_parts
 from noisystudent.reports.review import (
     MAX_CLASSES,
     MAX_SHOWN,
@@ -29,7 +28,8 @@ from noisystudent.reports.review import (
     confusion_html,
     review,
 )
-from noisystudent.train import train
+from noisystudent.stages.pseudo_label import pseudo_label, selection_parts
+from noisystudent.stages.train import train
 
 from .conftest import needs_fashion_mnist, quick_config
 from .test_shards import write_shards
@@ -96,7 +96,7 @@ def test_pseudo_label_page_with_hidden_truth_changes_and_the_images_to_label(tmp
     assert len(page.sources) >= 12  # the grids and the 12 images to label, all embedded
 
     # Changed labels against the earlier labeling, counted by hand.
-    from noisystudent.pseudo_label import unlabeled_images
+    from noisystudent.stages.pseudo_label import unlabeled_images
 
     images, _ = unlabeled_images(tiny_teacher, max_images=300)
     view = LabelingView(tmp_path / "second", images.labels, tmp_path / "first")
@@ -140,7 +140,7 @@ def test_many_classes_stay_bounded():
 
 @needs_fashion_mnist
 def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monkeypatch):
-    from noisystudent.pseudo_label import unlabeled_images
+    from noisystudent.stages.pseudo_label import unlabeled_images
 
     images, _ = unlabeled_images(tiny_teacher, max_images=300)
     pattern = write_shards(tmp_path / "shards", images.images)

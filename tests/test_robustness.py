@@ -104,7 +104,7 @@ def test_evaluate_corruptions_on_a_run(tiny_teacher, tmp_path, monkeypatch):
     from noisystudent.models.inference import load_trained
     from noisystudent.models.transforms import to_model_input
     from noisystudent.reports import evaluate as evaluate_module
-    from noisystudent.train import train
+    from noisystudent.stages.train import train
 
     from .conftest import quick_config
 

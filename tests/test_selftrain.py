@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisystudent import runs, selftrain
+from noisystudent import runs
 from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
 from noisystudent.keep import kept_step, worse_by_chance
@@ -21,6 +21,7 @@ from noisystudent.reports.report import (
     kept_row,
     regression,
 )
+from noisystudent.stages import selftrain
 
 from .conftest import interrupt_on_call, needs_fashion_mnist
 
@@ -158,7 +159,7 @@ def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
     from noisystudent.config import StudentConfig, build
     from noisystudent.models.build import create_model
     from noisystudent.models.transforms import InputSpec
-    from noisystudent.student import check_student_size, steps_per_epoch
+    from noisystudent.stages.student import check_student_size, steps_per_epoch
 
     config = StudentConfig(pseudo_labels="x", batch_size=10, unlabeled_ratio=3, epochs=4,
                            passes=6)

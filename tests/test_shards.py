@@ -23,13 +23,13 @@ from noisystudent.errors import UserError
 from noisystudent.labels.kept_shards import KeptShardBatches, KeptStream, kept_shards
 from noisystudent.labels.selection import select_and_balance
 from noisystudent.labels.store import label_parts
-from noisystudent.pseudo_label import (
+from noisystudent.stages.pseudo_label import (
     pseudo_label,
     pseudo_labels_complete,
     read_pseudo_labels,
     unlabeled_images,
 )
-from noisystudent.selftrain import self_train
+from noisystudent.stages.selftrain import self_train
 
 from .conftest import needs_fashion_mnist
 from .test_distributed import torchrun

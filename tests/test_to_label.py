@@ -20,8 +20,8 @@ from noisystudent.data.splits import load_split
 from noisystudent.errors import UserError
 from noisystudent.labels.selection import Part
 from noisystudent.labels.to_label import TO_LABEL_CSV, LowestMargins, margins
-from noisystudent.pseudo_label import pseudo_label, unlabeled_images
-from noisystudent.train import train
+from noisystudent.stages.pseudo_label import pseudo_label, unlabeled_images
+from noisystudent.stages.train import train
 
 from .conftest import needs_fashion_mnist, quick_config
 from .test_shards import write_shards

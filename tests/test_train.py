@@ -17,7 +17,7 @@ from noisystudent.device import resolve_device
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import CleanPipeline
 from noisystudent.reports.evaluate import evaluate
-from noisystudent.train import train
+from noisystudent.stages.train import train
 from noisystudent.training import engine
 
 from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config

@@ -14,7 +14,7 @@ from noisystudent.device import resolve_device
 from noisystudent.keep import Comparison, as_dicts, kept_step
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.models.build import saved_parameter_count
-from noisystudent.pseudo_label import SUMMARY
+from noisystudent.stages.pseudo_label import SUMMARY
 
 from .evaluate import evaluate_corruptions
 

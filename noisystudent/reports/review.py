@@ -37,7 +37,7 @@ from noisystudent.labels.selection import Part
 from noisystudent.labels.store import kept_part, label_parts
 from noisystudent.labels.to_label import TO_LABEL_CSV, LowestPerClass, stored_pictures
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout, kept_model, role
-from noisystudent.pseudo_label import SUMMARY, Unlabeled, selection_parts
+from noisystudent.stages.pseudo_label import SUMMARY, Unlabeled, selection_parts
 
 from .metrics import dense_confusion
 
@@ -473,7 +473,7 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
     """report.html of a finished self-training run; ``unlabeled`` and ``test_set`` are the
     loop's (else loaded again as the loop loads them)."""
     from noisystudent.config import SelfTrainConfig
-    from noisystudent.selftrain import load_images
+    from noisystudent.stages.selftrain import load_images
 
     report = runs.read_json(run / REPORT_JSON)
     config = SelfTrainConfig.model_validate(runs.read_yaml(run / runs.CONFIG))
@@ -502,7 +502,7 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
 
 def review_labels(directory: Path) -> Path:
     """report.html of a pseudo-label directory (its images loaded as pseudo-label does)."""
-    from noisystudent.pseudo_label import unlabeled_images
+    from noisystudent.stages.pseudo_label import unlabeled_images
 
     summary = runs.read_json(directory / SUMMARY)
     try:

@@ -28,7 +28,7 @@ from .tasks import StudentTask
 
 if TYPE_CHECKING:
     from noisystudent.config import LoopSettings
-    from noisystudent.stage import Stage
+    from noisystudent.stages.stage import Stage
 
 
 class NonFiniteLoss(UserError):

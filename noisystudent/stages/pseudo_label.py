@@ -17,12 +17,16 @@ from pathlib import Path
 
 import torch
 
+from noisystudent import distributed, runs, timings
+from noisystudent.config import PseudoLabelConfig, shared_settings_of, to_dict
 from noisystudent.data.images import load_npy_images
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.shards import StreamedSource, labeling_batches, open_source, shard_of
 from noisystudent.data.sources import load_train_and_test
 from noisystudent.data.splits import load_split
+from noisystudent.device import resolve_device, resolve_precision
+from noisystudent.errors import UserError
 from noisystudent.labels.kept_shards import KEPT_SHARD, check_kept_shards, write_kept_shard
 from noisystudent.labels.selection import Part, StreamedSelection
 from noisystudent.labels.store import (
@@ -38,11 +42,6 @@ from noisystudent.labels.store import (
 from noisystudent.labels.to_label import write_to_label
 from noisystudent.models.inference import TrainedModel, iter_logits, load_trained, release_free_heap
 from noisystudent.models.transforms import CleanPipeline
-
-from . import distributed, runs, timings
-from .config import PseudoLabelConfig, shared_settings_of, to_dict
-from .device import resolve_device, resolve_precision
-from .errors import UserError
 
 SUMMARY = "summary.json"
 LEGACY_SHARDS = "pseudo-*.safetensors"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from noisystudent import runs
+from noisystudent.config import TrainConfig
 from noisystudent.data.loaders import ImageBatches
+from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import SupervisedTask
 
-from . import runs
-from .config import TrainConfig
-from .noise import make_augment
 from .stage import RunData, build_model, start_stage
 
 

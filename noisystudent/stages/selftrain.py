@@ -19,16 +19,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from noisystudent import distributed, plan, runs, timings
+from noisystudent.config import SelfTrainConfig, to_dict
 from noisystudent.data.imageset import ImageSet
+from noisystudent.errors import CorruptFile
 from noisystudent.labels.to_label import copy_to_run
+from noisystudent.layout import REPORT_JSON, SelfTrainLayout
 from noisystudent.reports.report import add_time_section, write_report
 from noisystudent.reports.review import review_self_train
 from noisystudent.reports.tensorboard import Scalars
+from noisystudent.timings import timed
 
-from . import distributed, plan, runs, timings
-from .config import SelfTrainConfig, to_dict
-from .errors import CorruptFile
-from .layout import REPORT_JSON, SelfTrainLayout
 from .pseudo_label import (
     Unlabeled,
     load_unlabeled,
@@ -38,7 +39,6 @@ from .pseudo_label import (
 )
 from .stage import RunData, load_run_data, open_run, share_split
 from .student import train_student
-from .timings import timed
 from .train import train
 
 log = logging.getLogger(__name__)

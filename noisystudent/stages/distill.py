@@ -8,19 +8,19 @@ from pathlib import Path
 
 import torch
 
+from noisystudent import distributed, runs
+from noisystudent.config import DistillConfig
 from noisystudent.data.images import load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
 from noisystudent.deploy.cost import describe, markdown_table
+from noisystudent.device import resolve_precision
+from noisystudent.errors import UserError
 from noisystudent.models.inference import load_trained
+from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import DistillTask
 
-from . import distributed, runs
-from .config import DistillConfig
-from .device import resolve_precision
-from .errors import UserError
-from .noise import make_augment
 from .stage import build_model, share_split, start_stage
 
 log = logging.getLogger(__name__)

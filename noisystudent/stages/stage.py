@@ -14,10 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisystudent import distributed, runs
+from noisystudent.config import SharedSettings, TrainConfig, build, to_dict
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.sources import load_train_and_test
 from noisystudent.data.splits import load_split, make_split, save_split
+from noisystudent.device import resolve_device, resolve_precision
+from noisystudent.errors import UserError
+from noisystudent.keep import correct_string
 from noisystudent.models.build import (
     configure_finetune,
     create_model,
@@ -30,12 +35,6 @@ from noisystudent.models.precision import training_precision
 from noisystudent.models.transforms import CleanPipeline, InputSpec, to_model_input
 from noisystudent.reports.metrics import classification_metrics, nonzero_cells
 from noisystudent.reports.tensorboard import Scalars
-
-from . import distributed, runs
-from .config import SharedSettings, TrainConfig, build, to_dict
-from .device import resolve_device, resolve_precision
-from .errors import UserError
-from .keep import correct_string
 
 log = logging.getLogger(__name__)
 

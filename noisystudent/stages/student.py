@@ -8,18 +8,18 @@ from pathlib import Path
 
 import torch
 
+from noisystudent import runs
+from noisystudent.config import StudentConfig
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
 from noisystudent.deploy.cost import count_flops
+from noisystudent.errors import UserError
 from noisystudent.labels.kept_shards import KeptShardBatches
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import InputSpec
+from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import NoisyStudentTask
 
-from . import runs
-from .config import StudentConfig
-from .errors import UserError
-from .noise import make_augment
 from .pseudo_label import Unlabeled, read_pseudo_labels, read_summary
 from .stage import RunData, build_model, start_stage
 

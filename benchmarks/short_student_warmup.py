@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from noisystudent.config import StudentConfig
-from noisystudent.stages.pseudo_label import unlabeled_split
-from noisystudent.stages.stage import load_run_data, share_split
+from noisystudent.data.sources import load_run_data
+from noisystudent.data.unlabeled import unlabeled_split
+from noisystudent.stages.stage import share_split
 from noisystudent.stages.student import train_student
 
 

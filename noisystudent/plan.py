@@ -829,7 +829,7 @@ def replan_student(config, run: Path, k: int) -> dict[str, float]:
              "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)
     if "student.warmup_epochs" not in info["planned"]:
         return {"passes": passes}
-    from noisystudent.stages.pseudo_label import read_summary
+    from noisystudent.labels.directory import read_summary
 
     from .layout import SelfTrainLayout
 
@@ -871,7 +871,7 @@ def _fitted_student(config, run: Path, k: int, info: dict,
     previous student, is estimated from the last one and counted too. The machine's speed
     comes from the run's finished steps (the previous student's own), else from the plan's
     measurement of the bare step times STUDENT_STEP."""
-    from noisystudent.stages.pseudo_label import read_summary
+    from noisystudent.labels.directory import read_summary
 
     from . import timings
     from .layout import SelfTrainLayout

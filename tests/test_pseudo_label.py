@@ -16,9 +16,10 @@ from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
 from noisystudent.labels import store
+from noisystudent.labels.directory import SUMMARY, read_pseudo_labels
 from noisystudent.labels.selection import Part, StreamedSelection, random_key, select_and_balance
 from noisystudent.labels.store import SoftTargets, label_parts, reduce_logits
-from noisystudent.stages.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels
+from noisystudent.stages.pseudo_label import pseudo_label
 
 
 def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():

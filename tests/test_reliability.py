@@ -29,16 +29,14 @@ from noisystudent.config import (
     load_config,
 )
 from noisystudent.data.images import load_image_folder
+from noisystudent.data.sources import load_run_data
+from noisystudent.data.unlabeled import teacher_run_unlabeled
 from noisystudent.errors import CorruptFile, UserError
+from noisystudent.labels.directory import pseudo_labels_complete, read_pseudo_labels
 from noisystudent.models.transforms import InputSpec
 from noisystudent.stages.distill import distill
-from noisystudent.stages.pseudo_label import (
-    pseudo_label,
-    pseudo_labels_complete,
-    read_pseudo_labels,
-    unlabeled_images,
-)
-from noisystudent.stages.stage import load_run_data, open_run
+from noisystudent.stages.pseudo_label import pseudo_label
+from noisystudent.stages.stage import open_run
 from noisystudent.stages.student import train_student
 from noisystudent.stages.train import train
 from noisystudent.training import tasks
@@ -331,7 +329,7 @@ def test_teacher_classes_must_match_the_data(tmp_path, tiny_teacher, image_tree)
                  quiet=True)
     config = StudentConfig(pseudo_labels=str(labels), data=str(train_dir), model="resnet10t",
                            pretrained="none", labels_per_class=2, image_size=32)
-    unlabeled, _ = unlabeled_images(tiny_teacher, max_images=50)
+    unlabeled, _ = teacher_run_unlabeled(tiny_teacher, max_images=50)
     with pytest.raises(UserError, match="pseudo-labels' classes .* differ"):
         train_student(config, tmp_path / "s", data=load_run_data(config, 32),
                       unlabeled=unlabeled, quiet=True)

@@ -18,6 +18,7 @@ from PIL import Image
 from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.errors import UserError
+from noisystudent.labels.directory import selection_parts
 from noisystudent.labels.selection import Part
 from noisystudent.reports.review import (
     MAX_CLASSES,
@@ -28,7 +29,7 @@ from noisystudent.reports.review import (
     confusion_html,
     review,
 )
-from noisystudent.stages.pseudo_label import pseudo_label, selection_parts
+from noisystudent.stages.pseudo_label import pseudo_label
 from noisystudent.stages.train import train
 
 from .conftest import needs_fashion_mnist, quick_config
@@ -96,9 +97,9 @@ def test_pseudo_label_page_with_hidden_truth_changes_and_the_images_to_label(tmp
     assert len(page.sources) >= 12  # the grids and the 12 images to label, all embedded
 
     # Changed labels against the earlier labeling, counted by hand.
-    from noisystudent.stages.pseudo_label import unlabeled_images
+    from noisystudent.data.unlabeled import teacher_run_unlabeled
 
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     view = LabelingView(tmp_path / "second", images.labels, tmp_path / "first")
     before = torch.cat([p.predicted for p in selection_parts(tmp_path / "first", None)])
     after = torch.cat([p.predicted for p in selection_parts(tmp_path / "second", None)])
@@ -140,9 +141,9 @@ def test_many_classes_stay_bounded():
 
 @needs_fashion_mnist
 def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monkeypatch):
-    from noisystudent.stages.pseudo_label import unlabeled_images
+    from noisystudent.data.unlabeled import teacher_run_unlabeled
 
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     pattern = write_shards(tmp_path / "shards", images.images)
     config = PseudoLabelConfig(threshold=0.0, to_label=0)
     pseudo_label(tiny_teacher, tmp_path / "labels", config, unlabeled=pattern, quiet=True)

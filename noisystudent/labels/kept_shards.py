@@ -30,13 +30,11 @@ from noisystudent.data.decode import UnreadableImage, decode_image
 from noisystudent.data.shards import IMAGE_KEYS, StreamedSource, image_index
 from noisystudent.errors import CorruptFile
 
-from .store import SoftTargets
-
-KEPT_SHARD = "kept-{:05d}-{:05d}.tar"
+from .store import KEPT_SHARDS, SoftTargets
 
 
 def kept_shards(directory: Path) -> list[Path]:
-    return sorted(directory.glob("kept-*-*.tar"))
+    return KEPT_SHARDS.find(directory)
 
 
 def write_kept_shard(path: Path, source: StreamedSource, shard: int,

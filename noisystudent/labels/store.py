@@ -6,8 +6,10 @@ probabilities at the labeling temperature, in fp16 (all classes when ``top_k`` c
 the default where there are at most 100 classes; hard labels are the top 1 at probability 1).
 At 1,000 classes and ``top_k`` 10 that is 4 + 2 + 10 x (2 + 2) = 46 bytes an image, and
 selection's copies 4 more, against 4,000 for fp32 probabilities over every class. Parts of about
-``PART_BYTES`` are written as they fill (``labels-RANK-PART.safetensors``), so labeling holds
-one part in memory, whatever N.
+``PART_BYTES`` are written as they fill (``labels-RANK-PART.safetensors``, ``LABEL_PARTS``), so
+labeling holds one part in memory, whatever N. Selection writes each image's copies beside its
+part (``kept-RANK-PART.safetensors``), and for streamed shards the kept images themselves
+(``kept-RANK-SHARD.tar``, ``kept_shards.py``): ``PartFiles`` names all three.
 
 A student reads the kept images' top-k rows and turns them into dense targets a batch at a time
 (``SoftTargets``): the top-k probabilities renormalised to sum to 1. The mass outside the top k
@@ -18,20 +20,47 @@ mass is the teacher's least certain part).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from noisystudent import runs
 from noisystudent.data.shards import image_index
 from noisystudent.errors import UserError
-from noisystudent.training.losses import retemper
 
 PART_BYTES = 8 << 20  # a part in memory and on disk, whatever each image's row holds
-LABELS = "labels-{:05d}-{:05d}.safetensors"
-KEPT = "kept-{:05d}-{:05d}.safetensors"
 FULL_UP_TO = 100  # classes up to which the default top_k keeps every class
+
+
+@dataclass(frozen=True)
+class PartFiles:
+    """One kind of a rank's part files in a pseudo-label directory, ``KIND-RANK-PART.EXT``:
+    rank and part (or shard) in five digits, ordered as numbers (shard 100000 follows 99999)."""
+
+    kind: str
+    suffix: str = ".safetensors"
+
+    def name(self, rank: int, part: int) -> str:
+        return f"{self.kind}-{rank:05d}-{part:05d}{self.suffix}"
+
+    def pattern(self, rank: int | None = None) -> str:
+        return f"{self.kind}-{'*' if rank is None else f'{rank:05d}'}-*{self.suffix}"
+
+    def numbers(self, path: Path) -> tuple[int, int]:
+        """(rank, part) of one of these files."""
+        rank, part = path.name.removeprefix(f"{self.kind}-").removesuffix(self.suffix).split("-")
+        return int(rank), int(part)
+
+    def find(self, directory: Path, rank: int | None = None) -> list[Path]:
+        """These files (of one rank, or all), in global index order: by rank, then part."""
+        return sorted(Path(directory).glob(self.pattern(rank)), key=self.numbers)
+
+
+LABEL_PARTS = PartFiles("labels")        # the teacher's outputs, reduced, a part at a time
+KEPT_COPIES = PartFiles("kept")          # selection's copies of each image of a label part
+KEPT_SHARDS = PartFiles("kept", ".tar")  # a streamed shard's kept images (kept_shards.py)
 
 
 def resolve_top_k(top_k: int, num_classes: int, soft: bool) -> int:
@@ -99,7 +128,8 @@ class LabelWriter:
     def _flush(self) -> None:
         part = {k: v[:self.rows] for k, v in self.buffers.items()}
         part["start"] = torch.tensor([self.start], dtype=torch.int64)
-        runs.save_weights(self.out / LABELS.format(self.rank, self.part), part, every_rank=True)
+        runs.save_weights(self.out / LABEL_PARTS.name(self.rank, self.part), part,
+                          every_rank=True)
         self.start += self.rows
         self.rows = 0
         self.part += 1
@@ -126,24 +156,28 @@ class ShardLabelWriter:
         part = {k: torch.cat([stored[k] for _, stored in batches]) for k in batches[0][1]}
         part["position"] = torch.cat([positions for positions, _ in batches])
         part["start"] = torch.tensor([image_index(shard, 0)], dtype=torch.int64)
-        runs.save_weights(self.out / LABELS.format(self.rank, shard), part, every_rank=True)
+        runs.save_weights(self.out / LABEL_PARTS.name(self.rank, shard), part, every_rank=True)
 
 
 def label_parts(directory: Path, rank: int | None = None) -> list[Path]:
-    """The label part files (of one rank, or all), in global index order: by rank, then part
-    number (compared as numbers, so shard 100000 follows 99999)."""
-    pattern = "labels-*-*.safetensors" if rank is None else f"labels-{rank:05d}-*.safetensors"
-    return sorted(directory.glob(pattern), key=_rank_and_part)
-
-
-def _rank_and_part(path: Path) -> tuple[int, int]:
-    rank, part = path.name.removeprefix("labels-").removesuffix(".safetensors").split("-")
-    return int(rank), int(part)
+    """The label part files (of one rank, or all), in global index order."""
+    return LABEL_PARTS.find(directory, rank)
 
 
 def kept_part(label_part: Path) -> Path:
     """The selection's file beside a label part: the copies of each of its images."""
-    return label_part.with_name("kept-" + label_part.name.removeprefix("labels-"))
+    return label_part.with_name(KEPT_COPIES.name(*LABEL_PARTS.numbers(label_part)))
+
+
+def retemper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Stored soft labels p at a new temperature: p^(1/T) renormalised, which is the labeler's
+    softmax(logits / T). T < 1 sharpens (MixMatch's sharpening, UDA's softmax temperature),
+    T > 1 softens; one-hot labels stay one-hot."""
+    if temperature == 1.0:
+        return probs
+    # In log space: p^(1/T) of a small p underflows in fp32 long before T reaches 0.1. A zero
+    # stays zero (log 0 = -inf).
+    return F.softmax(torch.log(probs.float()) / temperature, dim=1)
 
 
 class SoftTargets:
@@ -194,13 +228,7 @@ def read_kept(directory: Path, num_classes: int,
         if "classes" in labels:
             classes.append(labels["classes"][rows])
     if not indices:
-        raise UserError(f"{directory} has no {LABELS.format(0, 0)} parts")
+        raise UserError(f"{directory} has no {LABEL_PARTS.name(0, 0)} parts")
     return torch.cat(indices), SoftTargets(torch.cat(probs),
                                            torch.cat(classes) if classes else None,
                                            num_classes, temperature)
-
-
-def iter_stored(directory: Path, rank: int | None = None
-                ) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
-    for path in label_parts(directory, rank):
-        yield path, runs.load_weights(path)

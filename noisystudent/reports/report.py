@@ -12,9 +12,9 @@ from noisystudent import runs, timings
 from noisystudent.data.imageset import ImageSet
 from noisystudent.device import resolve_device
 from noisystudent.keep import Comparison, as_dicts, kept_step
+from noisystudent.labels.directory import SUMMARY
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.models.build import saved_parameter_count
-from noisystudent.stages.pseudo_label import SUMMARY
 
 from .evaluate import evaluate_corruptions
 

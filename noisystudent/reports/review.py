@@ -32,12 +32,13 @@ from PIL import Image
 from noisystudent import runs
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
+from noisystudent.data.unlabeled import Unlabeled
 from noisystudent.errors import UserError
+from noisystudent.labels.directory import SUMMARY, selection_parts
 from noisystudent.labels.selection import Part
 from noisystudent.labels.store import kept_part, label_parts
 from noisystudent.labels.to_label import TO_LABEL_CSV, LowestPerClass, stored_pictures
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout, kept_model, role
-from noisystudent.stages.pseudo_label import SUMMARY, Unlabeled, selection_parts
 
 from .metrics import dense_confusion
 
@@ -473,13 +474,13 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
     """report.html of a finished self-training run; ``unlabeled`` and ``test_set`` are the
     loop's (else loaded again as the loop loads them)."""
     from noisystudent.config import SelfTrainConfig
-    from noisystudent.stages.selftrain import load_images
+    from noisystudent.data.unlabeled import self_train_images
 
     report = runs.read_json(run / REPORT_JSON)
     config = SelfTrainConfig.model_validate(runs.read_yaml(run / runs.CONFIG))
     layout = SelfTrainLayout(run, config.teacher_run)
     if unlabeled is None or test_set is None:
-        unlabeled, test_set = load_images(config, layout)
+        unlabeled, test_set = self_train_images(config, layout)
     truth = unlabeled.labels if isinstance(unlabeled, ImageSet) else None
     model_dir = kept_model(run)
     kept = next((r for r in report["rows"] if r["role"] == report.get("final_role")),
@@ -502,12 +503,13 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
 
 def review_labels(directory: Path) -> Path:
     """report.html of a pseudo-label directory (its images loaded as pseudo-label does)."""
-    from noisystudent.stages.pseudo_label import unlabeled_images
+    from noisystudent.data.unlabeled import teacher_run_unlabeled
 
     summary = runs.read_json(directory / SUMMARY)
     try:
-        images, _ = unlabeled_images(summary["teacher"]["run"], summary.get("unlabeled_folder"),
-                                     summary.get("max_images", 0))
+        images, _ = teacher_run_unlabeled(summary["teacher"]["run"],
+                                          summary.get("unlabeled_folder"),
+                                          summary.get("max_images", 0))
     except UserError as err:  # the teacher run or the images moved: labels without pictures
         log.warning("warning: %s; the page shows no pictures", err)
         images = None

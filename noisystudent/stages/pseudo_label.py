@@ -9,7 +9,6 @@ full class, whole copies plus a random fraction of a rare one).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -18,83 +17,28 @@ from pathlib import Path
 import torch
 
 from noisystudent import distributed, runs, timings
-from noisystudent.config import PseudoLabelConfig, shared_settings_of, to_dict
-from noisystudent.data.images import load_npy_images
+from noisystudent.config import PseudoLabelConfig, to_dict
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
-from noisystudent.data.shards import StreamedSource, labeling_batches, open_source, shard_of
-from noisystudent.data.sources import load_train_and_test
-from noisystudent.data.splits import load_split
+from noisystudent.data.shards import StreamedSource, labeling_batches, shard_of
+from noisystudent.data.unlabeled import Unlabeled, first, teacher_run_unlabeled
 from noisystudent.device import resolve_device, resolve_precision
 from noisystudent.errors import UserError
-from noisystudent.labels.kept_shards import KEPT_SHARD, check_kept_shards, write_kept_shard
+from noisystudent.labels.directory import SUMMARY, remove_parts, selection_parts, stored_bytes
+from noisystudent.labels.kept_shards import write_kept_shard
 from noisystudent.labels.selection import Part, StreamedSelection
 from noisystudent.labels.store import (
+    KEPT_SHARDS,
     LabelWriter,
     ShardLabelWriter,
-    SoftTargets,
     kept_part,
     label_parts,
-    read_kept,
     reduce_logits,
     resolve_top_k,
 )
 from noisystudent.labels.to_label import write_to_label
-from noisystudent.models.inference import TrainedModel, iter_logits, load_trained, release_free_heap
+from noisystudent.models.inference import TrainedModel, iter_logits, load_trained
 from noisystudent.models.transforms import CleanPipeline
-
-SUMMARY = "summary.json"
-LEGACY_SHARDS = "pseudo-*.safetensors"
-STALE = (LEGACY_SHARDS, "labels-*.safetensors", "kept-*.safetensors", "kept-*.tar")
-Unlabeled = ImageSet | StreamedSource
-
-
-def load_unlabeled(path: str, size: int, channels: int, strict: bool,
-                   max_images: int = 0) -> tuple[Unlabeled, str]:
-    """Unlabeled images and a description of where they come from: tar shards or a folder of
-    images, streamed and decoded at ``size`` in loader workers (``data/shards.py``); or a
-    packed .npy read from disk a batch at a time (which must hold images of that size)."""
-    if not str(path).endswith(".npy"):
-        source = open_source(path, size, channels, strict, max_images)
-        return source, source.description
-    images = load_npy_images(path)  # read from disk a batch at a time
-    if images.images.image_shape != (channels, size, size):
-        raise UserError(f"{path} holds images of shape {images.images.image_shape}, "
-                        f"expected {(channels, size, size)}; pack it with --image-size "
-                        f"{size} --channels {channels}")
-    return first(images, max_images), f"array {path}"
-
-
-def unlabeled_images(run_dir: str | Path, folder: str | None = None,
-                     max_images: int = 0) -> tuple[Unlabeled, str]:
-    """The images a teacher run labels, and where they come from: tar shards, a folder or a
-    .npy (at the teacher's stored size), or by default the run's unlabeled split (whose hidden
-    true labels measure pseudo-label accuracy)."""
-    run = runs.require_run(run_dir, runs.CONFIG, runs.MODEL_INFO)
-    cfg, info = runs.read_yaml(run / runs.CONFIG), runs.read_json(run / runs.MODEL_INFO)
-    if folder:
-        return load_unlabeled(folder, info["stored_size"], info["stored_channels"],
-                              cfg["strict"], max_images)
-    if not (run / runs.SPLITS).is_file():
-        raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
-    train_set, _, _ = load_train_and_test(shared_settings_of(cfg), cfg["image_size"])
-    return unlabeled_split(train_set, run, cfg["data"], max_images)
-
-
-def unlabeled_split(train_set: ImageSet, run: Path, data: str,
-                    max_images: int = 0) -> tuple[ImageSet, str]:
-    """The images of a run's labeled pool that its split left unlabeled."""
-    unlabeled = train_set.subset(load_split(run / runs.SPLITS)["unlabeled"])
-    return first(unlabeled, max_images), f"unlabeled split of {data} ({run / runs.SPLITS})"
-
-
-def first(images: ImageSet, count: int) -> ImageSet:
-    """The first ``count`` images (all when 0), sliced: a streamed set stays a lazy view."""
-    if not 0 < count < len(images):
-        return images
-    paths = None if images.paths is None else images.paths[:count]
-    return dataclasses.replace(images, images=images.images[:count],
-                               labels=images.labels[:count], paths=paths)
 
 
 def pseudo_label(teacher_run: str | Path, out: str | Path,
@@ -113,14 +57,13 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     if (out / SUMMARY).is_file():
         raise UserError(f"{out} already holds pseudo-labels; choose another --out")
     if distributed.is_main():  # parts of an unfinished pass (maybe more ranks) are stale
-        for pattern in STALE:
-            for stale in out.glob(pattern):
-                stale.unlink()
+        remove_parts(out)
         runs.remove_stale_temporaries(out)  # a part being written when that pass was killed
     distributed.barrier()  # nobody writes a part before everyone has checked
     device = resolve_device(config.device)
     teacher = load_trained(teacher_run, device)
-    images, source = images or unlabeled_images(teacher.run_dir, unlabeled, config.max_images)
+    images, source = images or teacher_run_unlabeled(teacher.run_dir, unlabeled,
+                                                      config.max_images)
     streamed = isinstance(images, StreamedSource)
     if not streamed:
         images = first(images, config.max_images)
@@ -162,7 +105,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
         if streamed:
             shard = shard_of(part.start)
-            name = KEPT_SHARD.format(distributed.rank(), shard)
+            name = KEPT_SHARDS.name(distributed.rank(), shard)
             if write_kept_shard(out / name, images, shard, part.stored, copies):
                 shard_sizes[name] = (out / name).stat().st_size
             kept.add(copies, part, torch.full((len(copies),), -1))
@@ -179,8 +122,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
                    images_per_s=labeled / max(seconds, 1e-9), skipped=skipped,
                    to_label=to_label,
-                   stored_bytes=sum(p.stat().st_size for pattern in STALE[1:3]
-                                    for p in out.glob(pattern)))
+                   stored_bytes=stored_bytes(out))
     if streamed:
         summary["kept_shards"] = dict(sorted(distributed.merge_dicts(shard_sizes).items()))
     runs.write_json(out / SUMMARY, summary)
@@ -257,16 +199,6 @@ class Labeling:
             warnings.warn(f"skipped {len(skipped)} unreadable images: {names}", stacklevel=2)
 
 
-def selection_parts(directory: Path, rank: int | None) -> Iterator[Part]:
-    """The label parts of one rank (None: all), as selection reads them."""
-    for path in label_parts(directory, rank):
-        stored = runs.load_weights(path)
-        yield Part(int(stored["start"]), stored["confidence"], stored["predicted"].long(),
-                   stored.get("position"), stored)
-        del stored
-        release_free_heap()  # each part's temporaries are freed: keep the heap from growing
-
-
 class KeptCounts:
     """Totals over the kept images, summed over the parts and then the ranks."""
 
@@ -313,42 +245,3 @@ def summarize(counts: torch.Tensor, *, teacher: TrainedModel, source: str,
         "pseudo_label_accuracy": accuracy,
         "kept_accuracy": correct / unique if accuracy is not None and unique else None,
     }
-
-
-def pseudo_labels_complete(directory: str | Path) -> bool:
-    """Finished (summary.json is written last), every part passes its checksum and every kept
-    tar shard is there whole."""
-    try:
-        directory = runs.require_run(directory, SUMMARY)
-        summary = runs.read_json(directory / SUMMARY)
-        if "kept_shards" not in summary:
-            read_pseudo_labels(directory)
-            return True
-        for path in label_parts(directory):
-            runs.load_weights(path), runs.load_weights(kept_part(path))
-        check_kept_shards(directory, summary["kept_shards"])
-        return True
-    except UserError:
-        return False
-
-
-def read_summary(directory: str | Path) -> dict:
-    return runs.read_json(runs.require_run(directory, SUMMARY) / SUMMARY)
-
-
-def read_pseudo_labels(directory: str | Path,
-                       temperature: float = 1.0) -> tuple[torch.Tensor, SoftTargets, dict]:
-    """The kept images of a pseudo-label directory, in index order (an image repeated as
-    often as it was kept), their soft labels at ``temperature``, and the summary."""
-    directory = runs.require_run(directory, SUMMARY)
-    summary = runs.read_json(directory / SUMMARY)
-    num_classes = len(summary["classes"])
-    if not label_parts(directory) and (legacy := sorted(directory.glob(LEGACY_SHARDS))):
-        # Written before the labels streamed: each rank's kept indices and fp32 probabilities.
-        parts = [runs.load_weights(p) for p in legacy]
-        index = torch.cat([p["index"] for p in parts])
-        probs = torch.cat([p["probs"] for p in parts])
-        order = index.argsort(stable=True)
-        return index[order], SoftTargets(probs[order], None, num_classes, temperature), summary
-    index, targets = read_kept(directory, num_classes, temperature)
-    return index, targets, summary

@@ -21,8 +21,10 @@ from pathlib import Path
 
 from noisystudent import distributed, plan, runs, timings
 from noisystudent.config import SelfTrainConfig, to_dict
-from noisystudent.data.imageset import ImageSet
+from noisystudent.data.sources import load_run_data
+from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
 from noisystudent.errors import CorruptFile
+from noisystudent.labels.directory import pseudo_labels_complete
 from noisystudent.labels.to_label import copy_to_run
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout
 from noisystudent.reports.report import add_time_section, write_report
@@ -30,14 +32,8 @@ from noisystudent.reports.review import review_self_train
 from noisystudent.reports.tensorboard import Scalars
 from noisystudent.timings import timed
 
-from .pseudo_label import (
-    Unlabeled,
-    load_unlabeled,
-    pseudo_label,
-    pseudo_labels_complete,
-    unlabeled_split,
-)
-from .stage import RunData, load_run_data, open_run, share_split
+from .pseudo_label import pseudo_label
+from .stage import open_run, share_split
 from .student import train_student
 from .train import train
 
@@ -60,7 +56,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     log.info("1. teacher: %s", layout.teacher)
     teacher = layout.teacher if config.teacher_run else run_step(
         layout.teacher, train, config.teacher_config(), quiet, data=data, run=run)
-    unlabeled, source = unlabeled_images(config, data, teacher)
+    unlabeled, source = self_train_unlabeled(config, data, teacher)
     for k in range(1, config.iterations + 1):
         if config.budget and not worth_another(config, run, layout, k):
             config = dropped_after(config, run, k - 1)
@@ -152,37 +148,6 @@ def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:
                             ("pseudo_label_accuracy", "pseudo_labeled", "test_top1", "mce")},
                     row["iteration"])
     scalars.close()
-
-
-def stored_size(config: SelfTrainConfig) -> int:
-    """One size to store your own images at: the largest any stage's model sees (each model
-    resizes to its own in its input pipeline, so labeled and unlabeled batches always match)."""
-    sizes = [config.student_config(k, "pending").image_size
-             for k in range(1, config.iterations + 1)]
-    if config.teacher_run:
-        sizes.append(runs.read_json(Path(config.teacher_run) / runs.MODEL_INFO)["stored_size"])
-    else:
-        sizes.append(config.teacher_config().image_size)
-    return max(sizes)
-
-
-def unlabeled_images(config: SelfTrainConfig, data: RunData,
-                     teacher: Path) -> tuple[Unlabeled, str]:
-    """The images every iteration labels, and where they come from: the configured shards,
-    folder or .npy, else the part of the labeled pool the first teacher's split left
-    unlabeled."""
-    max_images = config.pseudo_label_config().max_images
-    if config.unlabeled:
-        return load_unlabeled(config.unlabeled, data.train.images.shape[-1],
-                              data.train.channels, config.strict, max_images)
-    return unlabeled_split(data.train, teacher, config.data, max_images)
-
-
-def load_images(config: SelfTrainConfig, layout: SelfTrainLayout
-                ) -> tuple[Unlabeled, ImageSet | None]:
-    """The unlabeled images and the test set a finished run's loop held, loaded again."""
-    data = load_run_data(config, stored_size(config))
-    return unlabeled_images(config, data, layout.teacher)[0], data.test
 
 
 def run_step(directory: Path, step: Callable, config, quiet: bool, run: Path,

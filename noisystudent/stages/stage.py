@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from noisystudent import distributed, runs
-from noisystudent.config import SharedSettings, TrainConfig, build, to_dict
-from noisystudent.data.imageset import ImageSet
+from noisystudent.config import TrainConfig, build, to_dict
 from noisystudent.data.loaders import ImageBatches
-from noisystudent.data.sources import load_train_and_test
+from noisystudent.data.sources import RunData, load_run_data
 from noisystudent.data.splits import load_split, make_split, save_split
 from noisystudent.device import resolve_device, resolve_precision
 from noisystudent.errors import UserError
@@ -37,21 +36,6 @@ from noisystudent.reports.metrics import classification_metrics, nonzero_cells
 from noisystudent.reports.tensorboard import Scalars
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunData:
-    """The labeled training pool, the test set (None when the user gave no test data), and
-    how many of the pool's last images ``extra_labeled`` added (always in the labeled split)."""
-
-    train: ImageSet
-    test: ImageSet | None
-    extra_labeled: int = 0
-
-
-def load_run_data(settings: SharedSettings, image_size: int) -> RunData:
-    """The data the settings name; your own images are stored at ``image_size``."""
-    return RunData(*load_train_and_test(settings, image_size))
 
 
 def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConfig):

@@ -11,8 +11,11 @@ import torch
 from noisystudent import runs
 from noisystudent.config import StudentConfig
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
+from noisystudent.data.sources import RunData
+from noisystudent.data.unlabeled import Unlabeled
 from noisystudent.deploy.cost import count_flops
 from noisystudent.errors import UserError
+from noisystudent.labels.directory import read_pseudo_labels, read_summary
 from noisystudent.labels.kept_shards import KeptShardBatches
 from noisystudent.models.inference import load_trained
 from noisystudent.models.transforms import InputSpec
@@ -20,8 +23,7 @@ from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import NoisyStudentTask
 
-from .pseudo_label import Unlabeled, read_pseudo_labels, read_summary
-from .stage import RunData, build_model, start_stage
+from .stage import build_model, start_stage
 
 
 @runs.holds_lock

@@ -7,11 +7,12 @@ from pathlib import Path
 from noisystudent import runs
 from noisystudent.config import TrainConfig
 from noisystudent.data.loaders import ImageBatches
+from noisystudent.data.sources import RunData
 from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import SupervisedTask
 
-from .stage import RunData, build_model, start_stage
+from .stage import build_model, start_stage
 
 
 @runs.holds_lock

@@ -25,17 +25,6 @@ def soft_target_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Te
     return -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
-def retemper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Stored soft labels p at a new temperature: p^(1/T) renormalised, which is the labeler's
-    softmax(logits / T). T < 1 sharpens (MixMatch's sharpening, UDA's softmax temperature),
-    T > 1 softens; one-hot labels stay one-hot."""
-    if temperature == 1.0:
-        return probs
-    # In log space: p^(1/T) of a small p underflows in fp32 long before T reaches 0.1. A zero
-    # stays zero (log 0 = -inf).
-    return F.softmax(torch.log(probs.float()) / temperature, dim=1)
-
-
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm's pre-logits features: forward_features, then the head's pooling only."""
     return model.forward_head(model.forward_features(x), pre_logits=True)

@@ -31,7 +31,8 @@ from noisystudent import runs  # noqa: E402
 from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
-from noisystudent.models.inference import load_trained, predict_logits  # noqa: E402
+from noisystudent.models.inference import predict_logits  # noqa: E402
+from noisystudent.models.saved import load_trained  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 from noisystudent.noise import crop  # noqa: E402
 from noisystudent.stages import train as train_module  # noqa: E402

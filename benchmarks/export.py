@@ -30,7 +30,8 @@ from noisystudent.deploy.cost import cpu_latency_ms, onnx_latency_ms  # noqa: E4
 from noisystudent.deploy.export import export_onnx  # noqa: E402
 from noisystudent.deploy.onnx_runtime import OnnxModel  # noqa: E402
 from noisystudent.device import resolve_precision  # noqa: E402
-from noisystudent.models.inference import load_trained, predict_logits  # noqa: E402
+from noisystudent.models.inference import predict_logits  # noqa: E402
+from noisystudent.models.saved import load_trained  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 from noisystudent.reports.evaluate import test_set_of  # noqa: E402
 

@@ -19,7 +19,8 @@ from noisystudent.data.loaders import ImageBatches
 from noisystudent.deploy.export import export_onnx
 from noisystudent.deploy.onnx_runtime import OnnxModel
 from noisystudent.errors import UserError
-from noisystudent.models.inference import load_trained, predict_logits
+from noisystudent.models.inference import predict_logits
+from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import CleanPipeline
 from noisystudent.reports.evaluate import evaluate, evaluate_exported
 

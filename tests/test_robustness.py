@@ -101,7 +101,7 @@ def test_mce_against_hand_computed_errors():
 def test_evaluate_corruptions_on_a_run(tiny_teacher, tmp_path, monkeypatch):
     from noisystudent.data.fashion_mnist import load_fashion_mnist
     from noisystudent.device import autocast, resolve_precision
-    from noisystudent.models.inference import load_trained
+    from noisystudent.models.saved import load_trained
     from noisystudent.models.transforms import to_model_input
     from noisystudent.reports import evaluate as evaluate_module
     from noisystudent.stages.train import train

@@ -13,7 +13,7 @@ from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
 from noisystudent.keep import kept_step, worse_by_chance
 from noisystudent.layout import kept_model
-from noisystudent.models.inference import load_trained
+from noisystudent.models.saved import load_trained
 from noisystudent.reports.report import (
     ACCURACY_PNG,
     CORRUPTIONS_PNG,

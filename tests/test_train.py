@@ -14,7 +14,7 @@ from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
 from noisystudent.deploy.predict import predict
 from noisystudent.device import resolve_device
-from noisystudent.models.inference import load_trained
+from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import CleanPipeline
 from noisystudent.reports.evaluate import evaluate
 from noisystudent.stages.train import train

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from noisystudent.device import autocast
 from noisystudent.errors import UserError
 from noisystudent.models.build import count_parameters
-from noisystudent.models.inference import TrainedModel
+from noisystudent.models.saved import TrainedModel
 from noisystudent.models.transforms import InputSpec
 
 

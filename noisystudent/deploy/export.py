@@ -24,7 +24,7 @@ from torch import nn
 from noisystudent import __version__, runs
 from noisystudent.config import shared_settings, shared_settings_of
 from noisystudent.errors import UserError
-from noisystudent.models.inference import TrainedModel, load_trained
+from noisystudent.models.saved import TrainedModel, load_trained
 from noisystudent.models.transforms import InputSpec, to_model_input
 
 from .onnx_runtime import CLASSES, SETTINGS, STORED_CHANNELS, STORED_SIZE, OnnxModel

@@ -9,7 +9,7 @@ import torch
 
 from noisystudent.data.decode import read_image
 from noisystudent.device import resolve_device
-from noisystudent.models.inference import load_trained
+from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import CleanPipeline
 
 

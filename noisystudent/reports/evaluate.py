@@ -15,7 +15,8 @@ from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.sources import load_test_set
 from noisystudent.device import resolve_device, resolve_precision
 from noisystudent.errors import UserError
-from noisystudent.models.inference import TrainedModel, load_trained, predict_logits
+from noisystudent.models.inference import predict_logits
+from noisystudent.models.saved import TrainedModel, load_trained
 from noisystudent.models.transforms import CleanPipeline
 
 from .metrics import classification_metrics

@@ -361,7 +361,8 @@ def corruptions_html(model_dir: Path, rows: list[dict], kept: dict, test_set: Im
     model's call on each and its error on that corruption against the teacher's."""
     from noisystudent.data.loaders import ImageBatches
     from noisystudent.device import resolve_device, resolve_precision
-    from noisystudent.models.inference import load_trained, predict_logits
+    from noisystudent.models.inference import predict_logits
+    from noisystudent.models.saved import load_trained
     from noisystudent.models.transforms import CleanPipeline
 
     from .evaluate import test_set_of

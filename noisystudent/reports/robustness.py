@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from noisystudent import runs
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.errors import UserError
-from noisystudent.models.inference import TrainedModel, predict_logits
+from noisystudent.models.inference import predict_logits
+from noisystudent.models.saved import TrainedModel
 from noisystudent.models.transforms import CleanPipeline
 
 SEVERITIES = (1, 2, 3, 4, 5)

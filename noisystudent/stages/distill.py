@@ -16,7 +16,7 @@ from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
 from noisystudent.deploy.cost import describe, markdown_table
 from noisystudent.device import resolve_precision
 from noisystudent.errors import UserError
-from noisystudent.models.inference import load_trained
+from noisystudent.models.saved import load_trained
 from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import DistillTask

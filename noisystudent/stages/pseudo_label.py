@@ -37,7 +37,8 @@ from noisystudent.labels.store import (
     resolve_top_k,
 )
 from noisystudent.labels.to_label import write_to_label
-from noisystudent.models.inference import TrainedModel, iter_logits, load_trained
+from noisystudent.models.inference import iter_logits
+from noisystudent.models.saved import TrainedModel, load_trained
 from noisystudent.models.transforms import CleanPipeline
 
 

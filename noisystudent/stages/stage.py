@@ -31,6 +31,7 @@ from noisystudent.models.build import (
 )
 from noisystudent.models.inference import predict_logits
 from noisystudent.models.precision import training_precision
+from noisystudent.models.saved import save_model
 from noisystudent.models.transforms import CleanPipeline, InputSpec, to_model_input
 from noisystudent.reports.metrics import classification_metrics, nonzero_cells
 from noisystudent.reports.tensorboard import Scalars
@@ -213,15 +214,3 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device,
         init_from_images(model, to_model_input(torch.as_tensor(images[:INIT_IMAGES]), spec))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format), spec
-
-
-def save_model(run_dir: Path, model: torch.nn.Module, *, name: str, spec: InputSpec,
-               classes: list[str], stored: tuple[int, int], small_image: int = 0,
-               model_options: dict | None = None) -> None:
-    """The final weights plus what evaluate/predict/teachers need to rebuild the model."""
-    runs.save_weights(run_dir / runs.MODEL, model.state_dict())
-    runs.write_json(run_dir / runs.MODEL_INFO, {
-        "model": name, "num_classes": len(classes), "classes": classes,
-        "input": spec.to_dict(), "stored_channels": stored[0], "stored_size": stored[1],
-        "small_image": small_image, "model_options": model_options or {},
-    })

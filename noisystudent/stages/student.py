@@ -17,7 +17,7 @@ from noisystudent.deploy.cost import count_flops
 from noisystudent.errors import UserError
 from noisystudent.labels.directory import read_pseudo_labels, read_summary
 from noisystudent.labels.kept_shards import KeptShardBatches
-from noisystudent.models.inference import load_trained
+from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import InputSpec
 from noisystudent.noise import make_augment
 from noisystudent.training.engine import fit

@@ -11,13 +11,11 @@ import torch
 from noisystudent.config import SharedSettings
 from noisystudent.errors import UserError
 
-from .fashion_mnist import load_fashion_mnist
+from .fashion_mnist import FASHION_MNIST, load_fashion_mnist
 from .images import load_image_folder, load_manifest
 from .imageset import ImageSet, concatenate
 
 log = logging.getLogger(__name__)
-
-FASHION_MNIST = "fashion-mnist"
 
 
 def load_labeled(path: str | Path, size: int, channels: int, strict: bool,

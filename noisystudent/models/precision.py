@@ -15,28 +15,20 @@ in fp32 on a Zen 3, BENCHMARKS.md "CPU kind: AVX2").
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
-import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from noisystudent import distributed, runs
-from noisystudent.device import autocast, cpu_kind, resolve_precision
-from noisystudent.errors import UserError
+from noisystudent import distributed
+from noisystudent.device import cpu_kind, resolve_precision
 
+from . import speed
 from .build import create_model, keep_spatial_map
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "precision.json"
-# Steps per dtype: the first ones touch fresh memory and pick kernels (a process's first
-# steps measured 5-15x slower), so they are not timed.
-WARMUP_STEPS, TIMED_STEPS = 3, 4
 # bf16 is kept only when it trains at least this much faster: it rounds activations, and a
 # near tie (Lite0 @128 measured 54 against 52 images/s) is measurement noise, not a reason.
 BF16_MIN_SPEEDUP = 1.1
@@ -45,82 +37,26 @@ BF16_MIN_SPEEDUP = 1.1
 MAX_MEASURED_BATCH = 128
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def training_rate(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype | None,
-                  steps: int = TIMED_STEPS, warmup: int = WARMUP_STEPS) -> float:
-    """Images/s of the bare training step (forward, cross-entropy, backward, SGD) on random
-    channels_last input of ``input_shape`` = (batch, channels, size, size). The model's
-    weights and gradients are left changed: pass a throwaway copy."""
-    cpu = torch.device("cpu")
-    model = model.to(cpu, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(input_shape).to(memory_format=torch.channels_last)
-    num_classes = getattr(model, "num_classes", 0) or 10
-    y = torch.randint(0, num_classes, (input_shape[0],))
-
-    def step() -> None:
-        with autocast(cpu, dtype):
-            loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return input_shape[0] * steps / (time.perf_counter() - start)
-
-
 def measured_training_dtype(build: callable, key: dict,
                             input_shape: tuple[int, ...]) -> torch.dtype | None:
     """The faster of fp32 (None) and bf16 for the model ``build()`` returns, from the cache or
     measured now. ``key`` names the model and input (its JSON is the cache key)."""
-    full_key = json.dumps({"cpu": _cpu_name(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), **key,
-                           "batch": input_shape[0]}, sort_keys=True)
-    path = runs.cache_root() / CACHE_FILE
-    cache = read_cache(path)
+    full_key = speed.machine_key(**key, batch=input_shape[0])
+    path = speed.cache_file(CACHE_FILE)
+    cache = speed.read_cache(path)
     if full_key not in cache:
         rates = {}
         state = torch.random.get_rng_state()  # measuring must not move the run's random stream
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            rates[name] = training_rate(build(), input_shape, dtype)
+            rates[name] = speed.training_rate(build(), input_shape, dtype)
         torch.random.set_rng_state(state)
         best = "bf16" if rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"] else "fp32"
         cache[full_key] = {"dtype": best, "images_per_s": {k: round(v, 1)
                                                             for k, v in rates.items()}}
         log.info("precision auto: %s trains in %s here (%s images/s fp32, %s bf16; cached in %s)",
                  key.get("model"), best, f"{rates['fp32']:,.0f}", f"{rates['bf16']:,.0f}", path)
-        write_cache(path, cache)
+        speed.write_cache(path, cache)
     return torch.bfloat16 if cache[full_key]["dtype"] == "bf16" else None
-
-
-def read_cache(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # missing or damaged: measure again
-        return {}
-
-
-def write_cache(path: Path, cache: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)),
-                          every_rank=True)
-    except (OSError, UserError) as err:  # a read-only home: measure again next time
-        log.warning("could not cache a measurement in %s (%s)", path, err)
 
 
 def training_precision(config, device: torch.device) -> torch.dtype | None:
@@ -130,15 +66,10 @@ def training_precision(config, device: torch.device) -> torch.dtype | None:
     rank trains in its answer."""
     if not measures_training_dtype(config.precision, device):
         return resolve_precision(config.precision, device, training=True)
-    choice = [None]
-    if distributed.is_main():
-        choice = [auto_training_dtype(config.model, config.image_size, config.in_chans,
-                                      config.model_options, config.images_per_step,
-                                      small_image=config.small_image,
-                                      drop_path_rate=config.drop_path_rate)]
-    if distributed.active():
-        torch.distributed.broadcast_object_list(choice, src=0)
-    return choice[0]
+    return distributed.decided_on_main(lambda: auto_training_dtype(
+        config.model, config.image_size, config.in_chans, config.model_options,
+        config.images_per_step, small_image=config.small_image,
+        drop_path_rate=config.drop_path_rate))
 
 
 def measures_training_dtype(precision: str, device: torch.device) -> bool:

@@ -102,9 +102,7 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
 def add_time_section(run: Path) -> dict:
     """The minutes each step used (timings.json) beside those planned (plan.json, under a
     budget), appended to report.md and report.json once the report itself is timed."""
-    from noisystudent.plan import saved
-
-    used, plan = timings.read(run), saved(run)
+    used, plan = timings.read(run), timings.planned(run)
     planned = plan.get("seconds", {})
     budget = plan.get("budget_minutes")
     steps = list(dict.fromkeys([*planned, *used]))

@@ -26,7 +26,7 @@ from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
 from noisystudent.errors import CorruptFile
 from noisystudent.labels.directory import pseudo_labels_complete
 from noisystudent.labels.to_label import copy_to_run
-from noisystudent.layout import REPORT_JSON, SelfTrainLayout
+from noisystudent.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout
 from noisystudent.reports.report import add_time_section, write_report
 from noisystudent.reports.review import review_self_train
 from noisystudent.reports.tensorboard import Scalars
@@ -77,7 +77,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
         share_split(teacher, student)
-        run_step(student, train_student, student_config(config, run, k, labels), quiet,
+        run_step(student, train_student, student_config(config, layout, k), quiet,
                  data=data, unlabeled=unlabeled, run=run)
         # 4. The student becomes the teacher; 5. repeat.
         teacher = student
@@ -90,7 +90,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
-    with timed(run, run / "report"):
+    with timed(run, run / REPORT_KEY):
         report = write_report(run, plan.replan_report(config, run), data.test, quiet)
         try:  # the page is a view of the finished run: never fail the run for it
             review_self_train(run, unlabeled=unlabeled, test_set=data.test,
@@ -108,12 +108,7 @@ def worth_another(config: SelfTrainConfig, run: Path, layout: SelfTrainLayout, k
     """Under a budget, whether iteration ``k`` still fits (a started one always does)."""
     if (layout.pseudo_labels(k)).exists():
         return True
-    worth = [plan.worth_another(config, run, k) if distributed.is_main() else None]
-    if distributed.active():
-        import torch.distributed
-
-        torch.distributed.broadcast_object_list(worth, src=0)
-    return worth[0]
+    return distributed.decided_on_main(lambda: plan.worth_another(config, run, k))
 
 
 def dropped_after(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTrainConfig:
@@ -125,18 +120,14 @@ def dropped_after(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTr
     return config
 
 
-def student_config(config: SelfTrainConfig, run: Path, k: int, labels: Path):
+def student_config(config: SelfTrainConfig, layout: SelfTrainLayout, k: int):
     """Iteration ``k``'s student; under a budget, planned again from the time left before
     it starts (a started one resumes with its saved config)."""
-    student = config.student_config(k, str(labels))
-    if not config.budget or (run / f"iter{k}" / "student" / runs.CONFIG).is_file():
+    student = config.student_config(k, str(layout.pseudo_labels(k)))
+    if not config.budget or (layout.student(k) / runs.CONFIG).is_file():
         return student
-    changes = [plan.replan_student(config, run, k) if distributed.is_main() else None]
-    if distributed.active():
-        import torch.distributed
-
-        torch.distributed.broadcast_object_list(changes, src=0)
-    return student.model_copy(update=changes[0])
+    changes = distributed.decided_on_main(lambda: plan.replan_student(config, layout.run, k))
+    return student.model_copy(update=changes)
 
 
 def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:

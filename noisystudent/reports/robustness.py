@@ -28,6 +28,7 @@ from noisystudent.models.saved import TrainedModel
 from noisystudent.models.transforms import CleanPipeline
 
 SEVERITIES = (1, 2, 3, 4, 5)
+CORRUPTION_TYPES = 15  # ImageNet-C's common corruptions (``corruption_names()``)
 MIN_SIDE = 32  # the corruption functions refuse smaller images
 
 

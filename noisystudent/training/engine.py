@@ -14,21 +14,45 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from noisystudent import distributed, runs, timings
+from noisystudent.config import LoopSettings
 from noisystudent.device import autocast
 from noisystudent.errors import CorruptFile, UserError
 
 from .optim import build_optimizer, skips_on_device
-from .tasks import StudentTask
+from .tasks import Task
 
-if TYPE_CHECKING:
-    from noisystudent.config import LoopSettings
-    from noisystudent.stages.stage import Stage
+
+class FitContext(Protocol):
+    """What ``fit`` reads of the run it trains in (``stages.stage.Stage``): where it writes,
+    on which device and in which dtype, its seed, whether it resumes, shows progress and
+    writes TensorBoard scalars."""
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype | None: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def resume(self) -> bool: ...
+
+    @property
+    def progress(self) -> bool: ...
+
+    @property
+    def scalars(self): ...
 
 
 class NonFiniteLoss(UserError):
@@ -39,7 +63,7 @@ class NonFiniteLoss(UserError):
 PROGRESS_EVERY = 25
 
 
-def train_one_epoch(task: StudentTask, loader: Iterable[dict], optimizer, scheduler, *,
+def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
                     device: torch.device, dtype: torch.dtype | None,
                     scaler: torch.amp.GradScaler | None = None, progress: bool = True,
                     description: str = "") -> dict[str, float]:
@@ -99,7 +123,7 @@ def train_one_epoch(task: StudentTask, loader: Iterable[dict], optimizer, schedu
     return metrics
 
 
-def fit(task: StudentTask, loader, *, settings: LoopSettings, stage: Stage,
+def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         on_epoch_end: Callable[[int], dict] | None = None) -> int:
     """Train ``task`` for ``settings.epochs`` over ``loader``, checkpointing after each epoch
     into ``stage.run_dir`` (resuming from the last checkpoint when ``stage.resume``); returns

@@ -28,9 +28,9 @@ from .losses import kd_loss, pooled_features, pooled_width, soft_target_ce
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
-class StudentTask(TrainingTask):
-    """What every task here shares: the trainable module, its noised input, DDP, the model
-    that is evaluated and saved."""
+class Task(TrainingTask):
+    """What every task here shares (supervised, distillation, Noisy Student): the trainable
+    module, its noised input, DDP, the model that is evaluated and saved."""
 
     def __init__(self, trainable: nn.Module, augment: Augment, spec: InputSpec,
                  device: torch.device | None = None):
@@ -46,7 +46,7 @@ class StudentTask(TrainingTask):
         self.trainable_module = torch.compile(self.trainable_module, backend=backend, mode=mode,
                                               **kwargs)
 
-    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> StudentTask:
+    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> Task:
         self.trainable_module = distributed.wrap(self.trainable_module, self.device)
         return self
 
@@ -60,7 +60,7 @@ class StudentTask(TrainingTask):
         return ema.module if ema is not None else self.trained_module()
 
 
-class SupervisedTask(StudentTask):
+class SupervisedTask(Task):
     """Cross-entropy with the true labels on the augmented view."""
 
     def __init__(self, model: nn.Module, augment: Augment, spec: InputSpec, *,
@@ -75,7 +75,7 @@ class SupervisedTask(StudentTask):
         return {"loss": loss, "logits": logits, "ce": loss.detach()}
 
 
-class NoisyStudentTask(StudentTask):
+class NoisyStudentTask(Task):
     """CE on the labeled batch + unlabeled_weight x soft CE on the pseudo-labeled batch, both
     through the noised pipeline in one forward pass (shared batch-norm statistics, as in the
     official implementation). Dropout and stochastic depth live in the model.
@@ -125,7 +125,7 @@ class NoisyStudentTask(StudentTask):
         return (per_image * mask).mean(), mask.mean()
 
 
-class DistillTask(StudentTask):
+class DistillTask(Task):
     """Student mimics a frozen teacher: kd_weight x KD(T) + ce_weight x CE(true labels)
     [+ feature_weight x MSE(projected student features, teacher features)].
 

@@ -77,7 +77,7 @@ def crop_only(images: torch.Tensor, padding_mode: str = "constant") -> torch.Ten
     dy = torch.randint(0, 2 * pad + 1, (b,))
     dx = torch.randint(0, 2 * pad + 1, (b,))
     return crop.translate_flip(images, dy, dx, torch.zeros(b, dtype=torch.bool), pad,
-                               padding_mode)
+                               padding_mode=padding_mode)
 
 
 @contextmanager

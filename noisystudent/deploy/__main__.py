@@ -3,6 +3,6 @@ without torch."""
 
 import sys
 
-from .onnx_runtime import main
+from .cli import main
 
 sys.exit(main())

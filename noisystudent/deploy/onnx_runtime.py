@@ -1,18 +1,13 @@
 """Predictions from an exported ``model.onnx`` with ONNX Runtime, numpy and Pillow only: no torch,
 no training dependencies. The preprocessing is inside the graph (uint8 in, logits out); the
-class names and the stored image size and channels are in the model's metadata.
-
-    python -m noisystudent.deploy MODEL.onnx IMAGE... [--top-k K] [--json]
-
-prints what ``noisystudent predict RUN_DIR IMAGE...`` prints (and that command takes an
-``.onnx`` file too).
+class names and the stored image size and channels are in the model's metadata. Its command
+line is ``python -m noisystudent.deploy`` (``cli.py``); ``noisystudent predict`` takes an
+``.onnx`` file too.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,23 +94,3 @@ def format_predictions(results: list[dict], as_json: bool = False) -> str:
         extra = f"  ({alternatives})" if alternatives else ""
         lines.append(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}{extra}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m noisystudent.deploy",
-                                     description="Classify images with an exported model.onnx.")
-    parser.add_argument("model", metavar="MODEL.onnx")
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
-    parser.add_argument("--top-k", type=int, default=1, help="also list the next k-1 classes")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    args = parser.parse_args(argv)
-    try:
-        print(format_predictions(predict_onnx(args.model, args.images, args.top_k), args.json))
-    except UserError as err:
-        print(f"noisystudent: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -82,7 +82,7 @@ class AirbenchNet(nn.Module):
     """The airbench network for ``in_chans`` x 28-32 px images (module docstring)."""
 
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), residual: bool = False,
-                 num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
+                 *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, global_pool: str = "max",
                  whiten_stem: bool = True, dirac_init: bool = True, bn_weight: bool = False,
                  bn_momentum: float = 0.4, flip_tta: bool = False):

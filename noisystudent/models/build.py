@@ -113,8 +113,8 @@ def _load_safetensors(model: nn.Module, path: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def create_model(name: str, num_classes: int, pretrained: str = "none", drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, in_chans: int = 3,
+def create_model(name: str, num_classes: int, pretrained: str = "none", *,
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, in_chans: int = 3,
                  options: dict | None = None) -> nn.Module:
     """A timm model with ``num_classes`` outputs.
 

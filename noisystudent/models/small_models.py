@@ -142,7 +142,7 @@ class CifarResNet(_Head):
     """ResNet-(6n+2) for 32 px images: stem 3x3 at ``widths[0]``, three stages of ``n`` basic
     blocks (the second and third halve the map)."""
 
-    def __init__(self, blocks_per_stage: int, widths: tuple[int, int, int] = (16, 32, 64),
+    def __init__(self, blocks_per_stage: int, widths: tuple[int, int, int] = (16, 32, 64), *,
                  num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__()
@@ -188,7 +188,7 @@ class WideResNet(_Head):
     """WRN-depth-widen: stem 3x3 at 16, three stages of (depth-4)/6 pre-activation blocks at
     16k/32k/64k channels, a final BN-ReLU."""
 
-    def __init__(self, depth: int, widen: int, num_classes: int = 10, in_chans: int = 3,
+    def __init__(self, depth: int, widen: int, *, num_classes: int = 10, in_chans: int = 3,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__()
         if (depth - 4) % 6:

@@ -10,10 +10,9 @@ from noisystudent import runs
 from noisystudent.config import DistillConfig, build
 from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
+from noisystudent.reports.compression import COMPRESSION_JSON, COMPRESSION_MD
 from noisystudent.reports.evaluate import evaluate
 from noisystudent.stages.distill import (
-    COMPRESSION_JSON,
-    COMPRESSION_MD,
     distill,
     student_loader,
     student_pools,

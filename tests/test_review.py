@@ -160,7 +160,7 @@ def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monke
     monkeypatch.setattr(review_module, "SAMPLED_SHARDS", 2)
     sampled = LabelingView(tmp_path / "labels", None, None)
     assert sampled.sampled == {0, 2} and everything.sampled == {0, 1, 2, 3}
-    assert set((sampled.highest.kept["index"] >> SHARD_BITS).tolist()) <= {0, 2}
+    assert set((sampled.highest.rows["index"] >> SHARD_BITS).tolist()) <= {0, 2}
     assert torch.equal(sampled.kept_count, everything.kept_count)
 
     model_page = parse_page(Path(review(tiny_teacher)["path"]))

@@ -1,5 +1,6 @@
-"""What a compressed model costs: parameters, FLOPs, CPU latency in PyTorch and, with the
-``export`` extra, in ONNX Runtime; and the report table."""
+"""What a model costs to run: FLOPs per image, CPU latency in PyTorch and, with the ``export``
+extra, in ONNX Runtime on its exported graph (the distill command's compression report,
+``reports/compression.py``, and the student's size check use them)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from noisystudent.device import autocast
 from noisystudent.errors import UserError
-from noisystudent.models.build import count_parameters
-from noisystudent.models.saved import TrainedModel
 from noisystudent.models.transforms import InputSpec
 
 
@@ -77,36 +76,3 @@ def onnx_latency_ms(run_dir: Path, batches: tuple[int, ...] = (1, 256),
                     times.append((time.perf_counter() - start) * 1000)
             result[batch] = statistics.median(times)
     return result
-
-
-def describe(name: str, trained: TrainedModel, test_top1: float | None,
-             dtype: torch.dtype | None) -> dict:
-    model, spec = trained.model, trained.spec
-    onnx = onnx_latency_ms(trained.run_dir) or {}
-    return {
-        "name": name, "run": str(trained.run_dir), "model": trained.info["model"],
-        "image_size": spec.size, "parameters": count_parameters(model),
-        "mflops": count_flops(model, spec) / 1e6,
-        "latency_ms_batch1": cpu_latency_ms(model, spec, 1, dtype),
-        "latency_ms_batch256": cpu_latency_ms(model, spec, 256, dtype, repeats=3),
-        "onnx_latency_ms_batch1": onnx.get(1), "onnx_latency_ms_batch256": onnx.get(256),
-        "test_top1": test_top1,
-    }
-
-
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | run | parameters | MFLOPs / image | PyTorch CPU ms @1 | PyTorch CPU ms "
-             "@256 | ONNX Runtime ms @1 | ONNX Runtime ms @256 | test top-1 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-
-    def ms(value: float | None, digits: int) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
-    for r in rows:
-        top1 = f"{100 * r['test_top1']:.2f}%" if r["test_top1"] is not None else "n/a"
-        lines.append(f"| {r['name']}: {r['model']} @{r['image_size']} | {r['run']} | "
-                     f"{r['parameters'] / 1e6:.2f} M | {r['mflops']:.1f} | "
-                     f"{r['latency_ms_batch1']:.1f} | {r['latency_ms_batch256']:.0f} | "
-                     f"{ms(r.get('onnx_latency_ms_batch1'), 1)} | "
-                     f"{ms(r.get('onnx_latency_ms_batch256'), 0)} | {top1} |")
-    return "\n".join(lines) + "\n"

@@ -47,47 +47,70 @@ def margins(stored: dict[str, torch.Tensor]) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
-class LowestPerClass:
-    """Each predicted class's ``count`` rows of lowest ``key`` over the rows added (ties go to
-    the lower image index). Rows are dicts of equal-length tensors holding ``key``, ``index``
-    and ``predicted``; memory stays O(classes x count) however many are added."""
+class Lowest:
+    """The ``count`` rows of lowest ``key`` of each predicted class (``per_class=False``: of
+    all rows) over the rows added; ties go to the lower image index. Rows are dicts of
+    equal-length tensors holding ``key``, ``index`` (and ``predicted``); memory stays
+    O(classes x count) however many are added."""
 
-    def __init__(self, count: int, key: str):
-        self.count, self.key = count, key
-        self.kept: dict[str, torch.Tensor] | None = None
+    def __init__(self, count: int, key: str, *, per_class: bool = True):
+        self.count, self.key, self.per_class = count, key, per_class
+        self.rows: dict[str, torch.Tensor] | None = None  # the rows kept so far
+
+    def ranked(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the rows are ranked by, lowest first."""
+        return rows[self.key]
+
+    @property
+    def seen(self) -> bool:
+        """Whether any rows were added (maybe none of them kept)."""
+        return self.rows is not None
 
     def add(self, rows: dict[str, torch.Tensor]) -> None:
-        merged = rows if self.kept is None else {
-            name: torch.cat([self.kept[name], rows[name]]) for name in self.kept}
-        order, rank = class_order(merged, self.key)
-        self.kept = {name: values[order[rank < self.count]] for name, values in merged.items()}
+        merged = rows if self.rows is None else {
+            name: torch.cat([self.rows[name], rows[name]]) for name in self.rows}
+        order, rank = self._order(merged)
+        self.rows = {name: values[order[rank < self.count]] for name, values in merged.items()}
 
     def chosen(self, count: int) -> dict[str, torch.Tensor]:
         """``count`` rows, the classes taking turns: each class's lowest, then its second..."""
-        if self.kept is None:
+        if self.rows is None:
             return {}
-        order, rank = class_order(self.kept, self.key)
-        predicted = self.kept["predicted"][order]
+        order, rank = self._order(self.rows)
+        predicted = self._groups(self.rows)[order]
         classes = int(predicted.max()) + 1 if len(predicted) else 1
         turns = torch.sort(rank * classes + predicted, stable=True).indices
         picked = order[turns[:count]]
-        return {name: values[picked] for name, values in self.kept.items()}
+        return {name: values[picked] for name, values in self.rows.items()}
 
     def of_class(self, label: int) -> dict[str, torch.Tensor]:
-        """One class's kept rows, lowest ``key`` first."""
-        if self.kept is None:
+        """One class's kept rows, lowest first."""
+        if self.rows is None:
             return {}
-        order, _ = class_order(self.kept, self.key)
-        order = order[self.kept["predicted"][order] == label]
-        return {name: values[order] for name, values in self.kept.items()}
+        order, _ = self._order(self.rows)
+        order = order[self.rows["predicted"][order] == label]
+        return {name: values[order] for name, values in self.rows.items()}
+
+    def _groups(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        return rows["predicted"] if self.per_class else torch.zeros_like(rows["index"])
+
+    def _order(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return class_order(self._groups(rows), self.ranked(rows), rows["index"])
 
 
-class LowestMargins(LowestPerClass):
+class Highest(Lowest):
+    """The ``count`` rows of highest ``key`` (of each predicted class, or of all rows)."""
+
+    def ranked(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        return -rows[self.key]
+
+
+class LowestMargins(Lowest):
     """Each predicted class's ``count`` lowest-margin images over the parts added."""
 
     def __init__(self, count: int):
         super().__init__(count, "margin")
-        self.kept = {"margin": torch.empty(0), "index": torch.empty(0, dtype=torch.int64),
+        self.rows = {"margin": torch.empty(0), "index": torch.empty(0, dtype=torch.int64),
                      "predicted": torch.empty(0, dtype=torch.int64),
                      "confidence": torch.empty(0)}  # no parts: an empty choice, not {}
 
@@ -98,12 +121,13 @@ class LowestMargins(LowestPerClass):
                      "confidence": part.confidence.float()})
 
 
-def class_order(rows: dict[str, torch.Tensor], key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows sorted by (class, key, index), and each one's rank within its class."""
-    order = torch.sort(rows["index"], stable=True).indices
-    order = order[torch.sort(rows[key][order], stable=True).indices]
-    order = order[torch.sort(rows["predicted"][order], stable=True).indices]
-    classes = rows["predicted"][order]
+def class_order(classes: torch.Tensor, ranked: torch.Tensor,
+                index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows sorted by (class, ``ranked``, index), and each one's rank within its class."""
+    order = torch.sort(index, stable=True).indices
+    order = order[torch.sort(ranked[order], stable=True).indices]
+    order = order[torch.sort(classes[order], stable=True).indices]
+    classes = classes[order]
     first = torch.ones_like(classes, dtype=torch.bool)
     first[1:] = classes[1:] != classes[:-1]
     starts = torch.nonzero(first).flatten()

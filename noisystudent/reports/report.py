@@ -17,16 +17,14 @@ from noisystudent.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.models.build import saved_parameter_count
 
 from .evaluate import evaluate_corruptions
+from .format import number, percent
+from .robustness import CORRUPTION_TYPES, SEVERITIES
 
 log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 ACCURACY_PNG = "accuracy.png"
 CORRUPTIONS_PNG = "corruptions.png"
-
-
-def _percent(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = False) -> dict:
@@ -80,7 +78,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     text += "".join(f"- {c.sentence()}.\n" for c in comparisons) + ("\n" if comparisons else "")
     text += "".join(f"**Warning**: {line}\n\n" for line in regressions)
     if config.corruptions:
-        text += (f"mCE is relative to the iteration-0 teacher (= 100), over 15 corruptions x 5 "
+        text += (f"mCE is relative to the iteration-0 teacher (= 100), over {CORRUPTION_TYPES} "
+                 f"corruptions x {len(SEVERITIES)} "
                  f"severities of {rows[0]['corruption_images']} test images.\n\n"
                  f"![corruption error]({CORRUPTIONS_PNG})\n")
     text += (f"\nminutes: each model's wall time, its training and the labeling it learned "
@@ -108,7 +107,7 @@ def add_time_section(run: Path) -> dict:
     steps = list(dict.fromkeys([*planned, *used]))
     lines = ["| step | planned minutes | used minutes |", "| --- | --- | --- |"]
     for step in steps:
-        lines.append(f"| {step} | {_minutes(_of(planned, step))} | {_minutes(_of(used, step))} |")
+        lines.append(f"| {step} | {number(_of(planned, step))} | {number(_of(used, step))} |")
     total = sum(used.values()) / 60
     head = (f"Time: {total:.1f} min used of a {budget:g} min budget ({total / budget:.0%})"
             if budget else f"Time: {total:.1f} min (no budget)")
@@ -127,10 +126,6 @@ def _of(seconds: dict[str, float], step: str) -> float | None:
     return seconds[step] / 60 if step in seconds else None
 
 
-def _minutes(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
 def kept_row(rows: list[dict]) -> int:
     """The row of the model the run keeps (keep.py): the later step unless validation shows
     it worse beyond chance; the last when the split has no validation images."""
@@ -143,7 +138,7 @@ def kept_line(row: dict, chosen_by: str) -> str:
                 f"later steps are expected to be better).")
     how = ("the latest step that validation does not show worse beyond chance"
            if chosen_by != "validation" else "the best on validation")
-    return (f"Kept: {row['role']}, {how} ({_percent(row['val_top1'])} of {row['val_images']} "
+    return (f"Kept: {row['role']}, {how} ({percent(row['val_top1'])} of {row['val_images']} "
             f"held-out labeled images); `export`, `predict` and `evaluate` on this run "
             f"directory use it.")
 
@@ -180,7 +175,7 @@ def regression(teacher: dict, student: dict, config: dict,
              student.get("val_images") else "validation" if key == "val_top1" else "the test set")
     sure = f"; {paired.sentence()}" if paired is not None else ""
     return (f"{student['role']} ends below {teacher['role']} on {where} "
-            f"({_percent(student[key])} < {_percent(teacher[key])}){sure}; if it is worse, "
+            f"({percent(student[key])} < {percent(teacher[key])}){sure}; if it is worse, "
             "the likely reasons: " + ("; ".join(reasons) if reasons else
                                       "none of the usual (a small unlabeled pile, a "
                                       "from-scratch or short student); check its noise and "
@@ -217,10 +212,10 @@ def table_cells(rows: list[dict], kept: int | None = None) -> tuple[list[str], l
         name = r.get("role") or role(r["iteration"])
         name += ", kept" if i == kept else ""
         cells.append([f"{r['iteration']} ({name})", f"{r['model']} @{r['image_size']}",
-                      f"{r['parameters'] / 1e6:.2f} M", _percent(r['pseudo_label_accuracy']),
-                      _percent(r.get('val_top1')), _percent(r['test_top1']),
-                      _percent(r.get('mean_corruption_error'), 1),
-                      f"{r['mce']:.1f}" if "mce" in r else "n/a", _minutes(r.get('minutes'))])
+                      f"{r['parameters'] / 1e6:.2f} M", percent(r['pseudo_label_accuracy']),
+                      percent(r.get('val_top1')), percent(r['test_top1']),
+                      percent(r.get('mean_corruption_error'), 1),
+                      number(r.get("mce")), number(r.get('minutes'))])
     return header, cells
 
 
@@ -249,7 +244,7 @@ def plot_accuracy(rows: list[dict], path: Path) -> None:
 
 def plot_corruptions(teacher: dict, student: dict, path: Path) -> None:
     names = list(teacher["corruption_errors"])
-    mean = {key: [100 * sum(r["corruption_errors"][n]) / 5 for n in names]
+    mean = {key: [100 * sum(r["corruption_errors"][n]) / len(SEVERITIES) for n in names]
             for key, r in (("teacher", teacher), ("student", student))}
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()

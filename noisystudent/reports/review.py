@@ -30,16 +30,19 @@ import torch
 from PIL import Image
 
 from noisystudent import runs
+from noisystudent.config import SelfTrainConfig
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
-from noisystudent.data.unlabeled import Unlabeled
+from noisystudent.data.unlabeled import Unlabeled, self_train_images, teacher_run_unlabeled
 from noisystudent.errors import UserError
+from noisystudent.keep import Comparison
 from noisystudent.labels.directory import SUMMARY, selection_parts
 from noisystudent.labels.selection import Part
 from noisystudent.labels.store import kept_part, label_parts
-from noisystudent.labels.to_label import TO_LABEL_CSV, LowestPerClass, stored_pictures
+from noisystudent.labels.to_label import TO_LABEL_CSV, Highest, Lowest, stored_pictures
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout, kept_model, role
 
+from .format import percent
 from .metrics import dense_confusion
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,11 @@ background:#eee;font-size:10px}.row{display:flex;gap:12px;align-items:flex-start
 
 # -- pictures ----------------------------------------------------------------------------------
 
+def bytes_uri(data: bytes, kind: str = "png") -> str:
+    """An encoded image embedded in the page: the one way every picture gets there."""
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
 def data_uri(picture: Image.Image) -> str:
     """A small PNG (grayscale or tiny) or JPEG of the picture, at most THUMB px a side."""
     picture = picture.convert("L" if picture.mode in ("L", "I;16", "I", "1") else "RGB")
@@ -81,11 +89,12 @@ def data_uri(picture: Image.Image) -> str:
     kind = "png" if picture.mode == "L" or max(picture.size) <= 32 else "jpeg"
     buffer = io.BytesIO()
     picture.save(buffer, format=kind.upper(), **({"quality": 85} if kind == "jpeg" else {}))
-    return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+    return bytes_uri(buffer.getvalue(), kind)
 
 
 def file_uri(path: Path) -> str:
-    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
+    """A PNG file (the run's plots), as it is."""
+    return bytes_uri(path.read_bytes())
 
 
 def pictures(images: Unlabeled | None, indices: list[int]) -> dict[int, str]:
@@ -126,10 +135,6 @@ def table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def percent(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def confusion_html(matrix: torch.Tensor, classes: list[str], caption: str) -> str:
@@ -195,10 +200,10 @@ class LabelingView:
         self.summary = runs.read_json(directory / SUMMARY)
         self.classes = self.summary["classes"]
         count = len(self.classes)
-        self.highest = LowestPerClass(PER_ROW, "negative")
-        self.lowest = LowestPerClass(PER_ROW, "confidence")
-        self.mistakes = LowestOverall(MAX_SHOWN, "negative")  # the most confident
-        self.changed = LowestOverall(MAX_SHOWN, "negative")
+        self.highest = Highest(PER_ROW, "confidence")
+        self.lowest = Lowest(PER_ROW, "confidence")
+        self.mistakes = Highest(MAX_SHOWN, "confidence", per_class=False)
+        self.changed = Highest(MAX_SHOWN, "confidence", per_class=False)  # the surest of them
         self.changed_count = 0
         self.confidence_sum = torch.zeros(count, dtype=torch.float64)
         self.kept_count = torch.zeros(count, dtype=torch.float64)
@@ -216,7 +221,7 @@ class LabelingView:
              previous: EarlierLabels | None, pictured: bool) -> None:
         index = part.index(torch.arange(len(part.predicted))).long()
         rows = {"index": index, "predicted": part.predicted.long(),
-                "confidence": part.confidence.float(), "negative": -part.confidence.float()}
+                "confidence": part.confidence.float()}
         chosen = {name: values[kept] for name, values in rows.items()}
         if pictured:
             self.highest.add(chosen)
@@ -253,7 +258,7 @@ class LabelingView:
         s, names = self.summary, self.classes
         shown = self.shown_classes()
         grids = {c: (self.highest.of_class(c), self.lowest.of_class(c)) for c in shown}
-        mistakes, changed = self.mistakes.kept, self.changed.kept
+        mistakes, changed = self.mistakes.rows or {}, self.changed.rows or {}
         wanted = [int(i) for high, low in grids.values() for rows in (high, low)
                   for i in rows.get("index", [])]
         wanted += [int(i) for rows in (mistakes, changed) for i in rows.get("index", [])]
@@ -262,8 +267,8 @@ class LabelingView:
                  f"<p>{s['unlabeled_images']:,} images labeled by {esc(s['teacher']['model'])} "
                  f"({esc(s['unlabeled_source'])}); {s['kept']:,} kept (with copies), mean "
                  f"confidence {s['mean_confidence'] or 0:.3f}; pseudo-label accuracy "
-                 f"{percent(s.get('pseudo_label_accuracy'))}, on the kept "
-                 f"{percent(s.get('kept_accuracy'))}.</p>"]
+                 f"{percent(s.get('pseudo_label_accuracy'), 1)}, on the kept "
+                 f"{percent(s.get('kept_accuracy'), 1)}.</p>"]
         if len(self.sampled) < self.parts:
             parts.append(f'<p class="note">Pictures from {len(self.sampled)} of the '
                          f"{self.parts:,} shards, evenly spread; counts and matrices cover "
@@ -306,22 +311,6 @@ def sampled_parts(count: int, streamed: bool) -> set[int]:
     return {i * count // SAMPLED_SHARDS for i in range(SAMPLED_SHARDS)}
 
 
-class LowestOverall:
-    """The ``count`` rows of lowest ``key`` over all rows added (ties: the lower index)."""
-
-    def __init__(self, count: int, key: str):
-        self.count, self.key, self.seen = count, key, False
-        self.kept: dict[str, torch.Tensor] = {}
-
-    def add(self, rows: dict[str, torch.Tensor]) -> None:
-        self.seen = True
-        merged = rows if not self.kept else {
-            name: torch.cat([self.kept[name], rows[name]]) for name in self.kept}
-        order = torch.sort(merged["index"], stable=True).indices
-        order = order[torch.sort(merged[self.key][order], stable=True).indices][:self.count]
-        self.kept = {name: values[order] for name, values in merged.items()}
-
-
 def _columns(rows: dict[str, torch.Tensor], *names: str) -> Iterator[tuple]:
     if not rows:
         return iter(())
@@ -345,7 +334,7 @@ def test_html(model_dir: Path, title: str) -> str:
         matrix = torch.tensor(evaluate(model_dir, quiet=True)["confusion"])
     per_class = metrics.get("per_class") or {}
     totals = matrix.sum(1)
-    rows = [[name, percent(per_class.get(name)), int(totals[i])]
+    rows = [[name, percent(per_class.get(name), 1), int(totals[i])]
             for i, name in enumerate(classes)]
     if len(rows) > MAX_CLASSES:  # the weakest classes
         rows = sorted(rows, key=lambda r: per_class.get(r[0], 0.0))[:MAX_CLASSES]
@@ -366,7 +355,7 @@ def corruptions_html(model_dir: Path, rows: list[dict], kept: dict, test_set: Im
     from noisystudent.models.transforms import CleanPipeline
 
     from .evaluate import test_set_of
-    from .robustness import corrupted_sets, corruption_names
+    from .robustness import SEVERITIES, corrupted_sets, corruption_names
 
     teacher = rows[0]
     device = resolve_device(device)
@@ -383,18 +372,19 @@ def corruptions_html(model_dir: Path, rows: list[dict], kept: dict, test_set: Im
                                                     training=False))
     called = logits.argmax(1)
     uris = [data_uri(p) for p in stored_pictures(images, list(range(len(images))))]
-    parts = [f"<h2>Corrupted test images (severity {SHOWN_SEVERITY} of 5)</h2>"
+    parts = [f"<h2>Corrupted test images (severity {SHOWN_SEVERITY} of {len(SEVERITIES)})</h2>"
              f"<p>The kept model ({esc(kept['role'])}) on the first {len(shown)} test images "
-             f"under each corruption; the error is over severities 1-5 and "
+             f"under each corruption; the error is over severities {SEVERITIES[0]}-"
+             f"{SEVERITIES[-1]} and "
              f"{kept['corruption_images']} images, the teacher's in brackets.</p>"]
     classes = trained.classes
     for n, name in enumerate(names):
-        error = sum(kept["corruption_errors"][name]) / 5
-        before = sum(teacher["corruption_errors"][name]) / 5
+        error = sum(kept["corruption_errors"][name]) / len(SEVERITIES)
+        before = sum(teacher["corruption_errors"][name]) / len(SEVERITIES)
         figures = [figure(uris[i], classes[int(called[i])], wrong=bool(called[i] != labels[i]))
                    for i in range(n * len(shown), (n + 1) * len(shown))]
         parts.append(f"<div class=row><div style='width:220px'>{esc(name.replace('_', ' '))}: "
-                     f"error {percent(error)} ({percent(before)})</div>{grid(figures)}</div>")
+                     f"error {percent(error, 1)} ({percent(before, 1)})</div>{grid(figures)}</div>")
     return "\n".join(parts)
 
 
@@ -419,8 +409,6 @@ def to_label_html(csv_path: Path) -> str:
 
 
 def iterations_html(run: Path, report: dict) -> str:
-    from noisystudent.keep import Comparison
-
     from .report import ACCURACY_PNG, CORRUPTIONS_PNG, table_cells
 
     rows = report["rows"]
@@ -456,8 +444,7 @@ def curve_html(model_dir: Path) -> str:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=90, format="png")
-    uri = f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
-    return f'<div class=plots><img src="{uri}" alt="training loss"></div>'
+    return f'<div class=plots><img src="{bytes_uri(buffer.getvalue())}" alt="training loss"></div>'
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -474,9 +461,6 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
                       test_set: ImageSet | None = None, device: str = "auto") -> Path:
     """report.html of a finished self-training run; ``unlabeled`` and ``test_set`` are the
     loop's (else loaded again as the loop loads them)."""
-    from noisystudent.config import SelfTrainConfig
-    from noisystudent.data.unlabeled import self_train_images
-
     report = runs.read_json(run / REPORT_JSON)
     config = SelfTrainConfig.model_validate(runs.read_yaml(run / runs.CONFIG))
     layout = SelfTrainLayout(run, config.teacher_run)
@@ -504,8 +488,6 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
 
 def review_labels(directory: Path) -> Path:
     """report.html of a pseudo-label directory (its images loaded as pseudo-label does)."""
-    from noisystudent.data.unlabeled import teacher_run_unlabeled
-
     summary = runs.read_json(directory / SUMMARY)
     try:
         images, _ = teacher_run_unlabeled(summary["teacher"]["run"],

@@ -1,5 +1,6 @@
 """``noisystudent distill``: a student learns a frozen teacher's temperature-softened outputs,
-in the same training loop as ``train``, and a compression report compares the two."""
+in the same training loop as ``train``, and a compression report compares the two
+(``reports/compression.py``)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,16 @@ from noisystudent.config import DistillConfig
 from noisystudent.data.images import load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
-from noisystudent.deploy.cost import describe, markdown_table
-from noisystudent.device import resolve_precision
 from noisystudent.errors import UserError
 from noisystudent.models.saved import load_trained
 from noisystudent.noise import make_augment
+from noisystudent.reports.compression import compression_report
 from noisystudent.training.engine import fit
 from noisystudent.training.tasks import DistillTask
 
 from .stage import build_model, share_split, start_stage
 
 log = logging.getLogger(__name__)
-
-COMPRESSION_MD = "compression.md"
-COMPRESSION_JSON = "compression.json"
 
 
 def student_pools(train_set: ImageSet, split: dict, mode: str,
@@ -105,31 +102,3 @@ def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = Fal
         log.info(compression_report(stage.run_dir, config, metrics["test_top1"]))
     distributed.barrier()
     return metrics
-
-
-def _run_top1(run_dir: str | Path) -> float | None:
-    path = Path(run_dir) / runs.METRICS
-    return runs.read_json(path).get("test_top1") if path.is_file() else None
-
-
-def compression_report(run_dir: Path, config: DistillConfig,
-                       student_top1: float | None) -> str:
-    """Teacher, student without a teacher (--baseline) and distilled student, side by side."""
-    cpu = torch.device("cpu")
-    dtype = resolve_precision(config.precision, cpu, training=False)
-    entries = [("teacher", config.teacher, _run_top1(config.teacher))]
-    if config.baseline:
-        entries.append(("student without teacher", config.baseline, _run_top1(config.baseline)))
-    entries.append(("distilled student", run_dir, student_top1))
-    rows = [describe(name, load_trained(path, cpu), top1, dtype) for name, path, top1 in entries]
-    runs.write_json(run_dir / COMPRESSION_JSON, rows)
-    teacher, student = rows[0], rows[-1]
-    text = (f"# Compression report\n\n{markdown_table(rows)}\n"
-            f"FLOPs ratio teacher/student: {teacher['mflops'] / student['mflops']:.1f}x; "
-            f"latency ratio @256: "
-            f"{teacher['latency_ms_batch256'] / student['latency_ms_batch256']:.1f}x. "
-            f"Latency measured on the CPU, median of repeats: PyTorch ({dtype or 'fp32'}) on "
-            f"the model; ONNX Runtime (fp32) on the exported graph (`noisystudent export`: "
-            f"uint8 images in, preprocessing included; n/a without the export extra).\n")
-    runs.write_text(run_dir / COMPRESSION_MD, text)
-    return text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -83,9 +84,9 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         labeling.label_rows(images, out)
     distributed.barrier()  # the slowest rank's time is the pass's time
     seconds = time.perf_counter() - started
-    counts = distributed.all_reduce_sum(labeling.counts)  # images, correct, known, skipped
-    if streamed and counts[0] == 0:
-        raise UserError(f"no readable image in {source} ({int(counts[3])} skipped)")
+    counts = labeling.counts.total()
+    if streamed and counts.images == 0:
+        raise UserError(f"no readable image in {source} ({int(counts.skipped)} skipped)")
 
     # 2. Select: the official rule, streamed over the parts (selection.py).
     selection = StreamedSelection(
@@ -99,7 +100,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
                         f"(highest {highest:.3f}); lower --threshold")
 
     # 3. Write each part's copies beside it (and the kept images of a shard), and count.
-    kept = KeptCounts(num_classes)
+    kept = KeptCounts.zeros(num_classes)
     shard_sizes: dict[str, int] = {}
     for path, (part, copies) in zip(label_parts(out, distributed.rank()),
                                     selection.chosen_copies()):
@@ -115,7 +116,8 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     distributed.barrier()  # every part is on disk before the summary marks the pass done
     to_label = write_to_label(out, selection_parts(out, None), images, teacher.classes,
                               config.to_label) if config.to_label and distributed.is_main() else 0
-    labeled, correct, known, skipped = (int(v) for v in counts)
+    labeled, correct, known, skipped = (int(counts.images), int(counts.correct),
+                                        int(counts.known), int(counts.skipped))
     summary = summarize(kept.total(), teacher=teacher, source=source, unlabeled=unlabeled,
                         config=config, images=labeled, above=selection.above,
                         per_class=selection.per_class, top_k=top_k,
@@ -133,14 +135,14 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
 
 class Labeling:
     """Step 1 for either kind of source: the clean teacher over every batch, each batch's
-    reduced outputs appended to this rank's parts, and the counts (images, correct, known
-    true labels, skipped) and highest confidence kept on the way."""
+    reduced outputs appended to this rank's parts, and the counts (``LabelingCounts``) and
+    highest confidence kept on the way."""
 
     def __init__(self, teacher: TrainedModel, config: PseudoLabelConfig, top_k: int,
                  device: torch.device, quiet: bool):
         self.teacher, self.config, self.top_k, self.device = teacher, config, top_k, device
         self.progress = not quiet and distributed.is_main()
-        self.counts = torch.zeros(4, dtype=torch.float64)
+        self.counts = LabelingCounts()
         self.highest = torch.zeros((), dtype=torch.float64)
 
     def _logits(self, batches: Iterable[dict]) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
@@ -152,7 +154,7 @@ class Labeling:
                 description="pseudo-label" + timings.time_left()):
             stored = reduce_logits(logits, temperature=self.config.temperature,
                                    soft=self.config.soft, top_k=self.top_k)
-            self.counts[0] += len(logits)
+            self.counts.images += len(logits)
             self.highest = torch.maximum(self.highest, stored["confidence"].max().double())
             yield batch, stored
 
@@ -165,8 +167,8 @@ class Labeling:
         for batch, stored in self._logits(loader):
             writer.append(stored)
             labels = batch["labels"].cpu()
-            self.counts[1] += float((stored["predicted"].long() == labels).sum())
-            self.counts[2] += float((labels >= 0).sum())
+            self.counts.correct += float((stored["predicted"].long() == labels).sum())
+            self.counts.known += float((labels >= 0).sum())
         writer.close()
 
     def label_shards(self, source: StreamedSource, out: Path) -> None:
@@ -193,39 +195,73 @@ class Labeling:
             writer.append(batch["shard"], batch["position"], stored)
             if batch["end"]:
                 writer.finish(batch["shard"])
-        self.counts[3] = len(skipped)
+        self.counts.skipped.fill_(len(skipped))
         if skipped:
             names = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
                                               if len(skipped) > 5 else "")
             warnings.warn(f"skipped {len(skipped)} unreadable images: {names}", stacklevel=2)
 
 
-class KeptCounts:
-    """Totals over the kept images, summed over the parts and then the ranks."""
+def _zero() -> torch.Tensor:
+    return torch.zeros((), dtype=torch.float64)
 
-    def __init__(self, num_classes: int):
-        self.num_classes = num_classes
-        # kept (with copies), unique, correct among unique, confidence sum, per class
-        self.counts = torch.zeros(4 + num_classes, dtype=torch.float64)
+
+@dataclass
+class LabelingCounts:
+    """Step 1's counts on this rank, in float64 (exact sums over any number of ranks): images
+    labeled, those with a known true label (a split of labeled data), those of them the
+    teacher got right, and the unreadable ones skipped."""
+
+    images: torch.Tensor = field(default_factory=_zero)
+    correct: torch.Tensor = field(default_factory=_zero)
+    known: torch.Tensor = field(default_factory=_zero)
+    skipped: torch.Tensor = field(default_factory=_zero)
+
+    def total(self) -> LabelingCounts:
+        """The counts summed over the ranks."""
+        summed = distributed.all_reduce_sum(
+            torch.stack([self.images, self.correct, self.known, self.skipped]))
+        return LabelingCounts(*summed)
+
+
+@dataclass
+class KeptCounts:
+    """Totals over the kept images, summed over the parts and then the ranks: the kept count
+    of each predicted class and in all (copies counted), the distinct images kept, those of
+    them the teacher got right (where the truth is known), and their confidences' sum."""
+
+    per_class: torch.Tensor
+    kept: torch.Tensor = field(default_factory=_zero)
+    unique: torch.Tensor = field(default_factory=_zero)
+    correct: torch.Tensor = field(default_factory=_zero)
+    confidence: torch.Tensor = field(default_factory=_zero)
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> KeptCounts:
+        return cls(torch.zeros(num_classes, dtype=torch.float64))
 
     def add(self, copies: torch.Tensor, part: Part, truth: torch.Tensor) -> None:
         copies = copies.double()
         chosen = copies > 0
         predicted = part.predicted
-        self.counts[0] += copies.sum()
-        self.counts[1] += chosen.sum()
-        self.counts[2] += (chosen & (predicted == truth)).sum()
-        self.counts[3] += (part.confidence.double() * copies).sum()
-        self.counts[4:] += torch.bincount(predicted, copies, minlength=self.num_classes)
+        self.kept += copies.sum()
+        self.unique += chosen.sum()
+        self.correct += (chosen & (predicted == truth)).sum()
+        self.confidence += (part.confidence.double() * copies).sum()
+        self.per_class += torch.bincount(predicted, copies, minlength=len(self.per_class))
 
-    def total(self) -> torch.Tensor:
-        return distributed.all_reduce_sum(self.counts)
+    def total(self) -> KeptCounts:
+        """The counts summed over the ranks."""
+        scalars = torch.stack([self.kept, self.unique, self.correct, self.confidence])
+        summed = distributed.all_reduce_sum(torch.cat([scalars, self.per_class]))
+        return KeptCounts(summed[4:], *summed[:4])
 
 
-def summarize(counts: torch.Tensor, *, teacher: TrainedModel, source: str,
+def summarize(counts: KeptCounts, *, teacher: TrainedModel, source: str,
               unlabeled: str | None, config: PseudoLabelConfig, images: int, above: int,
               per_class: int | None, top_k: int, accuracy: float | None) -> dict:
-    kept, unique, correct, confidence = (float(v) for v in counts[:4])
+    kept, unique, correct, confidence = (float(v) for v in (counts.kept, counts.unique,
+                                                             counts.correct, counts.confidence))
     return {
         "teacher": {"run": str(teacher.run_dir), "model": teacher.info["model"]},
         "unlabeled_source": source,
@@ -238,7 +274,8 @@ def summarize(counts: torch.Tensor, *, teacher: TrainedModel, source: str,
         "unique_kept": int(unique),
         "per_class": per_class,
         "top_k": top_k,
-        "count_per_class": {c: int(n) for c, n in zip(teacher.classes, counts[4:].tolist())},
+        "count_per_class": {c: int(n) for c, n in zip(teacher.classes,
+                                                      counts.per_class.tolist())},
         "mean_confidence": confidence / kept if kept else None,
         "settings": to_dict(config),
         # True labels are known only when the unlabeled set is a split of labeled data; they

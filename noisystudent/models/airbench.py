@@ -35,8 +35,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
+
+from .small_models import create, small_image_cfg
 
 __all__ = ["MODELS", "AirbenchNet"]
 
@@ -45,12 +47,6 @@ STEM_WIDTH, STEM_KERNEL = 24, 2
 WHITEN_EPS = 5e-4
 # airbench divides its logits by 9: a smaller head output early on, the same optimum.
 LOGIT_SCALE = 1 / 9
-
-
-def _cfg(**kwargs) -> dict:
-    return {"num_classes": 10, "input_size": (3, 32, 32), "pool_size": (1, 1),
-            "crop_pct": 1.0, "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5),
-            "std": (0.5, 0.5, 0.5), "first_conv": "conv_stem", "classifier": "fc", **kwargs}
 
 
 class _Group(nn.Module):
@@ -188,27 +184,23 @@ class AirbenchNet(nn.Module):
 # The constructor's options a run config may set (``model_options``).
 OPTIONS = ("whiten_stem", "dirac_init", "bn_weight", "bn_momentum", "flip_tta", "global_pool")
 MODELS = ("cifar_airbench_s", "cifar_airbench", "cifar_airbench_l")
-default_cfgs = generate_default_cfgs({name: _cfg() for name in MODELS})
-
-
-def _create(name: str, pretrained: bool, **kwargs) -> AirbenchNet:
-    return build_model_with_cfg(AirbenchNet, name, pretrained, **kwargs)
+default_cfgs = generate_default_cfgs({name: small_image_cfg(pool_size=(1, 1)) for name in MODELS})
 
 
 @register_model
 def cifar_airbench_s(pretrained: bool = False, **kwargs) -> AirbenchNet:
     """airbench's shape at 32/128/128, 0.5 M parameters."""
-    return _create("cifar_airbench_s", pretrained, widths=(32, 128, 128), **kwargs)
+    return create(AirbenchNet, "cifar_airbench_s", pretrained, widths=(32, 128, 128), **kwargs)
 
 
 @register_model
 def cifar_airbench(pretrained: bool = False, **kwargs) -> AirbenchNet:
     """airbench94's network, 64/256/256, 2.0 M parameters."""
-    return _create("cifar_airbench", pretrained, widths=(64, 256, 256), **kwargs)
+    return create(AirbenchNet, "cifar_airbench", pretrained, widths=(64, 256, 256), **kwargs)
 
 
 @register_model
 def cifar_airbench_l(pretrained: bool = False, **kwargs) -> AirbenchNet:
     """airbench96's shape: 128/384/512, three convolutions per group with a residual."""
-    return _create("cifar_airbench_l", pretrained, widths=(128, 384, 512), residual=True,
-                   **kwargs)
+    return create(AirbenchNet, "cifar_airbench_l", pretrained, widths=(128, 384, 512),
+                  residual=True, **kwargs)

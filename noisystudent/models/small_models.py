@@ -29,7 +29,9 @@ from torch import nn
 __all__ = ["MODELS", "CifarResNet", "WideResNet"]
 
 
-def _cfg(**kwargs) -> dict:
+def small_image_cfg(**kwargs) -> dict:
+    """timm's pretrained_cfg of a small-image model trained from scratch (these families and
+    airbench's): 32 px input, stem ``conv_stem``, head ``fc``."""
     # Inputs scaled to [-1, 1]: no dataset's statistics are baked into a from-scratch model.
     return {"num_classes": 10, "input_size": (3, 32, 32), "pool_size": (8, 8),
             "crop_pct": 1.0, "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5),
@@ -212,44 +214,45 @@ class WideResNet(_Head):
 
 MODELS = ("cifar_resnet20", "cifar_resnet32", "cifar_resnet56",
           "cifar_wrn28_2", "cifar_wrn16_4", "cifar_wrn28_10")
-default_cfgs = generate_default_cfgs({name: _cfg() for name in MODELS})
+default_cfgs = generate_default_cfgs({name: small_image_cfg() for name in MODELS})
 
 
-def _create(cls: type, name: str, pretrained: bool, **kwargs) -> nn.Module:
+def create(cls: type, name: str, pretrained: bool, **kwargs) -> nn.Module:
+    """Model ``name`` of class ``cls`` through timm (its registered pretrained_cfg)."""
     return build_model_with_cfg(cls, name, pretrained, **kwargs)
 
 
 @register_model
 def cifar_resnet20(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-20 of He et al. 2016 for 32 px images, 0.27 M parameters."""
-    return _create(CifarResNet, "cifar_resnet20", pretrained, blocks_per_stage=3, **kwargs)
+    return create(CifarResNet, "cifar_resnet20", pretrained, blocks_per_stage=3, **kwargs)
 
 
 @register_model
 def cifar_resnet32(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-32 of He et al. 2016 for 32 px images, 0.46 M parameters."""
-    return _create(CifarResNet, "cifar_resnet32", pretrained, blocks_per_stage=5, **kwargs)
+    return create(CifarResNet, "cifar_resnet32", pretrained, blocks_per_stage=5, **kwargs)
 
 
 @register_model
 def cifar_resnet56(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-56 of He et al. 2016 for 32 px images, 0.85 M parameters."""
-    return _create(CifarResNet, "cifar_resnet56", pretrained, blocks_per_stage=9, **kwargs)
+    return create(CifarResNet, "cifar_resnet56", pretrained, blocks_per_stage=9, **kwargs)
 
 
 @register_model
 def cifar_wrn28_2(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-2 of Zagoruyko & Komodakis 2016, 1.5 M parameters."""
-    return _create(WideResNet, "cifar_wrn28_2", pretrained, depth=28, widen=2, **kwargs)
+    return create(WideResNet, "cifar_wrn28_2", pretrained, depth=28, widen=2, **kwargs)
 
 
 @register_model
 def cifar_wrn16_4(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-16-4 of Zagoruyko & Komodakis 2016, 2.7 M parameters."""
-    return _create(WideResNet, "cifar_wrn16_4", pretrained, depth=16, widen=4, **kwargs)
+    return create(WideResNet, "cifar_wrn16_4", pretrained, depth=16, widen=4, **kwargs)
 
 
 @register_model
 def cifar_wrn28_10(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-10 of Zagoruyko & Komodakis 2016, 36.5 M parameters."""
-    return _create(WideResNet, "cifar_wrn28_10", pretrained, depth=28, widen=10, **kwargs)
+    return create(WideResNet, "cifar_wrn28_10", pretrained, depth=28, widen=10, **kwargs)

@@ -5,10 +5,12 @@
     RUN/iterK/student/          iteration K's noised student
     RUN/finetune/               the last student, fine-tuned on the labeled images
 
-The loop (``stages/selftrain.py``), its ``--resume``, the plan (``plan/``) and the report
-(``reports/``) all find the steps here, and name them by their paths (``timings.json``,
-``plan.json``); the names on disk never change, so older run directories still resume and
-report.
+Each entry is a step of the run: the teacher, a labeling, a student, the fine-tuning. The
+training steps are stages (``stages/stage.py``): run directories of their own, with a config,
+a split, checkpoints and a model. The loop (``stages/selftrain.py``), its ``--resume``, the
+plan (``plan/``) and the report (``reports/``) all find the steps here, and name them by
+their paths (``timings.json``, ``plan.json``); the names on disk never change, so older run
+directories still resume and report.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 from noisystudent.data.decode import read_image
 from noisystudent.errors import UserError
 
-# Metadata keys written by ``noisystudent export`` (export.py).
+# Metadata keys written by ``noisystudent export`` (deploy/export.py).
 CLASSES, STORED_SIZE, STORED_CHANNELS = "classes", "stored_size", "stored_channels"
 SETTINGS = "settings"
 BATCH = 256

@@ -88,7 +88,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     if streamed and counts.images == 0:
         raise UserError(f"no readable image in {source} ({int(counts.skipped)} skipped)")
 
-    # 2. Select: the official rule, streamed over the parts (selection.py).
+    # 2. Select: the official rule, streamed over the parts (labels/selection.py).
     selection = StreamedSelection(
         lambda: selection_parts(out, distributed.rank()), num_classes,
         threshold=config.threshold, balance=config.balance, per_class=config.per_class,

@@ -94,7 +94,8 @@ class Stage:
     @functools.cached_property
     def dtype(self) -> torch.dtype | None:
         """Autocast dtype for training (None = fp32); resolved when training starts, after
-        the data and split are checked, since 'auto' may measure the model (precision.py)."""
+        the data and split are checked, since 'auto' may measure the model
+        (models/precision.py)."""
         return training_precision(self.config, self.device)
 
     @property
@@ -201,8 +202,8 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device,
                 images: torch.Tensor | None = None) -> tuple[torch.nn.Module, InputSpec]:
     """The timm model a config asks for, set up for fine-tuning, on the device; and the input
     it expects (the config's resolution, the weights' normalisation). A model trained from
-    scratch that initialises from data (``models.init_from_images``) looks at ``images``, the
-    stage's uint8 training images."""
+    scratch that initialises from data (``models.build.init_from_images``) looks at
+    ``images``, the stage's uint8 training images."""
     model = create_model(config.model, num_classes, pretrained=config.pretrained,
                          drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate,
                          in_chans=config.in_chans, options=config.model_options)

@@ -2,7 +2,7 @@
 (nothing is imported), every ``import`` is an edge of the import graph, function-level (lazy)
 and type-checking imports included, and the graph must have no cycle and point only
 downward through the layers below. The data layer imports nothing above it. Every function
-takes at most five positional parameters.
+takes at most five positional parameters, and every module the docs name exists.
 
     python -m pytest tests/test_architecture.py
 """
@@ -10,6 +10,8 @@ takes at most five positional parameters.
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,42 @@ def positional_parameters(root: Path = PACKAGE) -> list[str]:
 
 def test_no_function_takes_more_than_five_positional_parameters():
     assert positional_parameters() == []
+
+
+DOCS = [PACKAGE.parent / "README.md", PACKAGE.parent / "BENCHMARKS.md",
+        *sorted((PACKAGE.parent / "docs").glob("*.md"))]
+
+
+def named_in_docs() -> list[tuple[str, str]]:
+    """(document, what it names): ``from noisystudent.x import y`` lines, dotted names such
+    as ``noisystudent.stages.train.train``, and ``noisystudent/...py`` paths."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text()
+        found += [(doc.name, f"{m[1]}.{name.strip()}")
+                  for m in re.finditer(r"from (noisystudent[\w.]*) import ([\w, ]+)", text)
+                  for name in m[2].split(",") if name.strip()]
+        found += [(doc.name, m[0]) for m in re.finditer(r"(?<![\w/])noisystudent(?:\.\w+)+",
+                                                        text)]
+        found += [(doc.name, m[1]) for m in re.finditer(r"`(noisystudent/[\w/]+\.py)`", text)]
+    return found
+
+
+def resolves(name: str) -> bool:
+    if name.endswith(".py"):
+        return (PACKAGE.parent / name).is_file()
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        return all((found := getattr(found, part, None)) is not None for part in parts[i:])
+    return False
+
+
+def test_the_docs_name_modules_that_exist():
+    """A module moved or renamed fails here until the docs follow it."""
+    named = named_in_docs()
+    assert ("api.md", "noisystudent.stages.train.train") in named
+    assert [f"{doc}: {name}" for doc, name in named if not resolves(name)] == []

@@ -17,20 +17,11 @@ from noisystudent.config import to_dict
 from noisystudent.labels.directory import read_summary
 from noisystudent.layout import PLAN_KEY, REPORT_KEY, SelfTrainLayout, student_key
 
+from . import time_model
 from .notes import annotated_yaml
 from .rates import Rates
 from .rules import MIN_CORRUPTION_IMAGES, MIN_PASSES, SCRATCH_STUDENT, Plan, warmup_epochs
-from .time_model import (
-    StudentShape,
-    evaluated_images,
-    inference_rate,
-    passes_in,
-    shares,
-    step_seconds,
-    student_rate,
-    trained_per_pass,
-    usable_seconds,
-)
+from .time_model import StudentShape
 
 log = logging.getLogger(__name__)
 
@@ -117,26 +108,28 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     labeler = config.teacher_config() if last == 1 else config.student_config(last - 1,
                                                                               "pending")
     took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
-    decode = max(0.0, took / labeled_images - 1 / inference_rate(rates, labeler))
-    trained = trained_per_pass(pile, student.unlabeled_ratio)
+    decode = max(0.0, took / labeled_images - 1 / time_model.inference_rate(rates, labeler))
+    trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
     if speed is not None:  # the previous student's own speed, its decoding included
         per_pass = trained / speed
     else:  # the bare step's measured speed, times the student step's overhead
-        speed = student_rate(rates, student)
+        speed = time_model.student_rate(rates, student)
         per_pass = trained / speed + pile * decode
     facts = info.get("facts", {})
-    infer = inference_rate(rates, student)
-    fixed = step_seconds(evaluated_images(facts.get("test", 0), facts.get("val", 0),
-                                          student.epochs), infer)
+    infer = time_model.inference_rate(rates, student)
+    evaluated = time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
+                                            student.epochs)
+    fixed = time_model.step_seconds(evaluated, infer)
     if rates.spent:  # measured before the clock is read
         timings.add(run, run / PLAN_KEY, rates.spent)
     labelings = range(k + (1 if labeled else 0), config.iterations + 1)
     later = range(k + 1, config.iterations + 1)
-    left = (usable_seconds(info["budget_minutes"]) - sum(timings.read(run).values())
+    left = (time_model.usable_seconds(info["budget_minutes"]) - sum(timings.read(run).values())
             - info["seconds"].get(REPORT_KEY, 0.0)
             - len(labelings) * labeled_images * (decode + 1 / infer)
             - fixed * (1 + len(later)))
-    passes = round(passes_in(left, shares(k, config.iterations), per_pass)[0], 2)
+    weights = time_model.shares(k, config.iterations)
+    passes = round(time_model.passes_in(left, weights, per_pass)[0], 2)
     return passes, fixed + passes * per_pass, trained / per_pass, fixed
 
 

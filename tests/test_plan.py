@@ -285,8 +285,8 @@ def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_pa
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)
     runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
                     {"kept": 20_000, "unlabeled_images": 20_000})
-    timings = runs.read_json(tmp_path / "timings.json")
-    runs.write_json(tmp_path / "timings.json", {**timings, "iter2/pseudo-labels": 40.0})
+    used = runs.read_json(tmp_path / "timings.json")
+    runs.write_json(tmp_path / "timings.json", {**used, "iter2/pseudo-labels": 40.0})
     changes = plan.replan_student(config, tmp_path, 2)
     # 0.92 x 600 s - 260 used - 10 s of evaluation, at 200 images/s over 26,667 a pass
     assert changes["passes"] == pytest.approx((0.92 * 600 - 260 - 10.1) / (26_667 / 200),

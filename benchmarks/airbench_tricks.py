@@ -5,7 +5,7 @@ the family learns in a fixed, short length.
     python benchmarks/airbench_tricks.py [--model cifar_airbench_s] [--epochs 3] [--seeds 0]
         [--only NAME,...] [--lr 0.8 --weight-decay 1e-4]
 
-Every variant trains with ``noisystudent.train`` (the one loop) into
+Every variant trains with ``noisystudent.stages.train`` (the one loop) into
 runs/bench/airbench-tricks/MODEL-EPOCHS/NAME-sSEED and is skipped when already finished, so an
 interrupted benchmark continues. Flip test-time augmentation needs no training of its own: the
 finished runs are evaluated again with ``flip_tta`` on. Alternating flip (airbench: every image
@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, write_section  # noqa: E402
 
 from noisystudent import runs  # noqa: E402
-from noisystudent import train as train_module  # noqa: E402
 from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
-from noisystudent.inference import load_trained, predict_logits  # noqa: E402
+from noisystudent.models.inference import predict_logits  # noqa: E402
+from noisystudent.models.saved import load_trained  # noqa: E402
+from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 from noisystudent.noise import crop  # noqa: E402
-from noisystudent.transforms import CleanPipeline  # noqa: E402
+from noisystudent.stages import train as train_module  # noqa: E402
 
 # The family's training defaults for this benchmark: airbench's recipe in this loop's terms.
 BASE = dict(pretrained="none", image_size=28, in_chans=1, labels_per_class=0,
@@ -76,7 +77,7 @@ def crop_only(images: torch.Tensor, padding_mode: str = "constant") -> torch.Ten
     dy = torch.randint(0, 2 * pad + 1, (b,))
     dx = torch.randint(0, 2 * pad + 1, (b,))
     return crop.translate_flip(images, dy, dx, torch.zeros(b, dtype=torch.bool), pad,
-                               padding_mode)
+                               padding_mode=padding_mode)
 
 
 @contextmanager

@@ -27,9 +27,10 @@ from common import write_section  # noqa: E402
 
 from noisystudent.config import TrainConfig  # noqa: E402
 from noisystudent.device import autocast, cpu_kind  # noqa: E402
-from noisystudent.models import create_model  # noqa: E402
-from noisystudent.optim import make_optimizer  # noqa: E402
-from noisystudent.precision import training_precision, training_rate  # noqa: E402
+from noisystudent.models.build import create_model  # noqa: E402
+from noisystudent.models.precision import training_precision  # noqa: E402
+from noisystudent.models.speed import training_rate  # noqa: E402
+from noisystudent.training.optim import make_optimizer  # noqa: E402
 
 MODEL, SIZE = "tf_efficientnet_lite0", 32
 # Warm-up steps before timing. Measured here: the 3rd and 4th steps of a process's first
@@ -182,7 +183,7 @@ def main() -> None:
             f"after {WARMUP} warm-up steps (compilation included in the warm-up).\n\n"
             + "\n".join(table) + "\n\n"
             "Each model family's training step (forward, cross-entropy, backward, SGD; "
-            "`precision.training_rate`) and the dtype `precision: auto` picks for it, measured "
+            "`speed.training_rate`) and the dtype `precision: auto` picks for it, measured "
             "at start-up as a first run does (its own short measurement, so the pick can differ "
             "from this table where the two dtypes are close):\n\n"
             + "\n".join(families) + "\n\n"

@@ -30,12 +30,12 @@ from noisystudent.config import StudentConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches  # noqa: E402
 from noisystudent.device import autocast  # noqa: E402
-from noisystudent.engine import train_one_epoch  # noqa: E402
 from noisystudent.noise import make_augment  # noqa: E402
 from noisystudent.noise.randaugment import BatchedRandAugment  # noqa: E402
-from noisystudent.optim import build_optimizer, make_optimizer  # noqa: E402
-from noisystudent.stage import build_model  # noqa: E402
-from noisystudent.tasks import NoisyStudentTask  # noqa: E402
+from noisystudent.stages.stage import build_model  # noqa: E402
+from noisystudent.training.engine import train_one_epoch  # noqa: E402
+from noisystudent.training.optim import build_optimizer, make_optimizer  # noqa: E402
+from noisystudent.training.tasks import NoisyStudentTask  # noqa: E402
 
 CUDA = torch.device("cuda")
 

@@ -27,10 +27,11 @@ from common import WORK, write_section  # noqa: E402
 
 from noisystudent import keep, runs  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
-from noisystudent.evaluate import test_set_of  # noqa: E402
-from noisystudent.inference import load_trained, predict_logits  # noqa: E402
 from noisystudent.layout import SelfTrainLayout  # noqa: E402
-from noisystudent.transforms import CleanPipeline  # noqa: E402
+from noisystudent.models.inference import predict_logits  # noqa: E402
+from noisystudent.models.saved import load_trained  # noqa: E402
+from noisystudent.models.transforms import CleanPipeline  # noqa: E402
+from noisystudent.reports.evaluate import test_set_of  # noqa: E402
 
 HEADER = ("| run | earlier -> later (test top-1) | on test | validation images "
           "| the rule keeps the later | the better-on-validation rule keeps it |")

@@ -27,7 +27,7 @@ from common import write_section  # noqa: E402
 from noisystudent import runs  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.splits import load_split  # noqa: E402
-from noisystudent.to_label import TO_LABEL_CSV  # noqa: E402
+from noisystudent.labels.to_label import TO_LABEL_CSV  # noqa: E402
 
 # What each arm added to the 100 labels per class: the arms label_next.sh may run.
 ARMS = {"chosen": "100 to-label images", "random": "100 random images", "none": "nothing"}

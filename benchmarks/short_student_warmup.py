@@ -14,9 +14,10 @@ from pathlib import Path
 import yaml
 
 from noisystudent.config import StudentConfig
-from noisystudent.pseudo_label import unlabeled_split
-from noisystudent.stage import load_run_data, share_split
-from noisystudent.student import train_student
+from noisystudent.data.sources import load_run_data
+from noisystudent.data.unlabeled import unlabeled_split
+from noisystudent.stages.stage import share_split
+from noisystudent.stages.student import train_student
 
 
 def main() -> None:

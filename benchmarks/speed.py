@@ -40,19 +40,19 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_section  # noqa: E402
 
-from noisystudent.compression import count_flops  # noqa: E402
 from noisystudent.config import StudentConfig, TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches  # noqa: E402
+from noisystudent.deploy.cost import count_flops  # noqa: E402
 from noisystudent.device import autocast, cpu_kind, resolve_precision  # noqa: E402
-from noisystudent.engine import train_one_epoch  # noqa: E402
-from noisystudent.inference import predict_logits  # noqa: E402
+from noisystudent.models.inference import predict_logits  # noqa: E402
+from noisystudent.models.precision import training_precision  # noqa: E402
+from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 from noisystudent.noise import make_augment  # noqa: E402
-from noisystudent.optim import build_optimizer, make_optimizer  # noqa: E402
-from noisystudent.precision import training_precision  # noqa: E402
-from noisystudent.stage import build_model  # noqa: E402
-from noisystudent.tasks import NoisyStudentTask, SupervisedTask  # noqa: E402
-from noisystudent.transforms import CleanPipeline  # noqa: E402
+from noisystudent.stages.stage import build_model  # noqa: E402
+from noisystudent.training.engine import train_one_epoch  # noqa: E402
+from noisystudent.training.optim import build_optimizer, make_optimizer  # noqa: E402
+from noisystudent.training.tasks import NoisyStudentTask, SupervisedTask  # noqa: E402
 
 MODEL, SIZE = "tf_efficientnet_lite0", 32
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the offline Lite weights' normalisation

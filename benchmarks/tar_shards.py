@@ -137,9 +137,9 @@ def student_stream(labels: Path, workers: int, steps: int = 300) -> dict:
     through the shuffle buffer, against the same count of rows from an in-memory tensor."""
     import torch
 
-    from noisystudent.data.kept_shards import KeptShardBatches, kept_shards
     from noisystudent.data.loaders import ImageBatches
-    from noisystudent.soft_labels import SoftTargets
+    from noisystudent.labels.kept_shards import KeptShardBatches, kept_shards
+    from noisystudent.labels.store import SoftTargets
 
     batch, cpu = 768, torch.device("cpu")
     stream = KeptShardBatches(kept_shards(labels), batch, cpu, num_classes=10, size=28,

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .deploy.cli import add_prediction_arguments
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -157,21 +158,23 @@ def run_training(args: argparse.Namespace, config_cls: type, function: Callable)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from noisystudent.stages.train import train
+
     from .config import TrainConfig
-    from .train import train
 
     run_training(args, TrainConfig, train)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
+    from noisystudent.stages.distill import distill
+
     from .config import DistillConfig
-    from .distill import distill
 
     run_training(args, DistillConfig, distill)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate, evaluate_exported
+    from noisystudent.reports.evaluate import evaluate, evaluate_exported
 
     if is_onnx(args.run_dir):
         if args.corruptions:
@@ -201,7 +204,7 @@ def is_onnx(path: str) -> bool:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_onnx
+    from noisystudent.deploy.export import export_onnx
 
     result = export_onnx(args.run_dir, args.out)
     print(f"wrote {result['path']} (max |logit difference| to PyTorch "
@@ -211,9 +214,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_pseudo_label(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from noisystudent.labels.to_label import TO_LABEL_CSV
+    from noisystudent.stages.pseudo_label import pseudo_label
+
     from .config import PseudoLabelConfig
-    from .pseudo_label import pseudo_label
-    from .to_label import TO_LABEL_CSV
 
     config = resolve_config(args, PseudoLabelConfig)
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
@@ -230,9 +234,10 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def cmd_self_train(args: argparse.Namespace) -> None:
+    from noisystudent.stages.selftrain import self_train
+
     from .config import SelfTrainConfig
     from .plan import planned_config
-    from .selftrain import self_train
 
     config = resolve_config(args, SelfTrainConfig, planned_config)
     report = self_train(config, args.out, resume=args.resume, quiet=args.quiet,
@@ -244,7 +249,7 @@ def cmd_self_train(args: argparse.Namespace) -> None:
 
 
 def cmd_pack(args: argparse.Namespace) -> None:
-    from .data.arrays import pack_folder
+    from noisystudent.data.arrays import pack_folder
 
     if not args.out.endswith(".npy"):
         raise UserError(f"--out must end in .npy, got {args.out}")
@@ -254,19 +259,19 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .deploy import format_predictions, predict_onnx
+    from noisystudent.deploy.onnx_runtime import format_predictions, predict_onnx
 
     if is_onnx(args.run_dir):
         results = predict_onnx(args.run_dir, args.images, top_k=args.top_k)
     else:
-        from .predict import predict
+        from noisystudent.deploy.predict import predict
 
         results = predict(args.run_dir, args.images, device=args.device, top_k=args.top_k)
     print(format_predictions(results, args.json))
 
 
 def cmd_review(args: argparse.Namespace) -> None:
-    from .review import review
+    from noisystudent.reports.review import review
 
     result = review(args.run_dir, device=args.device)
     print(f"wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB in "
@@ -287,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command(sub, "train", cmd_train, TrainConfig,
                     "fine-tune a pretrained model on a few labels",
-                    "Supervised transfer learning into a run directory.")
+                    description="Supervised transfer learning into a run directory.")
     distill = command(sub, "distill", cmd_distill, DistillConfig,
                       "train a student to mimic a trained teacher",
-                      "Knowledge distillation: KL to the teacher's softened outputs (x T^2) "
-                      "plus cross-entropy on true labels, on labeled, unlabeled or both kinds "
-                      "of images.")
+                      description=("Knowledge distillation: KL to the teacher's softened outputs "
+                                   "(x T^2) plus cross-entropy on true labels, on labeled, "
+                                   "unlabeled or both kinds of images."))
     for run in (train, distill):
         run.add_argument("--out", metavar="RUN_DIR", help="run directory to write")
         run.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
@@ -301,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     label = command(sub, "pseudo-label", cmd_pseudo_label, PseudoLabelConfig,
                     "a clean teacher labels unlabeled images",
-                    "Teacher inference on clean views: soft or hard labels, a confidence "
-                    "threshold and per-class balancing.")
+                    description=("Teacher inference on clean views: soft or hard labels, a "
+                                 "confidence threshold and per-class balancing."))
     label.add_argument("--teacher", required=True, metavar="RUN_DIR")
     label.add_argument("--out", required=True, metavar="DIR")
     label.add_argument("--unlabeled", metavar="PATH",
@@ -314,9 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     selftrain = command(sub, "self-train", cmd_self_train, SelfTrainConfig,
                         "the Noisy Student loop: --budget plans it, a YAML config optional",
-                        "Teacher -> pseudo-labels -> noised student -> student becomes "
-                        "teacher, for K iterations; resumable. Each iteration's student "
-                        "overrides (students: [...]) are set in the YAML file.")
+                        description=("Teacher -> pseudo-labels -> noised student -> student "
+                                     "becomes teacher, for K iterations; resumable. Each "
+                                     "iteration's student overrides (students: [...]) are set in "
+                                     "the YAML file."))
     selftrain.add_argument("config", nargs="?", metavar="CONFIG.yaml",
                            help="self-training settings (see configs/)")
     selftrain.add_argument("--out", metavar="RUN_DIR", help="run directory to write")
@@ -325,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = command(sub, "evaluate", cmd_evaluate, None,
                        "test accuracy, confusion matrix, calibration",
-                       "Evaluate a run directory, or an exported .onnx file (through ONNX "
-                       "Runtime) on the test set of the run it came from.", device=True)
+                       description=("Evaluate a run directory, or an exported .onnx file (through "
+                                    "ONNX Runtime) on the test set of the run it came from."),
+                       device=True)
     evaluate.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     evaluate.add_argument("--corruptions", action="store_true",
                           help="also error per corruption (15 types x 5 severities) and mCE")
@@ -337,18 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     review = command(sub, "review", cmd_review, None,
                      "report.html: what a run learned from, as pictures",
-                     "One self-contained page for a finished run: self-train (iterations, "
-                     "each labeling's most and least confident images per class, confident "
-                     "mistakes, changed labels, test confusion, corrupted images, the images "
-                     "to label next), pseudo-label, train or distill.",
+                     description=("One self-contained page for a finished run: self-train "
+                                  "(iterations, each labeling's most and least confident images "
+                                  "per class, confident mistakes, changed labels, test confusion, "
+                                  "corrupted images, the images to label next), pseudo-label, "
+                                  "train or distill."),
                      quiet=False, device=True)
     review.add_argument("run_dir", metavar="RUN_DIR",
                         help="a finished run's directory; the page is written into it")
 
     pack = command(sub, "pack", cmd_pack, None,
                    "decode a folder of unlabeled images into one .npy",
-                   "Decode once into a uint8 (N, C, S, S) .npy that pseudo-labeling and "
-                   "students stream from disk in blocks.", quiet=False)
+                   description=("Decode once into a uint8 (N, C, S, S) .npy that pseudo-labeling "
+                                "and students stream from disk in blocks."), quiet=False)
     pack.add_argument("folder", metavar="FOLDER")
     pack.add_argument("--out", required=True, metavar="FILE.npy")
     pack.add_argument("--image-size", type=int, required=True, metavar="S",
@@ -356,25 +364,25 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--channels", type=int, default=3, choices=(1, 3))
 
     predict = command(sub, "predict", cmd_predict, None, "class and probability for image files",
-                      "From a run directory, or an exported .onnx file (through ONNX Runtime).",
+                      description=("From a run directory, or an exported .onnx file (through ONNX "
+                                   "Runtime)."),
                       quiet=False, device=True)
     predict.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--top-k", type=int, default=1, help="also list the next k-1 classes")
-    predict.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    add_prediction_arguments(predict)
 
     export = command(sub, "export", cmd_export, None,
                      "the run's model as ONNX, preprocessing included",
-                     "uint8 images in, logits out; class names and the stored size in the "
-                     "metadata; dynamic batch. Needs pip install 'noisystudent[export]'.")
+                     description=("uint8 images in, logits out; class names and the stored size "
+                                  "in the metadata; dynamic batch. Needs pip install "
+                                  "'noisystudent[export]'."))
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", default="onnx", choices=("onnx",))
     export.add_argument("--out", metavar="FILE.onnx", help="default: RUN_DIR/model.onnx")
     return parser
 
 
-def command(sub, name: str, func: Callable, config_cls: type | None, summary: str,
-            description: str, *, quiet: bool = True, device: bool = False):
+def command(sub, name: str, func: Callable, config_cls: type | None, summary: str, *,
+            description: str, quiet: bool = True, device: bool = False):
     """A subcommand with its function, its settings' flags (when it has a config) and the
     flags several commands share."""
     parser = sub.add_parser(name, help=summary, description=description)
@@ -403,7 +411,7 @@ def run_safely(func: Callable[[], None]) -> int:
     return 0
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+def _warning_line(message, *_) -> None:
     # Warnings meant for the user (e.g. skipped unreadable images) as one plain line.
     print(f"noisystudent: warning: {message}", file=sys.stderr)
 

@@ -203,7 +203,7 @@ class TrainSettings(LoopSettings):
     model_options: ModelOptions = setting({}, "more keyword arguments of the model, "
                                           "KEY=VALUE,...; the cifar_airbench family takes "
                                           "whiten_stem, dirac_init, bn_weight, bn_momentum, "
-                                          "flip_tta, global_pool (airbench.py)")
+                                          "flip_tta, global_pool (models/airbench.py)")
     image_size: int = setting(32, "input resolution the model sees", ge=8, le=2048)
     in_chans: Channels = setting(3, "input channels of the model: 3 (grayscale images are "
                                  "repeated), or 1 for a model trained from scratch on grayscale "

@@ -12,12 +12,16 @@ rate and schedule mean the same thing for any number of processes. Only rank 0 w
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .errors import UserError
+
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -126,6 +130,15 @@ def exclusive_prefix(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, tensor.to(collective_device()))
     before = torch.stack(parts[:rank()]).sum(0) if rank() else torch.zeros_like(parts[0])
     return before.to(tensor.device)
+
+
+def decided_on_main(decide: Callable[[], T]) -> T:
+    """``decide()`` run on rank 0 alone and its answer (a small picklable value) given to every
+    rank, so that all ranks act on one decision (a measured dtype, a re-planned length)."""
+    answer = [decide() if is_main() else None]
+    if active():
+        dist.broadcast_object_list(answer, src=0)
+    return answer[0]
 
 
 def merge_dicts(mine: dict) -> dict:

@@ -5,8 +5,12 @@
     RUN/iterK/student/          iteration K's noised student
     RUN/finetune/               the last student, fine-tuned on the labeled images
 
-The loop (selftrain.py), its ``--resume`` and the report (report.py) all find the steps here;
-the names on disk never change, so older run directories still resume and report.
+Each entry is a step of the run: the teacher, a labeling, a student, the fine-tuning. The
+training steps are stages (``stages/stage.py``): run directories of their own, with a config,
+a split, checkpoints and a model. The loop (``stages/selftrain.py``), its ``--resume``, the
+plan (``plan/``) and the report (``reports/``) all find the steps here, and name them by
+their paths (``timings.json``, ``plan.json``); the names on disk never change, so older run
+directories still resume and report.
 """
 
 from __future__ import annotations
@@ -18,10 +22,27 @@ from pathlib import Path
 from . import runs
 
 TEACHER_DIR = "iter0-teacher"
+ITERATION_DIR = "iter{}"
 PSEUDO_LABELS_DIR = "pseudo-labels"
 STUDENT_DIR = "student"
 FINETUNE_DIR = "finetune"
 REPORT_JSON = "report.json"
+
+# The steps' keys in timings.json and plan.json are their paths inside the run; two more keys
+# are the run's own: the plan timing this machine, and the report's evaluations.
+TEACHER_KEY = TEACHER_DIR
+PLAN_KEY = "plan"
+REPORT_KEY = "report"
+
+
+def labels_key(k: int) -> str:
+    """Iteration ``k``'s labeling: its key, and its path inside the run."""
+    return f"{ITERATION_DIR.format(k)}/{PSEUDO_LABELS_DIR}"
+
+
+def student_key(k: int) -> str:
+    """Iteration ``k``'s student: its key, and its path inside the run."""
+    return f"{ITERATION_DIR.format(k)}/{STUDENT_DIR}"
 
 
 def kept_model(run: str | Path) -> Path:
@@ -71,16 +92,16 @@ class SelfTrainLayout:
 
     @property
     def teacher(self) -> Path:
-        return Path(self.teacher_run) if self.teacher_run else self.run / TEACHER_DIR
+        return Path(self.teacher_run) if self.teacher_run else self.run / TEACHER_KEY
 
     def iteration(self, k: int) -> Path:
-        return self.run / f"iter{k}"
+        return self.run / ITERATION_DIR.format(k)
 
     def pseudo_labels(self, k: int) -> Path:
-        return self.iteration(k) / PSEUDO_LABELS_DIR
+        return self.run / labels_key(k)
 
     def student(self, k: int) -> Path:
-        return self.iteration(k) / STUDENT_DIR
+        return self.run / student_key(k)
 
     @property
     def finetune(self) -> Path:

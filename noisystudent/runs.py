@@ -38,7 +38,7 @@ LOCK = ".lock"
 TIMINGS = "timings.json"
 # Files a run writes before any step does work (and the time a failed start took): a rerun
 # after a fix may replace them.
-PLAN_FILES = ("plan.yaml", "plan.json")  # plan.py: what the plan chose, and why
+PLAN_FILES = ("plan.yaml", "plan.json")  # plan/replan.py: what the plan chose, and why
 SETUP_FILES = (CONFIG, SPLITS, LOCK, TIMINGS, *PLAN_FILES)
 
 

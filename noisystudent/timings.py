@@ -1,5 +1,6 @@
 """Wall time per step of a self-training run, kept across resumes in ``timings.json``: the
-report's minutes column (and what a time budget plans from)."""
+report's minutes column (and what a time budget plans from); and, for a run with a budget,
+the seconds its plan gave each step (``plan.json``, written by ``plan/replan.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from . import distributed, runs
 
 TIMINGS = runs.TIMINGS
+PLAN_JSON = runs.PLAN_FILES[1]
 
 
 @contextmanager
@@ -63,3 +65,10 @@ def step_name(run: Path, step: Path) -> str:
         return Path(step).relative_to(run).as_posix()
     except ValueError:  # a teacher_run outside the run
         return str(step)
+
+
+def planned(run: Path) -> dict:
+    """plan.json: a budgeted run's budget, the keys its plan set, the data it saw and the
+    seconds planned per step; {} for a run without a budget."""
+    path = Path(run) / PLAN_JSON
+    return runs.read_json(path) if path.is_file() else {}

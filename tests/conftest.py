@@ -60,7 +60,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
     """A finished one-epoch Fashion-MNIST run with dropout (so eval mode matters)."""
     if not fashion_mnist_available():
         pytest.skip("Fashion-MNIST not found")
-    from noisystudent.train import train
+    from noisystudent.stages.train import train
 
     run = tmp_path_factory.mktemp("teacher") / "run"
     train(quick_config(labels_per_class=3, drop_rate=0.5), run, quiet=True)

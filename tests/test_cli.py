@@ -81,7 +81,7 @@ def test_status_lines_go_to_the_logger_and_quiet_silences_them(capsys):
 
     from noisystudent.cli import setup_logging
 
-    log = logging.getLogger("noisystudent.selftrain")
+    log = logging.getLogger("noisystudent.stages.selftrain")
     setup_logging(quiet=False)
     log.info("iteration 1: pseudo-labeling")
     assert capsys.readouterr().err == "iteration 1: pseudo-labeling\n"

@@ -127,7 +127,7 @@ def test_config_yaml_written_before_the_typed_settings_still_loads(path):
 
 
 def test_a_set_value_is_saved_typed(tmp_path):
-    from noisystudent.stage import open_run
+    from noisystudent.stages.stage import open_run
 
     config = load_config(SelfTrainConfig, "configs/smoke.yaml",
                          {"student.unlabeled_weight": "2", "teacher.channels_last": "false"})

@@ -9,16 +9,15 @@ import torch
 from noisystudent import runs
 from noisystudent.config import DistillConfig, build
 from noisystudent.data.imageset import ImageSet
-from noisystudent.distill import (
-    COMPRESSION_JSON,
-    COMPRESSION_MD,
+from noisystudent.errors import UserError
+from noisystudent.reports.compression import COMPRESSION_JSON, COMPRESSION_MD
+from noisystudent.reports.evaluate import evaluate
+from noisystudent.stages.distill import (
     distill,
     student_loader,
     student_pools,
 )
-from noisystudent.errors import UserError
-from noisystudent.evaluate import evaluate
-from noisystudent.train import train
+from noisystudent.stages.train import train
 
 from .conftest import needs_fashion_mnist, quick_config
 

@@ -18,7 +18,8 @@ from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.arrays import NpyImages, pack_folder
 from noisystudent.errors import UserError
-from noisystudent.pseudo_label import pseudo_label, read_pseudo_labels
+from noisystudent.labels.directory import read_pseudo_labels
+from noisystudent.stages.pseudo_label import pseudo_label
 
 from .conftest import needs_fashion_mnist
 

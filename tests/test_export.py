@@ -16,12 +16,13 @@ from PIL import Image
 from noisystudent.cli import main
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.loaders import ImageBatches
-from noisystudent.deploy import OnnxModel
+from noisystudent.deploy.export import export_onnx
+from noisystudent.deploy.onnx_runtime import OnnxModel
 from noisystudent.errors import UserError
-from noisystudent.evaluate import evaluate, evaluate_exported
-from noisystudent.export import export_onnx
-from noisystudent.inference import load_trained, predict_logits
-from noisystudent.transforms import CleanPipeline
+from noisystudent.models.inference import predict_logits
+from noisystudent.models.saved import load_trained
+from noisystudent.models.transforms import CleanPipeline
+from noisystudent.reports.evaluate import evaluate, evaluate_exported
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -81,8 +82,8 @@ def test_the_deploy_runner_needs_no_torch(exported, image_files, capsys):
     """python -m noisystudent.deploy with torch made unimportable prints what predict prints."""
     assert main(["predict", str(exported), *image_files]) == 0
     expected = capsys.readouterr().out
-    code = ("import sys; sys.modules['torch'] = None; from noisystudent.deploy import main; "
-            "sys.exit(main(sys.argv[1:]))")
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv[0] = 'deploy'; "
+            "runpy.run_module('noisystudent.deploy', run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", code, str(exported), *image_files],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -115,7 +116,7 @@ def test_a_one_channel_small_image_student_exports_with_parity(tmp_path, model, 
     """A from-scratch small-image model on one grayscale channel: trained by ``train``,
     exported, and the ONNX graph (its own preprocessing included, and airbench's flip
     test-time augmentation when the run asked for it) agrees with PyTorch."""
-    from noisystudent.train import train
+    from noisystudent.stages.train import train
     from tests.conftest import quick_config
 
     run = tmp_path / model

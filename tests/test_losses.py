@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from timm.task.distillation import LogitDistillationTask
 
-from noisystudent.losses import kd_loss, retemper, soft_target_ce
-from noisystudent.tasks import DistillTask, NoisyStudentTask
-from noisystudent.transforms import InputSpec, to_model_input
+from noisystudent.labels.store import retemper
+from noisystudent.models.transforms import InputSpec, to_model_input
+from noisystudent.training.losses import kd_loss, soft_target_ce
+from noisystudent.training.tasks import DistillTask, NoisyStudentTask
 
 
 @pytest.mark.parametrize("temperature", [0.5, 0.8, 2.0])

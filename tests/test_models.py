@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from noisystudent import models
 from noisystudent.errors import UserError
-from noisystudent.models import (
+from noisystudent.models import build as models
+from noisystudent.models.build import (
     OFFLINE_WEIGHTS,
     configure_finetune,
     count_parameters,
     create_model,
     model_input_config,
 )
-from noisystudent.optim import param_groups
+from noisystudent.training.optim import param_groups
 
 skimage_data = pytest.importorskip("skimage.data")
 

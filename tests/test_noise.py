@@ -420,7 +420,7 @@ def test_translate_flip_matches_padding(real, mode):
     dy = torch.randint(0, 2 * pad + 1, (32,))
     dx = torch.randint(0, 2 * pad + 1, (32,))
     flips = torch.rand(32) < 0.5
-    out = translate_flip(images, dy, dx, flips, pad, mode)
+    out = translate_flip(images, dy, dx, flips, pad, padding_mode=mode)
     padded = _pad(images, pad, mode)
     for i in range(32):
         window = padded[i, :, int(dy[i]):int(dy[i]) + 28, int(dx[i]):int(dx[i]) + 28]

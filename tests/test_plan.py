@@ -8,9 +8,10 @@ import json
 import pytest
 import yaml
 
-from noisystudent import plan, runs
+from noisystudent import plan, runs, timings
 from noisystudent.cli import main
 from noisystudent.config import SelfTrainConfig, build, parse_minutes, to_dict
+from noisystudent.plan import rates, replan, rules, time_model
 
 from .conftest import needs_fashion_mnist, write_image_tree
 
@@ -121,7 +122,8 @@ def test_a_budget_fits_the_students_into_what_is_left():
     planned = plan.make_plan({"budget": "30m"}, FixedRates(RATES))
     assert planned.values["iterations"] == 2
     total = sum(planned.seconds.values())
-    assert 60 * 30 * plan.AIM * 0.95 <= total <= 60 * 30 * plan.AIM * 1.001  # used, not idle
+    aimed = time_model.usable_seconds(30)
+    assert aimed * 0.95 <= total <= aimed * 1.001  # used, not idle
     assert planned.values["students"][1]["passes"] > planned.values["student.passes"]
     assert set(planned.seconds) == {"iter0-teacher", "iter1/pseudo-labels", "iter1/student",
                                     "iter2/pseudo-labels", "iter2/student", "report"}
@@ -140,7 +142,7 @@ def test_a_short_from_scratch_student_gets_at_least_60_warmup_steps():
     short = plan.make_plan({"budget": "8m"}, FixedRates(RATES))
     passes, warmup = short.values["student.passes"], short.values["student.warmup_epochs"]
     steps = passes * short.facts.pile / (128 * 3)
-    assert 1 < passes < 2 and warmup / 4 * steps == pytest.approx(plan.MIN_WARMUP_STEPS, abs=1)
+    assert 1 < passes < 2 and warmup / 4 * steps == pytest.approx(rules.MIN_WARMUP_STEPS, abs=1)
     assert "collapse" in short.reasons["student.warmup_epochs"]
     tiny = plan.make_plan({"budget": "1m"}, FixedRates(RATES))
     assert tiny.values["student.warmup_epochs"] == 2  # half the epochs: the decay keeps half
@@ -154,12 +156,12 @@ def test_a_budget_lowers_the_teachers_size_to_fit():
     big = {"data": "fashion-mnist", "budget": "10h"}
     facts = plan.DataFacts(labeled=900, val=100, test=10_000, classes=10, pile=59_000,
                            stored_size=150, grayscale=False)
-    sizes = plan.teacher_sizes(facts)
+    sizes = rules.teacher_sizes(facts)
     assert sizes == [160, 128, 96, 64]
-    assert plan.teacher_sizes(facts, upscale=plan.TEACHER_UPSCALE) == [160, 128, 96, 64]
+    assert rules.teacher_sizes(facts, upscale=rules.TEACHER_UPSCALE) == [160, 128, 96, 64]
     planned = plan.make_plan(big, rates)
     # 28 px images, upscaled as far as the ladder goes, labels averaged over the mirror.
-    assert planned.values["teacher.image_size"] == plan.TEACHER_UPSCALE
+    assert planned.values["teacher.image_size"] == rules.TEACHER_UPSCALE
     assert planned.values["pseudo_label.flip"] is True
     assert "flip" not in plan.make_plan({**big, "teacher": {"augment": "none"}},
                                         rates).values
@@ -188,7 +190,7 @@ def test_print_config_shows_the_plan_without_out(capsys):
 @pytest.mark.parametrize("kind, says", [("AVX2", "no bf16 units"),
                                          ("AVX-512 BF16", "faster of fp32 and bf16")])
 def test_the_plan_names_the_cpu_kind_it_was_timed_on(kind, says, monkeypatch):
-    monkeypatch.setattr("noisystudent.device.cpu_kind", lambda: kind)
+    monkeypatch.setattr(rates, "cpu_kind", lambda: kind)
     planned = plan.make_plan({"budget": "30m"}, FixedRates(RATES))
     header = plan.annotated_yaml(to_dict(build(SelfTrainConfig, planned.merged())), planned)
     assert "# plan: timed on this CPU: " in header and f", {kind}" in header and says in header
@@ -224,7 +226,7 @@ def test_a_budgeted_run_plans_again_and_reports_planned_and_used_minutes(tmp_pat
 def test_fresh_rates_measure_again_and_cache_what_they_measured(tmp_path, monkeypatch):
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
     speeds = iter([(100.0, 400.0), (150.0, 600.0)])
-    monkeypatch.setattr(plan, "measure", lambda *args: next(speeds))
+    monkeypatch.setattr(rates, "measure", lambda *args, **kwargs: next(speeds))
     assert plan.Rates().training("cifar_airbench_s", 28, 1, 512) == 100  # measured
     assert plan.Rates().training("cifar_airbench_s", 28, 1, 512) == 100  # cached
     fresh = plan.Rates(fresh=True)  # a first student's: the machine may have drifted
@@ -269,30 +271,30 @@ def _finished_iteration_1(run, student_seconds: float) -> SelfTrainConfig:
 
 
 def test_an_iteration_the_budget_cannot_pay_for_is_dropped(tmp_path, monkeypatch):
-    monkeypatch.setattr(plan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
+    monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)
     assert plan.worth_another(config, tmp_path, 2)  # about 2.1 passes left for student 2
     config = _finished_iteration_1(tmp_path, student_seconds=200.0)
     assert not plan.worth_another(config, tmp_path, 2)  # about 1.4: under the 2 it needs
-    assert plan.saved(tmp_path)["dropped"] == 2
+    assert timings.planned(tmp_path)["dropped"] == 2
 
 
 def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_path,
                                                                           monkeypatch):
-    monkeypatch.setattr(plan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
+    monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)
     runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
                     {"kept": 20_000, "unlabeled_images": 20_000})
-    timings = runs.read_json(tmp_path / "timings.json")
-    runs.write_json(tmp_path / "timings.json", {**timings, "iter2/pseudo-labels": 40.0})
+    used = runs.read_json(tmp_path / "timings.json")
+    runs.write_json(tmp_path / "timings.json", {**used, "iter2/pseudo-labels": 40.0})
     changes = plan.replan_student(config, tmp_path, 2)
     # 0.92 x 600 s - 260 used - 10 s of evaluation, at 200 images/s over 26,667 a pass
     assert changes["passes"] == pytest.approx((0.92 * 600 - 260 - 10.1) / (26_667 / 200),
                                               abs=0.02)
-    assert plan.saved(tmp_path)["seconds"]["iter2/student"] == pytest.approx(
+    assert timings.planned(tmp_path)["seconds"]["iter2/student"] == pytest.approx(
         0.92 * 600 - 260, abs=2)
     assert "warmup_epochs" not in changes  # the plan did not set it
-    info = plan.saved(tmp_path)
+    info = timings.planned(tmp_path)
     runs.write_json(tmp_path / "plan.json", {**info, "planned": info["planned"] +
                                              ["student.warmup_epochs"]})
     changes = plan.replan_student(config, tmp_path, 2)  # 5 epochs of 64 + 3 x 64 images
@@ -305,25 +307,27 @@ def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, m
     asks the same cached question, so both time (and train) the same step."""
     import torch
 
-    from noisystudent import device as devices
-    from noisystudent import precision
+    from noisystudent.models import precision, speed
 
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX-512 BF16")
-    monkeypatch.setattr(precision, "training_rate",
-                        lambda model, shape, dtype, **_: 200.0 if dtype else 100.0)
-    used = []
-    real_autocast = devices.autocast
-    monkeypatch.setattr(devices, "autocast",
-                        lambda device, dtype: used.append(dtype) or real_autocast(device, None))
-    train, infer = plan.measure("cifar_resnet20", 16, 1, 8, None, torch.device("cpu"), "auto")
-    assert train > 0 and infer > 0
-    assert torch.bfloat16 in used  # the training step, as the stage will run it
+    timed = []
+
+    def rate(model, shape, dtype, **_):
+        timed.append(dtype)
+        return 200.0 if dtype else 100.0
+
+    monkeypatch.setattr(speed, "training_rate", rate)
+    train, infer = rates.measure("cifar_resnet20", 16, 1, batch=8, options=None,
+                                 device=torch.device("cpu"), precision="auto")
+    assert train == 200.0 and infer > 0
+    # precision auto times both dtypes, then the plan times the step in the one it picked
+    assert timed == [None, torch.bfloat16, torch.bfloat16, torch.bfloat16]
     cached = json.loads((tmp_path / precision.CACHE_FILE).read_text())
     (entry,) = cached.values()
     assert entry["dtype"] == "bf16" and json.loads(next(iter(cached)))["model"] == \
         "cifar_resnet20"
     # The stage's own question for that model, input and batch is the cached answer.
     assert precision.auto_training_dtype("cifar_resnet20", 16, 1, None, 8) is torch.bfloat16
-    monkeypatch.setattr(precision, "training_rate", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(speed, "training_rate", lambda *a, **k: pytest.fail("measured"))
     assert precision.auto_training_dtype("cifar_resnet20", 16, 1, {}, 8) is torch.bfloat16

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from noisystudent import precision
 from noisystudent.config import StudentConfig, TrainConfig
-from noisystudent.models import create_model
+from noisystudent.models import precision, speed
+from noisystudent.models.build import create_model
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def fake_rates(monkeypatch, fp32: float, bf16: float) -> list:
         torch.rand(3)  # measuring draws random numbers: the run's stream must not move
         return bf16 if dtype == torch.bfloat16 else fp32
 
-    monkeypatch.setattr(precision, "training_rate", rate)
+    monkeypatch.setattr(speed, "training_rate", rate)
     return calls
 
 
@@ -98,8 +98,8 @@ def test_a_damaged_cache_is_measured_again(cache, monkeypatch):
 
 
 def test_the_real_measurement_times_both_dtypes():
-    rate = precision.training_rate(create_model("cifar_resnet20", 10), (8, 3, 28, 28), None,
-                                   steps=1, warmup=1)
+    rate = speed.training_rate(create_model("cifar_resnet20", 10), (8, 3, 28, 28), None,
+                               steps=1, warmup=1)
     assert rate > 0
 
 
@@ -112,7 +112,7 @@ def test_the_model_options_are_measured_and_keyed(cache, monkeypatch):
         calls.append(model.flip_tta)
         return 1000.0 if dtype == torch.bfloat16 else 600.0
 
-    monkeypatch.setattr(precision, "training_rate", rate)
+    monkeypatch.setattr(speed, "training_rate", rate)
     config = TrainConfig(model="cifar_airbench_s", pretrained="none", image_size=28,
                          in_chans=1, drop_path_rate=0.0, model_options={"flip_tta": True})
     assert precision.training_precision(config, CPU) == torch.bfloat16 and calls == [True] * 2

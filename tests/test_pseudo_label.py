@@ -11,13 +11,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from noisystudent import distributed, runs, soft_labels
+from noisystudent import distributed, runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
-from noisystudent.pseudo_label import SUMMARY, pseudo_label, read_pseudo_labels
-from noisystudent.selection import Part, StreamedSelection, random_key, select_and_balance
-from noisystudent.soft_labels import SoftTargets, label_parts, reduce_logits
+from noisystudent.labels import store
+from noisystudent.labels.directory import SUMMARY, read_pseudo_labels
+from noisystudent.labels.selection import Part, StreamedSelection, random_key, select_and_balance
+from noisystudent.labels.store import SoftTargets, label_parts, reduce_logits
+from noisystudent.stages.pseudo_label import pseudo_label
 
 
 def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():
@@ -182,7 +184,7 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
 
     # The teacher runs in eval mode (its dropout of 0.5 is off), and parts fill as they go:
     # labeling again in parts of 64 images (26 bytes each) gives the same labels, in 5 parts.
-    monkeypatch.setattr(soft_labels, "PART_BYTES", 64 * 26)
+    monkeypatch.setattr(store, "PART_BYTES", 64 * 26)
     # A pass killed mid-write left a temporary part and a stale part: both are removed.
     (tmp_path / "again").mkdir()
     (tmp_path / "again" / f".labels-00000-00003.safetensors.7{runs.TMP_SUFFIX}").write_text("")
@@ -253,7 +255,7 @@ def test_pseudo_labels_written_before_the_streamed_parts_still_load(tmp_path):
 
 
 def test_flip_averaged_logits_are_the_mean_over_the_image_and_its_mirror():
-    from noisystudent.inference import predict_logits
+    from noisystudent.models.inference import predict_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))

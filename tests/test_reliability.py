@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noisystudent import runs, tasks
+from noisystudent import runs
 from noisystudent.config import (
     DistillConfig,
     PseudoLabelConfig,
@@ -29,18 +29,17 @@ from noisystudent.config import (
     load_config,
 )
 from noisystudent.data.images import load_image_folder
-from noisystudent.distill import distill
+from noisystudent.data.sources import load_run_data
+from noisystudent.data.unlabeled import teacher_run_unlabeled
 from noisystudent.errors import CorruptFile, UserError
-from noisystudent.pseudo_label import (
-    pseudo_label,
-    pseudo_labels_complete,
-    read_pseudo_labels,
-    unlabeled_images,
-)
-from noisystudent.stage import load_run_data, open_run
-from noisystudent.student import train_student
-from noisystudent.train import train
-from noisystudent.transforms import InputSpec
+from noisystudent.labels.directory import pseudo_labels_complete, read_pseudo_labels
+from noisystudent.models.transforms import InputSpec
+from noisystudent.stages.distill import distill
+from noisystudent.stages.pseudo_label import pseudo_label
+from noisystudent.stages.stage import open_run
+from noisystudent.stages.student import train_student
+from noisystudent.stages.train import train
+from noisystudent.training import tasks
 
 from .conftest import needs_fashion_mnist, quick_config
 
@@ -228,8 +227,8 @@ class NanFromStep(tasks.SupervisedTask):
 
 def _steps_of(task, steps: int):
     from noisystudent.data.loaders import ImageBatches
-    from noisystudent.engine import train_one_epoch
-    from noisystudent.optim import make_optimizer
+    from noisystudent.training.engine import train_one_epoch
+    from noisystudent.training.optim import make_optimizer
 
     images = torch.randint(0, 256, (64, 3, 8, 8), generator=torch.Generator().manual_seed(0),
                            dtype=torch.uint8)
@@ -298,7 +297,7 @@ def test_pickle_payloads_never_run(tmp_path):
     with pytest.raises(CorruptFile, match="could not be loaded safely"):
         runs.load_checkpoint(evil)
     # As weights: .pt / .pth are refused by name, before anything is read.
-    from noisystudent.models import create_model
+    from noisystudent.models.build import create_model
     for suffix in (".pt", ".pth"):
         torch.save({"w": _Payload(marker)}, tmp_path / f"w{suffix}")
         with pytest.raises(UserError, match="only .safetensors"):
@@ -330,7 +329,7 @@ def test_teacher_classes_must_match_the_data(tmp_path, tiny_teacher, image_tree)
                  quiet=True)
     config = StudentConfig(pseudo_labels=str(labels), data=str(train_dir), model="resnet10t",
                            pretrained="none", labels_per_class=2, image_size=32)
-    unlabeled, _ = unlabeled_images(tiny_teacher, max_images=50)
+    unlabeled, _ = teacher_run_unlabeled(tiny_teacher, max_images=50)
     with pytest.raises(UserError, match="pseudo-labels' classes .* differ"):
         train_student(config, tmp_path / "s", data=load_run_data(config, 32),
                       unlabeled=unlabeled, quiet=True)

@@ -18,8 +18,9 @@ from PIL import Image
 from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.errors import UserError
-from noisystudent.pseudo_label import pseudo_label, selection_parts
-from noisystudent.review import (
+from noisystudent.labels.directory import selection_parts
+from noisystudent.labels.selection import Part
+from noisystudent.reports.review import (
     MAX_CLASSES,
     MAX_SHOWN,
     REPORT_HTML,
@@ -28,8 +29,8 @@ from noisystudent.review import (
     confusion_html,
     review,
 )
-from noisystudent.selection import Part
-from noisystudent.train import train
+from noisystudent.stages.pseudo_label import pseudo_label
+from noisystudent.stages.train import train
 
 from .conftest import needs_fashion_mnist, quick_config
 from .test_shards import write_shards
@@ -96,9 +97,9 @@ def test_pseudo_label_page_with_hidden_truth_changes_and_the_images_to_label(tmp
     assert len(page.sources) >= 12  # the grids and the 12 images to label, all embedded
 
     # Changed labels against the earlier labeling, counted by hand.
-    from noisystudent.pseudo_label import unlabeled_images
+    from noisystudent.data.unlabeled import teacher_run_unlabeled
 
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     view = LabelingView(tmp_path / "second", images.labels, tmp_path / "first")
     before = torch.cat([p.predicted for p in selection_parts(tmp_path / "first", None)])
     after = torch.cat([p.predicted for p in selection_parts(tmp_path / "second", None)])
@@ -140,9 +141,9 @@ def test_many_classes_stay_bounded():
 
 @needs_fashion_mnist
 def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monkeypatch):
-    from noisystudent.pseudo_label import unlabeled_images
+    from noisystudent.data.unlabeled import teacher_run_unlabeled
 
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     pattern = write_shards(tmp_path / "shards", images.images)
     config = PseudoLabelConfig(threshold=0.0, to_label=0)
     pseudo_label(tiny_teacher, tmp_path / "labels", config, unlabeled=pattern, quiet=True)
@@ -152,14 +153,14 @@ def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monke
     assert 10 <= len(page.sources) <= 2 * 8 * min(len(classes), MAX_CLASSES)
 
     # On a large pile the pictures come from a few shards, evenly spread; the counts from all.
-    from noisystudent import review as review_module
     from noisystudent.data.shards import SHARD_BITS
+    from noisystudent.reports import review as review_module
 
     everything = LabelingView(tmp_path / "labels", None, None)
     monkeypatch.setattr(review_module, "SAMPLED_SHARDS", 2)
     sampled = LabelingView(tmp_path / "labels", None, None)
     assert sampled.sampled == {0, 2} and everything.sampled == {0, 1, 2, 3}
-    assert set((sampled.highest.kept["index"] >> SHARD_BITS).tolist()) <= {0, 2}
+    assert set((sampled.highest.rows["index"] >> SHARD_BITS).tolist()) <= {0, 2}
     assert torch.equal(sampled.kept_count, everything.kept_count)
 
     model_page = parse_page(Path(review(tiny_teacher)["path"]))

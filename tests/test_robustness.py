@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from noisystudent import robustness
 from noisystudent.errors import UserError
-from noisystudent.evaluate import CORRUPTIONS, evaluate_corruptions
-from noisystudent.robustness import corrupted_sets, corruption_names, mean_corruption_error
+from noisystudent.reports import robustness
+from noisystudent.reports.evaluate import CORRUPTIONS, evaluate_corruptions
+from noisystudent.reports.robustness import corrupted_sets, corruption_names, mean_corruption_error
 
 from .conftest import needs_fashion_mnist
 
@@ -99,12 +99,12 @@ def test_mce_against_hand_computed_errors():
 
 
 def test_evaluate_corruptions_on_a_run(tiny_teacher, tmp_path, monkeypatch):
-    from noisystudent import evaluate as evaluate_module
     from noisystudent.data.fashion_mnist import load_fashion_mnist
     from noisystudent.device import autocast, resolve_precision
-    from noisystudent.inference import load_trained
-    from noisystudent.train import train
-    from noisystudent.transforms import to_model_input
+    from noisystudent.models.saved import load_trained
+    from noisystudent.models.transforms import to_model_input
+    from noisystudent.reports import evaluate as evaluate_module
+    from noisystudent.stages.train import train
 
     from .conftest import quick_config
 

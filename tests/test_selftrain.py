@@ -8,13 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisystudent import runs, selftrain
+from noisystudent import runs
 from noisystudent.config import SelfTrainConfig, build, load_config
 from noisystudent.errors import UserError
-from noisystudent.inference import load_trained
 from noisystudent.keep import kept_step, worse_by_chance
 from noisystudent.layout import kept_model
-from noisystudent.report import ACCURACY_PNG, CORRUPTIONS_PNG, REPORT_MD, kept_row, regression
+from noisystudent.models.saved import load_trained
+from noisystudent.reports.report import (
+    ACCURACY_PNG,
+    CORRUPTIONS_PNG,
+    REPORT_MD,
+    kept_row,
+    regression,
+)
+from noisystudent.stages import selftrain
 
 from .conftest import interrupt_on_call, needs_fashion_mnist
 
@@ -103,7 +110,7 @@ def test_growing_student_schedule_and_shared_keys():
 def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_tree):
     """Your own images are stored once, at the largest size any stage sees; each model resizes
     to its own, so labeled and pseudo-labeled batches always concatenate."""
-    from noisystudent.evaluate import evaluate
+    from noisystudent.reports.evaluate import evaluate
 
     train_dir, test_dir = image_tree
     config = SelfTrainConfig(
@@ -150,9 +157,9 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
 
 def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
     from noisystudent.config import StudentConfig, build
-    from noisystudent.models import create_model
-    from noisystudent.student import check_student_size, steps_per_epoch
-    from noisystudent.transforms import InputSpec
+    from noisystudent.models.build import create_model
+    from noisystudent.models.transforms import InputSpec
+    from noisystudent.stages.student import check_student_size, steps_per_epoch
 
     config = StudentConfig(pseudo_labels="x", batch_size=10, unlabeled_ratio=3, epochs=4,
                            passes=6)

@@ -19,17 +19,14 @@ from noisystudent import runs
 from noisystudent.config import PseudoLabelConfig, SelfTrainConfig
 from noisystudent.data import shards
 from noisystudent.data.images import load_manifest
-from noisystudent.data.kept_shards import KeptShardBatches, KeptStream, kept_shards
+from noisystudent.data.unlabeled import teacher_run_unlabeled
 from noisystudent.errors import UserError
-from noisystudent.pseudo_label import (
-    pseudo_label,
-    pseudo_labels_complete,
-    read_pseudo_labels,
-    unlabeled_images,
-)
-from noisystudent.selection import select_and_balance
-from noisystudent.selftrain import self_train
-from noisystudent.soft_labels import label_parts
+from noisystudent.labels.directory import pseudo_labels_complete, read_pseudo_labels
+from noisystudent.labels.kept_shards import KeptShardBatches, KeptStream, kept_shards
+from noisystudent.labels.selection import select_and_balance
+from noisystudent.labels.store import label_parts
+from noisystudent.stages.pseudo_label import pseudo_label
+from noisystudent.stages.selftrain import self_train
 
 from .conftest import needs_fashion_mnist
 from .test_distributed import torchrun
@@ -64,7 +61,7 @@ def write_shards(folder: Path, images: torch.Tensor, broken: bool = True) -> str
 @pytest.fixture(scope="module")
 def pile(tiny_teacher, tmp_path_factory):
     """The teacher's first 300 unlabeled images, in memory and as tar shards."""
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     pattern = write_shards(tmp_path_factory.mktemp("shards"), images.images)
     return images, pattern
 

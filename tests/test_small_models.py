@@ -9,14 +9,14 @@ import torch
 from timm.layers import DropPath
 
 from noisystudent.errors import UserError
-from noisystudent.models import (
+from noisystudent.models.build import (
     configure_finetune,
     count_parameters,
     create_model,
     init_from_images,
     model_input_config,
 )
-from noisystudent.optim import param_groups, scale_norm_biases
+from noisystudent.training.optim import param_groups, scale_norm_biases
 
 # Parameters in millions as the papers give them (He et al. 2016 table 6; Zagoruyko &
 # Komodakis 2016 tables), with the papers' rounding, for 10 classes.

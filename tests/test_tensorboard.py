@@ -9,7 +9,7 @@ import pytest
 
 from noisystudent import runs
 from noisystudent.errors import UserError
-from noisystudent.tensorboard import FOLDER, Scalars
+from noisystudent.reports.tensorboard import FOLDER, Scalars
 
 from .conftest import needs_fashion_mnist, quick_config
 
@@ -27,7 +27,7 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 @needs_fashion_mnist
 def test_training_writes_every_epoch_metric_and_the_test_top1(tmp_path):
-    from noisystudent.train import train
+    from noisystudent.stages.train import train
 
     run = tmp_path / "run"
     train(quick_config(epochs=2, val_per_class=2, tensorboard=True), run, quiet=True)
@@ -43,7 +43,7 @@ def test_training_writes_every_epoch_metric_and_the_test_top1(tmp_path):
 
 @needs_fashion_mnist
 def test_without_the_flag_nothing_is_written(tmp_path):
-    from noisystudent.train import train
+    from noisystudent.stages.train import train
 
     train(quick_config(), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run" / FOLDER).exists()

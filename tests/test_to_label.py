@@ -17,11 +17,12 @@ from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.images import load_manifest
 from noisystudent.data.splits import load_split
+from noisystudent.data.unlabeled import teacher_run_unlabeled
 from noisystudent.errors import UserError
-from noisystudent.pseudo_label import pseudo_label, unlabeled_images
-from noisystudent.selection import Part
-from noisystudent.to_label import TO_LABEL_CSV, LowestMargins, margins
-from noisystudent.train import train
+from noisystudent.labels.selection import Part
+from noisystudent.labels.to_label import TO_LABEL_CSV, LowestMargins, margins
+from noisystudent.stages.pseudo_label import pseudo_label
+from noisystudent.stages.train import train
 
 from .conftest import needs_fashion_mnist, quick_config
 from .test_shards import write_shards
@@ -80,7 +81,7 @@ def test_pseudo_label_writes_the_images_to_label_next_as_a_manifest(tmp_path, ti
     listed = load_manifest(tmp_path / "labels" / TO_LABEL_CSV, 28, channels=1, classes=classes)
     assert len(listed) == 20 and bool((listed.labels == -1).all())
     # The files hold the unlabeled images' own pixels.
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     first = int(rows[0]["source"].split()[-1])
     assert torch.equal(listed.images[0], images.images[first])
 
@@ -111,7 +112,7 @@ def test_pseudo_label_writes_the_images_to_label_next_as_a_manifest(tmp_path, ti
 
 @needs_fashion_mnist
 def test_images_from_tar_shards_are_written_out_as_files(tmp_path, tiny_teacher):
-    images, _ = unlabeled_images(tiny_teacher, max_images=300)
+    images, _ = teacher_run_unlabeled(tiny_teacher, max_images=300)
     pattern = write_shards(tmp_path / "shards", images.images, broken=False)
     config = PseudoLabelConfig(threshold=0.0, to_label=10, workers=1)
     pseudo_label(tiny_teacher, tmp_path / "labels", config, unlabeled=pattern, quiet=True)

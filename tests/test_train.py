@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-import noisystudent.evaluate as evaluation
-from noisystudent import engine, runs
+import noisystudent.reports.evaluate as evaluation
+from noisystudent import runs
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
+from noisystudent.deploy.predict import predict
 from noisystudent.device import resolve_device
-from noisystudent.evaluate import evaluate
-from noisystudent.inference import load_trained
-from noisystudent.predict import predict
-from noisystudent.train import train
-from noisystudent.transforms import CleanPipeline
+from noisystudent.models.saved import load_trained
+from noisystudent.models.transforms import CleanPipeline
+from noisystudent.reports.evaluate import evaluate
+from noisystudent.stages.train import train
+from noisystudent.training import engine
 
 from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config
 
@@ -108,8 +109,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
 
 def test_ema_warmup_follows_a_short_run():
     """A short run's EMA must not keep a large share of the initial weights."""
-    from noisystudent.tasks import SupervisedTask
-    from noisystudent.transforms import InputSpec
+    from noisystudent.models.transforms import InputSpec
+    from noisystudent.training.tasks import SupervisedTask
 
     model = torch.nn.Linear(4, 2)
     torch.nn.init.zeros_(model.weight)

@@ -13,11 +13,11 @@ from noisystudent import distributed
 from noisystudent.data.arrays import NpyImages
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches, LabeledAndPseudoBatches
 from noisystudent.errors import UserError
-from noisystudent.metrics import classification_metrics, expected_calibration_error
 from noisystudent.noise import BatchedNoise
 from noisystudent.noise.crop import crop_flip
 from noisystudent.noise.randaugment import BatchedRandAugment
-from noisystudent.optim import cosine_with_warmup
+from noisystudent.reports.metrics import classification_metrics, expected_calibration_error
+from noisystudent.training.optim import cosine_with_warmup
 
 from .conftest import needs_fashion_mnist
 

@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent.data.idx import read_idx
-from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
 
+from .idx import read_idx
+from .imageset import ImageSet
+
+FASHION_MNIST = "fashion-mnist"  # the ``data`` setting that names it
+TRAIN_IMAGES, TEST_IMAGES, IMAGE_SIZE = 60_000, 10_000, 28  # gray images
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
     "Trouser",
@@ -36,8 +39,8 @@ FILES = {
     "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 SPLITS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", TRAIN_IMAGES),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", TEST_IMAGES),
 }
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{}.gz"
 ENV_VAR = "NOISYSTUDENT_DATA_DIR"
@@ -110,7 +113,8 @@ def _read_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     img_base, lbl_base, n = SPLITS[split]
     images = read_idx(_file_in(Path(directory), img_base))
     labels = read_idx(_file_in(Path(directory), lbl_base))
-    if images.shape != (n, 28, 28) or labels.shape != (n,) or images.dtype != np.uint8:
+    if images.shape != (n, IMAGE_SIZE, IMAGE_SIZE) or labels.shape != (n,) or \
+            images.dtype != np.uint8:
         raise UserError(
             f"Fashion-MNIST {split} files in {directory} have unexpected shapes "
             f"{images.shape}/{labels.shape}; replace them with the official files"

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent.data.arrays import NpyImages
-from noisystudent.data.decode import UnreadableImage, decode_image
-from noisystudent.data.files import IMAGE_EXTENSIONS, check_dir, find_images
-from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
+
+from .arrays import NpyImages
+from .decode import UnreadableImage, decode_image
+from .files import IMAGE_EXTENSIONS, check_dir, find_images
+from .imageset import ImageSet
 
 
 def _load_files(

@@ -11,15 +11,30 @@ the host.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-from .. import distributed
+from noisystudent import distributed
+
 from .arrays import Images, rows_of
 
-if TYPE_CHECKING:
-    from ..soft_labels import SoftTargets
+
+class LabelRows(Protocol):
+    """What a loader needs of soft labels: rows indexed a batch at a time, moved to a device,
+    and their size (``labels.store.SoftTargets``, which the data layer does not import)."""
+
+    nbytes: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, device: torch.device) -> LabelRows: ...
+
+
+# Class indices, or soft-label rows.
+Labels = torch.Tensor | LabelRows
 
 
 class ImageBatches:
@@ -30,7 +45,7 @@ class ImageBatches:
     Under DDP (``set_shard``) every rank draws the same global batch and keeps its slice.
     """
 
-    def __init__(self, images: Images, labels: torch.Tensor | SoftTargets, batch_size: int,
+    def __init__(self, images: Images, labels: Labels, batch_size: int,
                  device: torch.device, *, shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, steps: int = 0):
         if resident_fits(images, labels, device):
@@ -44,7 +59,7 @@ class ImageBatches:
             self.batch_size = len(images)  # a tiny labeled set still yields one batch
 
     @classmethod
-    def training(cls, images: Images, labels: torch.Tensor | SoftTargets, batch_size: int,
+    def training(cls, images: Images, labels: Labels, batch_size: int,
                  device: torch.device, *, seed: int, steps: int = 0) -> ImageBatches:
         """Shuffled full batches, as every training stage draws them."""
         return cls(images, labels, batch_size, device, shuffle=True, drop_last=True, seed=seed,
@@ -95,12 +110,12 @@ class ImageBatches:
 RESIDENT_SHARE = 0.25
 
 
-def resident_fits(images: Images, labels: torch.Tensor | SoftTargets, device: torch.device) -> bool:
+def resident_fits(images: Images, labels: Labels, device: torch.device) -> bool:
     """Whether to keep the set on ``device``: an in-memory set on a GPU with room for it."""
     if device.type != "cuda" or not isinstance(images, torch.Tensor) or \
             images.device == device:
         return False
-    size = images.nbytes + labels.nbytes  # labels: class indices, or SoftTargets
+    size = images.nbytes + labels.nbytes  # labels: class indices, or soft-label rows
     free, _ = torch.cuda.mem_get_info(device)
     return size <= RESIDENT_SHARE * free
 

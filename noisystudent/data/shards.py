@@ -135,7 +135,8 @@ def open_source(path: str | Path, size: int, channels: int, strict: bool,
         if missing:
             raise UserError(f"{len(missing)} of {len(shards)} shards of {text} are missing, "
                             f"the first {missing[0]}")
-        return _shards(f"tar shards {text}", shards, size, channels, strict, max_images)
+        return _shards(f"tar shards {text}", shards, size, channels, strict,
+                       max_images=max_images)
     folder = Path(text).expanduser()
     if not folder.is_dir():
         raise UserError(f"unlabeled images not found: {text} (give a folder of images, a "
@@ -143,7 +144,8 @@ def open_source(path: str | Path, size: int, channels: int, strict: bool,
                         "'shards/{0000..0099}.tar', or a .npy made by 'pack')")
     tars = sorted(str(p) for p in folder.glob("*.tar"))
     if tars:
-        return _shards(f"tar shards in {folder}", tars, size, channels, strict, max_images)
+        return _shards(f"tar shards in {folder}", tars, size, channels, strict,
+                       max_images=max_images)
     files = [str(p) for p in find_images(folder)]
     if not files:
         raise UserError(f"no images or .tar shards found in {folder}")
@@ -154,7 +156,7 @@ def open_source(path: str | Path, size: int, channels: int, strict: bool,
                           size, channels, strict)
 
 
-def _shards(description: str, shards: list[str], size: int, channels: int, strict: bool,
+def _shards(description: str, shards: list[str], size: int, channels: int, strict: bool, *,
             max_images: int) -> StreamedSource:
     if max_images:
         raise UserError("--max-images counts a folder's or a .npy's images; for tar shards, "
@@ -189,7 +191,7 @@ class LabelingStream(torch.utils.data.IterableDataset):
                     images, positions, skipped = [], [], []
             yield self._batch(shard, worker, images, positions, skipped, end=True)
 
-    def _batch(self, shard: int, worker: int, images: list, positions: list, skipped: list,
+    def _batch(self, shard: int, worker: int, images: list, positions: list, skipped: list, *,
                end: bool) -> dict:
         shape = (0, self.source.channels, self.source.size, self.source.size)
         return {"images": torch.from_numpy(np.stack(images)) if images

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config import SharedSettings
-from ..errors import UserError
-from .fashion_mnist import load_fashion_mnist
+from noisystudent.config import SharedSettings
+from noisystudent.errors import UserError
+
+from .fashion_mnist import FASHION_MNIST, load_fashion_mnist
 from .images import load_image_folder, load_manifest
 from .imageset import ImageSet, concatenate
 
 log = logging.getLogger(__name__)
-
-FASHION_MNIST = "fashion-mnist"
 
 
 def load_labeled(path: str | Path, size: int, channels: int, strict: bool,
@@ -72,3 +72,18 @@ def load_extra_labeled(path: str, train: ImageSet, strict: bool) -> ImageSet:
         raise UserError(f"{path} has no labeled row; fill in the label column (one of "
                         f"{', '.join(train.classes)})")
     return images.subset(labeled)
+
+
+@dataclass
+class RunData:
+    """The labeled training pool, the test set (None when the user gave no test data), and
+    how many of the pool's last images ``extra_labeled`` added (always in the labeled split)."""
+
+    train: ImageSet
+    test: ImageSet | None
+    extra_labeled: int = 0
+
+
+def load_run_data(settings: SharedSettings, image_size: int) -> RunData:
+    """The data the settings name; your own images are stored at ``image_size``."""
+    return RunData(*load_train_and_test(settings, image_size))

@@ -11,7 +11,7 @@ Input noise, in the order ``BatchedNoise`` applies it:
 
 ``make_augment(config)`` builds the noise of the config's ``augment``: 'randaugment' (all
 three), 'light' (pad-crop and flip) or 'none'. Every task feeds its uint8 batch through it, then
-through the model's resize and normalisation (``transforms.to_model_input``).
+through the model's resize and normalisation (``models.transforms.to_model_input``).
 
 Every image draws its own crop offsets, flip, RandAugment ops and signs and cutout position, as
 a per-image loop would, but the work is done on the whole (B, C, H, W) batch on whatever device
@@ -21,8 +21,8 @@ on the data): the random draws stay on the device.
 
 Model noise: dropout before the classifier (``drop_rate``) and stochastic depth
 (``drop_path_rate``) are config fields (``config.py``; a student's defaults are stronger than a
-teacher's) that ``stage.build_model`` passes to ``models.create_model``, which builds the timm
-model with them; they act in the model's forward in training mode only.
+teacher's) that ``stages.stage.build_model`` passes to ``models.build.create_model``, which
+builds the timm model with them; they act in the model's forward in training mode only.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def check_padding_mode(padding_mode: str) -> None:
 
 
 def translate_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
-                   flips: torch.Tensor, pad: int, padding_mode: str = "constant") -> torch.Tensor:
+                   flips: torch.Tensor, pad: int, *,
+                   padding_mode: str = "constant") -> torch.Tensor:
     """Per image the (H, W) window at offset (dy[i], dx[i]) of the image padded by ``pad`` on
     every side, mirrored left-right where ``flips[i]``; one gather for the whole batch.
 
@@ -68,4 +69,4 @@ def crop_flip(images: torch.Tensor, padding_mode: str = "constant") -> torch.Ten
     else:
         dy = dx = torch.zeros(b, dtype=torch.long, device=device)
     flips = torch.rand(b, device=device) < 0.5
-    return translate_flip(images, dy, dx, flips, pad, padding_mode)
+    return translate_flip(images, dy, dx, flips, pad, padding_mode=padding_mode)

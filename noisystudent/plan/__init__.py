@@ -1,0 +1,24 @@
+"""The plan: what ``self-train`` does with every setting the user left unset, chosen from the
+data (how many images, how large, gray or colour), the machine (how fast it trains and runs
+each model, measured once and cached) and, when given, a time budget. Every planned value
+carries its reason; ``--print-config`` prints it beside the value and marks the values the
+user set, which the plan never changes. A run with a budget plans again as it goes.
+
+    survey.py      the data's facts, read without decoding it all
+    rates.py       this machine's speed per model and input, measured once and cached
+    time_model.py  how long each step takes and how the students share the time: the one
+                   model both the plan and the re-planning use
+    rules.py       every planned value with its reason (``make_plan``, ``planned_config``)
+    replan.py      a budgeted run on disk and during the run: each student planned again,
+                   an iteration dropped, the corruption test shrunk
+    notes.py       the plan printed as annotated YAML (``--print-config``, plan.yaml)
+"""
+
+from .notes import annotated_yaml
+from .rates import Rates
+from .replan import replan_report, replan_student, save, worth_another
+from .rules import Plan, make_plan, planned_config
+from .survey import DataFacts
+
+__all__ = ["DataFacts", "Plan", "Rates", "annotated_yaml", "make_plan", "planned_config",
+           "replan_report", "replan_student", "save", "worth_another"]

@@ -1,0 +1,113 @@
+"""How fast this machine trains and runs each model the plan weighs: images/s measured once
+per (model, size, channels, options) and cached in ``$NOISYSTUDENT_CACHE/rates.json``
+(``models/speed.py`` times the step and keys the cache)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from noisystudent.device import cpu_kind, resolve_device
+from noisystudent.models import speed
+
+log = logging.getLogger(__name__)
+
+RATES_FILE = "rates.json"
+# Bumped when the measurement changes, so that older cached rates are measured again
+# (3: keyed by speed.machine_key; 2: timed in the dtype ``precision: auto`` trains in; 1 timed
+# fp32 on bf16 CPUs too).
+RATES_VERSION = 3
+INFERENCE_BATCH = 512   # labeling's batch
+MAX_TRAINING_BATCH = 512  # a training step is measured on at most this many images
+PROBE_BATCH = 64        # the training batch measured when an inference rate is asked first
+
+
+class Rates:
+    """Images/s of training and of inference per (model, size, channels) on this machine,
+    measured once (a few steps, after warm-up) and cached in ``$NOISYSTUDENT_CACHE``."""
+
+    def __init__(self, device: str = "auto", precision: str = "auto", fresh: bool = False):
+        self.device, self.precision = device, precision
+        self.spent = 0.0  # seconds spent measuring: part of the run's time
+        self.fresh = fresh  # measure again whatever the cache holds (and cache the new rates)
+        self.remeasured: set[str] = set()
+
+    def training(self, model: str, size: int, in_chans: int, batch: int,
+                 options: dict | None = None) -> float:
+        return self._measured(model, size, in_chans, batch=batch, options=options)[0]
+
+    def inference(self, model: str, size: int, in_chans: int,
+                  options: dict | None = None) -> float:
+        return self._measured(model, size, in_chans, batch=PROBE_BATCH, options=options)[1]
+
+    def machine(self) -> str:
+        """What the rates are timed on, and what its kind means for the plan: the same rules
+        run on every machine, fed its own speed."""
+        import torch
+
+        device = resolve_device(self.device)
+        if device.type == "cuda":
+            return f"timed on {torch.cuda.get_device_name(device)}"
+        kind = cpu_kind()
+        name = f"timed on this CPU: {speed.cpu_name()}, {torch.get_num_threads()} threads, {kind}"
+        if self.precision != "auto":
+            return f"{name}, precision {self.precision} as set"
+        if kind == "AVX2":
+            return (f"{name}: no bf16 units, so everything trains in fp32 and the same budget "
+                    "buys a lower rung of the teacher ladder and shorter students than on a CPU "
+                    "with AVX-512 BF16 or AMX")
+        return f"{name}: each model trains in the faster of fp32 and bf16 here"
+
+    def _measured(self, model: str, size: int, in_chans: int, *, batch: int,
+                  options: dict | None) -> tuple[float, float]:
+        """(training, inference) images/s, from the cache or measured now (once per model
+        and input: the training batch of the first question is the one measured)."""
+        device = resolve_device(self.device)
+        key = speed.machine_key(device, precision=self.precision, version=RATES_VERSION,
+                                rate=[model, size, in_chans, options or {}])
+        path = speed.cache_file(RATES_FILE)
+        cache = speed.read_cache(path)
+        if key not in cache or (self.fresh and key not in self.remeasured):
+            self.remeasured.add(key)
+            start = time.perf_counter()
+            cache[key] = measure(model, size, in_chans, batch=min(batch, MAX_TRAINING_BATCH),
+                                 options=options, device=device, precision=self.precision)
+            self.spent += time.perf_counter() - start
+            log.info("plan: measured %s @%d px on this machine: %.0f images/s training, %.0f "
+                     "inference (%.0f s; cached in %s)", model, size, *cache[key],
+                     time.perf_counter() - start, path)
+            speed.write_cache(path, cache)
+        return tuple(cache[key])
+
+
+def measure(model_name: str, size: int, in_chans: int, *, batch: int, options: dict | None,
+            device, precision: str) -> tuple[float, float]:
+    """(training, inference) images/s of ``model_name`` at ``size`` px, in the precision a
+    stage would train and label in: timed steps after a warm-up, on a batch that takes about
+    a second (at most the stage's ``batch``: ``speed.sized_rate``)."""
+    import torch
+
+    from noisystudent.device import resolve_precision
+    from noisystudent.models.build import create_model
+    from noisystudent.models.precision import auto_training_dtype, measures_training_dtype
+
+    # Time the dtype the stage will train in: on a Zen 5 the airbench student trains in bf16
+    # at 1.5x its fp32 speed, and timed in fp32 its plan was 2.7x too short.
+    train_dtype = (auto_training_dtype(model_name, size, in_chans, options, batch)
+                   if measures_training_dtype(precision, device)
+                   else resolve_precision(precision, device, training=True))
+    infer_dtype = resolve_precision(precision, device, training=False)
+    state = torch.random.get_rng_state()  # measuring must not move the run's random stream
+    model = create_model(model_name, 10, in_chans=in_chans, options=options)
+
+    def training(images: int, **timing) -> float:
+        return speed.training_rate(model, (images, in_chans, size, size), train_dtype,
+                                   device=device, **timing)
+
+    def inference(images: int, **timing) -> float:
+        return speed.inference_rate(model, (images, in_chans, size, size), infer_dtype,
+                                    device=device, **timing)
+
+    rates = speed.sized_rate(training, batch), speed.sized_rate(inference, INFERENCE_BATCH)
+    torch.random.set_rng_state(state)
+    return rates

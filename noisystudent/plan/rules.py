@@ -1,0 +1,490 @@
+"""The rules: every value ``self-train`` plans where the user set none, each with its reason,
+from the data's facts (``survey.py``), this machine's measured speed (``rates.py``) and, when
+given, a time budget (``time_model.py``). The user's values are never changed. The rules and
+the measurements behind them (BENCHMARKS.md, "Recipes from the plan"):
+
+- **Teacher**: the ImageNet-pretrained Lite0, at the images' stored size rounded up to a
+  multiple of 32, never below 64 (at 32 px it lost 2.5 points on Fashion-MNIST) nor above
+  224 (its weights' size); with a budget, the best rung of the teacher ladder whose training
+  and first labeling fit in TEACHER_SHARE of it.
+- **Student**: from scratch in the airbench family at the images' size (at most 32 px) when
+  the images are small (stored under PHOTO_SIZE px) and the unlabeled pile is large (at
+  least LARGE_PILE images); otherwise the teacher's pretrained model at the teacher's size
+  (equal size, its ImageNet weights). At equal minutes on photos with 20 labels a class, the
+  from-scratch student won by 1.1 points on 20,000 unlabeled images and lost by 1.7 on 2,000.
+- **Length**: without a budget, the measured recipes' lengths (teacher 30 epochs; from-scratch
+  students 3 and 4 passes; pretrained ones 5). With one, the students share what the
+  teacher, the labeling and the report leave (``time_model.shares``), at the rates measured
+  on this machine; one iteration when two would each get less than MIN_PASSES.
+- **Report**: with a budget, the corruption test gets at most REPORT_SHARE of it (fewer
+  corrupted images, or none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from noisystudent import runs
+from noisystudent.config import SelfTrainConfig, SharedSettings, apply_overrides, build
+from noisystudent.data.fashion_mnist import FASHION_MNIST
+from noisystudent.errors import UserError
+from noisystudent.keep import fewest_telling
+from noisystudent.layout import REPORT_KEY, TEACHER_KEY, labels_key, student_key
+from noisystudent.reports.robustness import CORRUPTION_TYPES, SEVERITIES
+
+from .rates import Rates
+from .survey import DataFacts, survey
+from .time_model import (
+    StudentShape,
+    evaluated_images,
+    inference_rate,
+    passes_in,
+    shares,
+    step_seconds,
+    student_rate,
+    trained_per_pass,
+    usable_seconds,
+)
+
+log = logging.getLogger(__name__)
+
+# --- the thresholds ------------------------------------------------------------------------
+# From scratch or pretrained (BENCHMARKS.md, "Recipes from the plan"): on photos of 64-96 px
+# with 20 labels a class, at equal minutes, a from-scratch cifar_airbench_s at 32 px beat a
+# pretrained Lite0 at 64 px by 1.1 points on 20,000 unlabeled images and lost by 1.7 on 2,000.
+PHOTO_SIZE = 96         # px: stored at least this, the images are photos a 32 px student blurs
+LARGE_PILE = 20_000     # unlabeled images: at least this many, a from-scratch student pays
+SMALL_IMAGE = 32        # px: the small-image family's input size
+TEACHER_MIN_SIZE, TEACHER_MAX_SIZE = 64, 224
+# Fewer validation images than this at the default 10% (held out of few labels), the plan
+# holds none out: a paired sign test on them cannot tell a later step worse unless it lost
+# 5% of them or more, and the labels pay more in training (BENCHMARKS.md, "What the held-out
+# 10% costs the teacher").
+MIN_VALIDATION = 100
+TEACHER_SHARE = 0.35    # of the budget: the teacher's training and its labeling
+# A small image's teacher upscales to at most this: on Fashion-MNIST (28 px) 64 -> 96 px gave
+# +1.0 point of label accuracy; 128 px gave -0.26 and +0.56 in two measurements for twice the
+# minutes (BENCHMARKS.md, "The teacher table behind the plan").
+TEACHER_UPSCALE = 96
+REPORT_SHARE = 0.08     # of the budget: the corruption test
+MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
+SCRATCH_PASSES = (3.0, 4.0)  # the airbench CPU recipe's students (no budget)
+# Warm-up steps a from-scratch student gets at least: with 21 steps up to lr 0.8, a student
+# of 1.1 passes collapsed (46.5%, below its 81% teacher); with 63 it reached 84.6%
+# (BENCHMARKS.md, "A short student's warm-up").
+MIN_WARMUP_STEPS = 60
+CORRUPTED = CORRUPTION_TYPES * len(SEVERITIES)  # corrupted images per test image
+MIN_CORRUPTION_IMAGES = 200
+
+# The from-scratch student: configs/fashion-mnist-1000-airbench-cpu.yaml's (BENCHMARKS.md,
+# "The CPU recipe on the airbench family").
+SCRATCH_STUDENT = {
+    "model": "cifar_airbench_s", "pretrained": "none", "model_options": {"flip_tta": True},
+    "batch_size": 128, "unlabeled_ratio": 3, "loss_weighting": "per-image",
+    "optimizer": "sgd", "lr": 0.8, "momentum": 0.9, "weight_decay": 0.0001,
+    "norm_bias_lr_scale": 64, "warmup_epochs": 0.5, "label_smoothing": 0.2,
+    "augment": "randaugment", "randaugment_ops": 2, "randaugment_magnitude": 9,
+    "padding": "reflect", "drop_rate": 0.2, "drop_path_rate": 0.0, "ema_decay": 0.99,
+    "epochs": 4,
+}
+
+
+FLIP_REASON = ("the teacher learned mirrored images, so its labels average each image and its "
+               "mirror (+0.3 points of label accuracy on Fashion-MNIST at 64 and 96 px, for a "
+               "second labeling pass)")
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Planned values (dotted keys) with their reasons, over what the user ``given``."""
+
+    given: dict[str, Any]
+    facts: DataFacts
+    budget_minutes: float | None = None
+    typed: Any = None  # the config of the user's values alone (for their types)
+    teacher: tuple[str, int] | None = None  # a teacher_run's (model, size)
+    rates: Rates | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # planned time per step
+
+    def value(self, key: str) -> Any:
+        """What the run will use: the planned value where the plan set one, else the user's
+        or the default (typed)."""
+        if key in self.values:
+            return self.values[key]
+        node = self.typed
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
+
+    def teacher_model(self) -> str:
+        return self.teacher[0] if self.teacher else self.value("teacher.model")
+
+    def teacher_size(self) -> int:
+        return self.teacher[1] if self.teacher else self.value("teacher.image_size")
+
+    def set(self, key: str, value: Any, reason: str) -> None:
+        if _lookup(self.given, key) is _MISSING:
+            self.values[key] = value
+            self.reasons[key] = reason
+
+    def user_set(self, key: str) -> bool:
+        return _lookup(self.given, key) is not _MISSING
+
+    def merged(self) -> dict[str, Any]:
+        """The config's values: the planned ones, with the user's over them."""
+        return apply_overrides(self.given, {k: v for k, v in self.values.items()})
+
+
+_MISSING = object()
+
+
+def _lookup(values: dict, dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
+    """The plan for a self-train config's ``given`` values (YAML and flags, not yet built)."""
+    typed = build(SelfTrainConfig, given)  # the user's values, checked and typed
+    shared = {k: getattr(typed, k) for k in SharedSettings.model_fields}
+    every_label = typed.data != FASHION_MNIST and "labels_per_class" not in given
+    if every_label:
+        shared["labels_per_class"] = 0
+    facts = survey(shared, typed.unlabeled, large_pile=LARGE_PILE, unknown_size=TEACHER_MAX_SIZE)
+    if typed.pseudo_label.max_images:  # only the first N are labeled
+        facts = dataclasses.replace(facts, pile=min(facts.pile, typed.pseudo_label.max_images))
+    if typed.budget is not None and rates is None:
+        rates = Rates(typed.device, typed.precision)
+    plan = Plan(given, facts, typed.budget, typed=typed, rates=rates)
+    if every_label:
+        plan.set("labels_per_class", 0, "your labeled images: every one is used")
+    choose_data(plan)
+    choose_teacher(plan, rates)
+    choose_student(plan)
+    choose_lengths(plan, rates)
+    return plan
+
+
+def choose_data(plan: Plan) -> None:
+    facts = plan.facts
+    if facts.val and facts.val < MIN_VALIDATION and not plan.user_set("val_fraction") \
+            and not plan.user_set("val_per_class"):
+        least = fewest_telling()
+        plan.set("val_fraction", 0.0,
+                 f"10% of the labels would be {facts.val} validation images: they could show a "
+                 f"later step worse only where it lost {100 * least / facts.val:.0f} points or "
+                 f"more ({least} images, the fewest a sign test calls beyond chance), and they "
+                 f"would cost the teacher {facts.val} labels; so every label is trained on and "
+                 f"the run keeps its last step, as Noisy Student expects")
+        plan.facts = dataclasses.replace(facts, labeled=facts.labeled + facts.val, val=0)
+    if plan.value("data") != FASHION_MNIST and facts.grayscale:
+        plan.set("channels", 1, "the images are gray: read with one channel (a third of the "
+                 "memory)")
+
+
+def teacher_sizes(facts: DataFacts, upscale: int = 0) -> list[int]:
+    """The teacher's candidate sizes, largest first: multiples of 32 from the images' stored
+    size (rounded up; with ``upscale``, at least that) down to TEACHER_MIN_SIZE."""
+    top = min(TEACHER_MAX_SIZE, max(TEACHER_MIN_SIZE, upscale,
+                                    32 * math.ceil(facts.stored_size / 32)))
+    return list(range(top, TEACHER_MIN_SIZE - 1, -32))
+
+
+@dataclass(frozen=True)
+class TeacherRung:
+    """One teacher the plan can buy: a model, its input size and epochs, labels averaged over
+    the mirror or not."""
+
+    model: str
+    size: int
+    epochs: int
+    flip: bool
+
+
+def teacher_ladder(plan: Plan) -> list[TeacherRung]:
+    """The teachers a budget can buy, cheapest first, each with better labels than the one
+    before on the teacher table (BENCHMARKS.md, "The teacher table behind the plan"). Each
+    size from 64 px up to TEACHER_UPSCALE px (or the images' own size, if larger): above the
+    smallest, first for half the epochs (at 96 px 15 epochs gave labels 0.2 points below 30,
+    in half the time, and 0.5 above 64 px's), then all of them, then with labels averaged over
+    the mirror (one more labeling pass: +0.3 points at 64 and 96 px)."""
+    model, epochs = plan.value("teacher.model"), plan.value("teacher.epochs")
+    sizes = [plan.value("teacher.image_size")] if plan.user_set("teacher.image_size") else \
+        teacher_sizes(plan.facts, TEACHER_UPSCALE)[::-1]
+    flips = (False, True) if can_flip(plan) else (plan.value("pseudo_label.flip"),)
+    ladder = []
+    for i, size in enumerate(sizes):
+        if i and not plan.user_set("teacher.epochs"):
+            ladder.append(TeacherRung(model, size, max(5, epochs // 2), flips[0]))
+        ladder += [TeacherRung(model, size, epochs, flip) for flip in flips]
+    return ladder
+
+
+def can_flip(plan: Plan) -> bool:
+    """Whether the plan may average the teacher's labels over the mirror: not where the user
+    chose, and only for a teacher that learned mirrored images (its augment flips)."""
+    return not plan.user_set("pseudo_label.flip") and plan.value("teacher.augment") != "none"
+
+
+def choose_teacher(plan: Plan, rates: Rates | None) -> None:
+    facts = plan.facts
+    if plan.value("teacher_run"):  # a finished teacher: its model and size are what they are
+        try:
+            info = runs.read_json(runs.require_run(plan.value("teacher_run"), runs.MODEL_INFO)
+                                  / runs.MODEL_INFO)
+        except (UserError, OSError, ValueError, KeyError):
+            return  # the run says what is wrong with it
+        plan.teacher = (info["model"], info["input"]["size"])
+        return
+    if plan.budget_minutes is None:  # the measured recipes' teacher, its labels flip-averaged
+        plan.set("teacher.image_size", teacher_sizes(facts)[0],
+                 f"the images' stored size ({facts.stored_size} px) rounded up to a multiple "
+                 f"of 32, at least {TEACHER_MIN_SIZE} (a pretrained teacher lost 2.5 points at "
+                 f"32 px) and at most {TEACHER_MAX_SIZE} (its weights' size)")
+        if can_flip(plan) and not plan.user_set("teacher.image_size"):  # a teacher it chose
+            plan.set("pseudo_label.flip", True, FLIP_REASON)
+        return
+    share = TEACHER_SHARE * usable_seconds(plan.budget_minutes)
+    ladder = teacher_ladder(plan)
+    fitting = []
+    for i, rung in enumerate(ladder):
+        if teacher_seconds(plan, rates, rung.size, rung.epochs, rung.model) \
+                + pile_seconds(plan, rates, rung.size, rung.flip, rung.model) <= share:
+            fitting.append(rung)
+        elif not i or ladder[i - 1].size != rung.size:
+            break  # a size whose cheapest rung does not fit: larger ones are not measured
+    rung = fitting[-1] if fitting else ladder[0]
+    why = (f"the best teacher of the ladder (each size: half the epochs, all, then "
+           f"flip-averaged labels) whose training and labeling fit {TEACHER_SHARE:.0%} of the "
+           f"budget on this machine ({share / 60:.1f} min)")
+    plan.set("teacher.model", rung.model, why)
+    plan.set("teacher.image_size", rung.size,
+             why + f"; small images are upscaled up to {TEACHER_UPSCALE} px, which paid on "
+             "Fashion-MNIST's 28 px images at each step from 64 px")
+    if rung.epochs != plan.value("teacher.epochs"):
+        plan.set("teacher.epochs", rung.epochs, why)
+    if can_flip(plan):
+        plan.set("pseudo_label.flip", rung.flip, FLIP_REASON if rung.flip else
+                 "averaging over the mirror (a second labeling pass) does not fit the budget")
+    if not fitting and not plan.user_set("teacher.epochs"):  # even the cheapest is too long
+        fitted = rung.epochs
+        while fitted > 5 and teacher_seconds(plan, rates, rung.size, fitted) + pile_seconds(
+                plan, rates, rung.size, rung.flip) > share:
+            fitted -= 5
+        plan.set("teacher.epochs", fitted, f"the most (of {rung.epochs}) that fit "
+                 f"{TEACHER_SHARE:.0%} of the budget at the smallest size")
+
+
+def scratch(plan: Plan) -> bool:
+    """Whether the students learn from scratch in a small-image family (the user's model,
+    else the rule)."""
+    if plan.user_set("student_models"):
+        return plan.value("student_models")[0].startswith("cifar_")
+    if plan.user_set("student.model"):
+        return plan.value("student.model").startswith("cifar_")
+    return plan.facts.stored_size < PHOTO_SIZE and plan.facts.pile >= LARGE_PILE
+
+
+def choose_student(plan: Plan) -> None:
+    facts = plan.facts
+    if plan.user_set("student.model") or plan.user_set("student_models"):
+        if scratch(plan):
+            plan.set("student.pretrained", "none", "a small-image model has no ImageNet weights")
+            plan.set("student.image_size", min(facts.stored_size, SMALL_IMAGE),
+                     "a small-image model at the images' size (at most 32 px)")
+        else:
+            plan.set("student.image_size", plan.teacher_size(),
+                     "the teacher's size")
+        return
+    if scratch(plan):
+        why = (f"the images are small ({facts.stored_size} px < {PHOTO_SIZE}) and the pile is "
+               f"large ({facts.pile:,} >= {LARGE_PILE:,}): a small-image student from scratch "
+               "learns most per minute (+1.1 points on 20,000 photos)")
+        for key, value in SCRATCH_STUDENT.items():
+            plan.set(f"student.{key}", value, why if key == "model" else
+                     "the airbench family's (configs/fashion-mnist-1000-airbench-cpu.yaml)")
+        plan.set("student.image_size", min(facts.stored_size, SMALL_IMAGE),
+                 f"the family's size: the images' own, at most {SMALL_IMAGE} px")
+        if facts.grayscale:
+            plan.set("student.in_chans", 1, "the images are gray")
+        return
+    small = facts.pile < LARGE_PILE
+    why = (f"the pile is small ({facts.pile:,} < {LARGE_PILE:,}): a pretrained student of the "
+           "teacher's size (from scratch: -1.7 points on 2,000 photos)" if small else
+           f"the images are photos ({facts.stored_size} px >= {PHOTO_SIZE}): a pretrained "
+           "student of the teacher's size keeps their detail")
+    plan.set("student.model", plan.teacher_model(), why)
+    plan.set("student.pretrained", "offline", "ImageNet weights, as the teacher")
+    plan.set("student.image_size", plan.teacher_size(), "the teacher's size")
+
+
+def choose_lengths(plan: Plan, rates: Rates | None) -> None:
+    family = "scratch" if scratch(plan) else "pretrained"
+    if any(plan.user_set(key) for key in ("student.passes", "student.steps_per_epoch",
+                                          "students")):
+        return  # the user chose the students' lengths
+    if plan.budget_minutes is None:
+        if family == "scratch" and "student.model" in plan.values and \
+                not plan.user_set("iterations"):
+            plan.set("iterations", 2, "two iterations hold the recipe's gain (+1.8, then +0.3)")
+            plan.set("student.passes", SCRATCH_PASSES[0], "the airbench recipe's student 1")
+            plan.set("students", [{}, {"passes": SCRATCH_PASSES[1]}],
+                     "the airbench recipe's student 2 is longer")
+            plan_warmups(plan, SCRATCH_PASSES)
+        return
+    budget = usable_seconds(plan.budget_minutes)
+    report = report_seconds(plan, rates)
+    teacher = teacher_seconds(plan, rates, plan.teacher_size(), plan.value("teacher.epochs"))
+    for count in [plan.value("iterations")] if plan.user_set("iterations") else (2, 1):
+        passes = student_passes(plan, rates, budget - teacher - report, count)
+        if count == 1 or all(p >= MIN_PASSES[family] for p in passes):
+            break
+    plan.set("iterations", count, "two students each long enough fit the budget" if count == 2
+             else "one student: two would each get too few passes in the budget")
+    plan.set("student.passes", round(passes[0], 2), "what the budget leaves, at this "
+             "machine's measured speed")
+    if count > 1:
+        plan.set("students", [{}] + [{"passes": round(p, 2)} for p in passes[1:]],
+                 "the later students 4/3 as long: they learn from better labels")
+    plan_warmups(plan, passes[:count])
+    plan.seconds[TEACHER_KEY] = teacher
+    for k in range(1, count + 1):
+        plan.seconds[labels_key(k)] = labeling_seconds(plan, rates, k)
+        plan.seconds[student_key(k)] = student_seconds(plan, rates, passes[k - 1])
+    plan.seconds[REPORT_KEY] = report
+    if passes[0] < MIN_PASSES[family]:
+        log.warning("warning: the budget leaves the student %.2f passes, under the %g a student "
+                    "%s needs to gain what it can from the pseudo-labels; "
+                    "a larger budget would", passes[0], MIN_PASSES[family],
+                    "from scratch" if family == "scratch" else "from pretrained weights")
+    total = sum(plan.seconds.values()) / 60
+    if total > plan.budget_minutes:
+        log.warning("warning: the smallest plan needs about %.0f min, over the %g min budget "
+                    "(the teacher and labeling %d unlabeled images alone take %.0f min)",
+                    total, plan.budget_minutes, plan.facts.pile,
+                    (teacher + plan.seconds[labels_key(1)]) / 60)
+
+
+def plan_warmups(plan: Plan, passes) -> None:
+    """A from-scratch student's warm-up, lengthened to MIN_WARMUP_STEPS where its passes
+    are few (the first student's in ``student``, the later ones' in ``students``)."""
+    if "student.warmup_epochs" not in plan.values:
+        return  # the user's, or a pretrained student's default
+    student = {key: plan.value(f"student.{key}") for key in
+               ("warmup_epochs", "epochs", "batch_size", "unlabeled_ratio")}
+    warmups = [warmup_epochs(student, p, plan.facts.pile) for p in passes]
+    if warmups[0] != student["warmup_epochs"]:
+        plan.set("student.warmup_epochs", warmups[0], f"at least {MIN_WARMUP_STEPS} warm-up "
+                 "steps: a shorter warm-up to lr 0.8 made a short student collapse")
+    if any(w != warmups[0] for w in warmups[1:]):  # a later student's own, where it differs
+        plan.set("students", [{**entry, "warmup_epochs": w} if w != warmups[0] else entry
+                              for entry, w in zip(plan.value("students"), warmups)],
+                 plan.reasons.get("students", "") + f"; at least {MIN_WARMUP_STEPS} warm-up "
+                 "steps each")
+
+
+def warmup_epochs(student: dict, passes: float, pile: int) -> float:
+    """The planned warm-up (in epochs), or MIN_WARMUP_STEPS' worth when that is longer: a
+    student of ``passes`` over ``pile`` pseudo-labeled images, in ``student``'s epochs and
+    batches (at most half its epochs: the cosine decay needs the other half)."""
+    steps = passes * max(pile, 1) / (student["batch_size"] * student["unlabeled_ratio"])
+    needed = math.ceil(100 * MIN_WARMUP_STEPS * student["epochs"] / max(steps, 1)) / 100
+    return min(student["epochs"] / 2, max(student["warmup_epochs"], needed))
+
+
+# --- the plan's estimates, on the one time model ------------------------------------------
+
+def teacher_seconds(plan: Plan, rates: Rates, size: int, epochs: int,
+                    model: str | None = None) -> float:
+    """The teacher's training and evaluations (none for a finished ``teacher_run``)."""
+    facts, model = plan.facts, model or plan.teacher_model()
+    if plan.teacher:
+        return 0.0
+    train = rates.training(model, size, 3, plan.value("teacher.batch_size"))
+    infer = rates.inference(model, size, 3)
+    return step_seconds(evaluated_images(facts.test, facts.val, epochs), infer,
+                        trained=epochs * facts.labeled, train_rate=train)
+
+
+def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
+                 model: str | None = None) -> float:
+    """The teacher labeling the pile at ``size`` px (twice over: ``flip``)."""
+    passes = 2 if flip else 1
+    return passes * plan.facts.pile / rates.inference(model or plan.teacher_model(), size, 3)
+
+
+def planned_student(plan: Plan) -> StudentShape:
+    """The first student as the plan has it so far."""
+    return StudentShape.of(lambda name: plan.value(f"student.{name}"))
+
+
+def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:
+    """Iteration ``k``'s labeling: the teacher's, then each student's (its images already
+    decoded once)."""
+    if k == 1:
+        return pile_seconds(plan, rates, plan.teacher_size(), plan.value("pseudo_label.flip"))
+    return plan.facts.pile / inference_rate(rates, planned_student(plan))
+
+
+def student_seconds(plan: Plan, rates: Rates, passes: float) -> float:
+    facts, student = plan.facts, planned_student(plan)
+    return step_seconds(evaluated_images(facts.test, facts.val, student.epochs),
+                        inference_rate(rates, student),
+                        trained=passes * trained_per_pass(facts.pile, student.unlabeled_ratio),
+                        train_rate=student_rate(rates, student))
+
+
+def student_passes(plan: Plan, rates: Rates, seconds: float, count: int) -> list[float]:
+    """Passes of ``count`` students sharing ``seconds`` (``time_model.shares``) with their
+    labeling (the first labeling is the teacher's)."""
+    student = planned_student(plan)
+    labeling = sum(labeling_seconds(plan, rates, k) for k in range(1, count + 1))
+    per_pass = trained_per_pass(plan.facts.pile, student.unlabeled_ratio) \
+        / student_rate(rates, student)
+    if per_pass <= 0:  # no unlabeled images: the loader will say so
+        return [1.0] * count
+    fixed = student_seconds(plan, rates, 0.0)
+    return passes_in(seconds - labeling - count * fixed, shares(1, count), per_pass)
+
+
+def report_seconds(plan: Plan, rates: Rates) -> float:
+    """The report's corruption test, fitted into REPORT_SHARE (fewer images, or none)."""
+    facts = plan.facts
+    if not plan.value("corruptions") or not facts.test:
+        return 0.0
+    teacher = rates.inference(plan.teacher_model(),
+                              plan.teacher_size(), 3)
+    student = inference_rate(rates, planned_student(plan))
+    models = 1 + (plan.value("iterations") or 2)
+    per_image = CORRUPTED * (1 / teacher + (models - 1) / student)
+    images = plan.value("corruption_images") or facts.test
+    share = REPORT_SHARE * 60 * plan.budget_minutes
+    if images * per_image > share and not plan.user_set("corruption_images"):
+        images = int(share / per_image) // 100 * 100
+        if images < MIN_CORRUPTION_IMAGES:
+            plan.set("corruptions", False, f"the corruption test would not fit "
+                     f"{REPORT_SHARE:.0%} of the budget")
+            return 0.0
+        plan.set("corruption_images", images, f"as many test images as fit {REPORT_SHARE:.0%} "
+                 "of the budget")
+    return images * per_image
+
+
+def planned_config(given: dict[str, Any]):
+    """(the config a self-train run with the user's ``given`` values runs with, the plan
+    that chose its unset values)."""
+    plan = make_plan(given)
+    config = build(SelfTrainConfig, plan.merged())
+    return config, plan

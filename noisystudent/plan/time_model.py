@@ -1,0 +1,101 @@
+"""The one time model: how long a step takes and how the students share what a budget leaves,
+used by the plan before the run (``rules.py``) and by the re-planning before each student
+(``replan.py``), so that the two agree by construction.
+
+- A training step costs STEP_OVERHEAD, the images it trains on at its training rate, and the
+  images it evaluates (the test set once, the validation images every epoch) at its
+  inference rate (``step_seconds``).
+- A student's pass over its pseudo-labeled images also trains the labeled batch beside each
+  pseudo-labeled one (``trained_per_pass``), at the bare step's measured rate times
+  STUDENT_STEP (``student_rate``).
+- The students share the time left 3:4, the first against each later one (they learn from
+  better labels), each at least LEAST_PASSES (``shares``); the plan aims at AIM of the
+  budget (``usable_seconds``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+AIM = 0.92              # the plan aims below the budget: a step's estimate can be off by 10%
+STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
+# A student's step against the bare step the plan measures (labeled and pseudo-labeled
+# batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
+# (Lite0) on the photo test bed, 0.91 on Fashion-MNIST in memory (BENCHMARKS.md, "Recipes
+# from the plan"). The lowest, so that a first student rather ends early than late.
+STUDENT_STEP = 0.73
+FIRST_STUDENT, LATER_STUDENT = 3.0, 4.0  # the students' shares of the time left
+LEAST_PASSES = 0.05     # the fewest passes a student is planned, however short the time
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    """What a student's time depends on: its model at its input, its batches, its epochs
+    (a StudentConfig's fields of the same names, or the plan's values for them)."""
+
+    model: str
+    image_size: int
+    in_chans: int
+    model_options: dict[str, Any]
+    batch_size: int
+    unlabeled_ratio: int
+    epochs: int
+
+    @classmethod
+    def of(cls, value: Any) -> StudentShape:
+        """From anything with these attributes (a StudentConfig), or from ``value(name)``."""
+        get = value if callable(value) else lambda name: getattr(value, name)
+        return cls(**{f.name: get(f.name) for f in fields(cls)})
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batch_size * (1 + self.unlabeled_ratio)
+
+
+def usable_seconds(budget_minutes: float) -> float:
+    """The seconds the plan fills: AIM of the budget."""
+    return AIM * 60 * budget_minutes
+
+
+def evaluated_images(test: int, val: int, epochs: float) -> float:
+    """Images a training step evaluates: the test set once, the validation images each
+    epoch."""
+    return test + epochs * val
+
+
+def step_seconds(evaluated: float, infer_rate: float, trained: float = 0.0,
+                 train_rate: float = 1.0) -> float:
+    """A training step's wall time: STEP_OVERHEAD, ``trained`` images at ``train_rate`` and
+    ``evaluated`` images at ``infer_rate`` (only its fixed part without ``trained``)."""
+    return STEP_OVERHEAD + trained / train_rate + evaluated / infer_rate
+
+
+def trained_per_pass(pile: int, unlabeled_ratio: int) -> float:
+    """Images a student trains on in one pass over ``pile`` pseudo-labeled images: a labeled
+    batch 1/ratio the size of each pseudo-labeled one."""
+    return pile * (1 + unlabeled_ratio) / unlabeled_ratio
+
+
+def student_rate(rates, student: StudentShape) -> float:
+    """Images/s a student's step trains: the bare step's measured rate (``rates``: a
+    plan.rates.Rates) times STUDENT_STEP."""
+    return STUDENT_STEP * rates.training(student.model, student.image_size, student.in_chans,
+                                         student.images_per_step, student.model_options)
+
+
+def inference_rate(rates, model) -> float:
+    """Images/s ``model`` (a StudentShape, or a stage's config) labels and evaluates at."""
+    return rates.inference(model.model, model.image_size, model.in_chans, model.model_options)
+
+
+def shares(first: int, last: int) -> list[float]:
+    """The weights of students ``first`` to ``last`` in the time left: 3 for student 1, 4 for
+    each later one."""
+    return [FIRST_STUDENT if k == 1 else LATER_STUDENT for k in range(first, last + 1)]
+
+
+def passes_in(seconds_left: float, weights: list[float], per_pass: float) -> list[float]:
+    """Each student's passes from its share of ``seconds_left`` at ``per_pass`` seconds a
+    pass, at least LEAST_PASSES."""
+    return [max(LEAST_PASSES, seconds_left * w / sum(weights) / per_pass) for w in weights]

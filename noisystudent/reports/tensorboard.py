@@ -1,0 +1,46 @@
+"""``tensorboard: true`` (``--tensorboard``): the run's scalars as TensorBoard event files in
+RUN_DIR/tensorboard, through ``torch.utils.tensorboard`` (the ``tensorboard`` extra). Every
+stage writes its own per-epoch metrics (loss parts, lr, images/s, validation top-1) and its
+test top-1; ``self-train`` adds one point per iteration (pseudo-label accuracy, kept count,
+test top-1, mCE). ``tensorboard --logdir RUN_DIR`` shows a self-training run's stages side by
+side. Only rank 0 writes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from noisystudent import distributed
+from noisystudent.errors import UserError
+
+FOLDER = "tensorboard"
+
+
+class Scalars:
+    """A SummaryWriter when enabled (on rank 0), else nothing at all."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool):
+        self.writer = None
+        if not enabled or not distributed.is_main():
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: "
+                            "pip install 'noisystudent[tensorboard]'") from None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / FOLDER))
+
+    def add(self, group: str, values: dict, step: int) -> None:
+        """Every finite number of ``values`` as ``group/name`` at ``step``."""
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                self.writer.add_scalar(f"{group}/{name}", value, step)
+        self.writer.flush()  # readable while the run goes on
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

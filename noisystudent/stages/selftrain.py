@@ -1,0 +1,164 @@
+"""``noisystudent self-train``: the Noisy Student loop, read top to bottom like the seed.
+
+    1. train a teacher on the labeled images;
+    2. the teacher, without noise, pseudo-labels the unlabeled images;
+    3. a student (equal or larger) learns labeled + pseudo-labeled images under noise;
+    4. the student becomes the teacher;
+    5. repeat from 2.
+
+Each step runs in its own subdirectory and is skipped once finished; an interrupted step
+resumes from its checkpoint, so ``--resume`` never recomputes finished work, whenever the run
+was killed (even ``kill -9`` mid-write: every file is written atomically and checksummed).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from noisystudent import distributed, plan, runs, timings
+from noisystudent.config import SelfTrainConfig, to_dict
+from noisystudent.data.sources import load_run_data
+from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
+from noisystudent.errors import CorruptFile
+from noisystudent.labels.directory import pseudo_labels_complete
+from noisystudent.labels.to_label import copy_to_run
+from noisystudent.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout
+from noisystudent.reports.report import add_time_section, write_report
+from noisystudent.reports.review import review_self_train
+from noisystudent.reports.tensorboard import Scalars
+from noisystudent.timings import timed
+
+from .pseudo_label import pseudo_label
+from .stage import open_run, share_split
+from .student import train_student
+from .train import train
+
+log = logging.getLogger(__name__)
+
+@runs.holds_lock
+def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool = False,
+               quiet: bool = False, planned: plan.Plan | None = None) -> dict:
+    """The loop; ``planned`` is the plan that chose ``config``'s unset values (the command
+    line's), kept beside it in the run (plan.yaml, plan.json)."""
+    run, config = open_run(config, out, resume, SelfTrainConfig)
+    if planned is not None and not resume and distributed.is_main():
+        plan.save(run, planned, config)
+    distributed.barrier()  # rank 0 has written config.yaml
+    timings.start_budget(run, config.budget)
+    data = load_run_data(config, stored_size(config))  # once, for every stage
+
+    # 1. Train a teacher on the labeled images (or start from a finished run).
+    layout = SelfTrainLayout(run, config.teacher_run)
+    log.info("1. teacher: %s", layout.teacher)
+    teacher = layout.teacher if config.teacher_run else run_step(
+        layout.teacher, train, config.teacher_config(), quiet, data=data, run=run)
+    unlabeled, source = self_train_unlabeled(config, data, teacher)
+    for k in range(1, config.iterations + 1):
+        if config.budget and not worth_another(config, run, layout, k):
+            config = dropped_after(config, run, k - 1)
+            break
+        # 2. The clean teacher pseudo-labels the unlabeled images.
+        labels = layout.pseudo_labels(k)
+        if not pseudo_labels_complete(labels):
+            distributed.barrier()  # every rank has looked before rank 0 removes it
+            if distributed.is_main():
+                shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
+            distributed.barrier()
+            log.info("2. iteration %d: the teacher labels the images of %s", k, source)
+            with timed(run, labels):
+                pseudo_label(teacher, labels, config.pseudo_label_config(),
+                             images=(unlabeled, source), unlabeled=config.unlabeled,
+                             quiet=quiet)
+        # 3. A noised student learns the labeled and pseudo-labeled images.
+        student = layout.student(k)
+        log.info("3. iteration %d: noised student in %s", k, student)
+        share_split(teacher, student)
+        run_step(student, train_student, student_config(config, layout, k), quiet,
+                 data=data, unlabeled=unlabeled, run=run)
+        # 4. The student becomes the teacher; 5. repeat.
+        teacher = student
+    if distributed.is_main():  # the last labeling's images to label next, at the top
+        copy_to_run(layout.pseudo_labels(config.iterations), run)
+    finetune = config.finetune_config(str(teacher / runs.MODEL))
+    if finetune is not None:  # the last student, fine-tuned on the labeled images
+        share_split(teacher, layout.finetune)
+        run_step(layout.finetune, train, finetune, quiet, data=data, run=run)
+    if not distributed.is_main():  # the report's evaluations run once, on rank 0
+        distributed.barrier()
+        return runs.read_json(run / REPORT_JSON)
+    with timed(run, run / REPORT_KEY):
+        report = write_report(run, plan.replan_report(config, run), data.test, quiet)
+        try:  # the page is a view of the finished run: never fail the run for it
+            review_self_train(run, unlabeled=unlabeled, test_set=data.test,
+                              device=config.device)
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"could not write {run}/report.html ({type(err).__name__}: {err}); "
+                          f"try: noisystudent review {run}", stacklevel=1)
+    report = add_time_section(run)
+    log_iterations(run, config.tensorboard, report["rows"])
+    distributed.barrier()
+    return report
+
+
+def worth_another(config: SelfTrainConfig, run: Path, layout: SelfTrainLayout, k: int) -> bool:
+    """Under a budget, whether iteration ``k`` still fits (a started one always does)."""
+    if (layout.pseudo_labels(k)).exists():
+        return True
+    return distributed.decided_on_main(lambda: plan.worth_another(config, run, k))
+
+
+def dropped_after(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTrainConfig:
+    """The run's config with ``iterations`` students, saved: its report and a --resume see
+    the iterations it ran."""
+    config = config.model_copy(update={"iterations": iterations})
+    if distributed.is_main():
+        runs.write_yaml(run / runs.CONFIG, to_dict(config))
+    return config
+
+
+def student_config(config: SelfTrainConfig, layout: SelfTrainLayout, k: int):
+    """Iteration ``k``'s student; under a budget, planned again from the time left before
+    it starts (a started one resumes with its saved config)."""
+    student = config.student_config(k, str(layout.pseudo_labels(k)))
+    if not config.budget or (layout.student(k) / runs.CONFIG).is_file():
+        return student
+    changes = distributed.decided_on_main(lambda: plan.replan_student(config, layout.run, k))
+    return student.model_copy(update=changes)
+
+
+def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:
+    """One TensorBoard point per iteration: pseudo-labels, test top-1, mCE (--tensorboard)."""
+    scalars = Scalars(run, enabled)
+    for row in rows:
+        group = "finetune" if row["finetuned"] else "iteration"
+        scalars.add(group, {key: row.get(key) for key in
+                            ("pseudo_label_accuracy", "pseudo_labeled", "test_top1", "mce")},
+                    row["iteration"])
+    scalars.close()
+
+
+def run_step(directory: Path, step: Callable, config, quiet: bool, run: Path,
+             **inputs) -> Path:
+    """Run a training step once: skip it when finished, resume it when started. A finished
+    step whose weights fail their checksum is resumed, which rewrites them from the last
+    checkpoint. ``inputs`` (the loaded data) go to the step; its time goes to ``run``'s
+    timings."""
+    distributed.barrier()  # all ranks look at the same files
+    if not (directory / runs.METRICS).is_file() or not weights_intact(directory / runs.MODEL):
+        with timed(run, directory):
+            step(config, directory, resume=(directory / runs.CONFIG).is_file(), quiet=quiet,
+                 **inputs)
+    return directory
+
+
+def weights_intact(path: Path) -> bool:
+    try:
+        runs.load_weights(path)
+        return True
+    except CorruptFile as err:
+        warnings.warn(f"{err}; recomputing it", stacklevel=2)
+        return False

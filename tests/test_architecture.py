@@ -43,8 +43,8 @@ LAYERS: list[tuple[str, set[str], str]] = [
     ("stages", {"stages"},
      "the commands' steps, and the self-training loop that runs them with the plan and "
      "the report"),
-    ("cli", {"cli", "__main__"},
-     "the noisystudent command over the stages' functions"),
+    ("cli", {"cli", "__main__", "api"},
+     "the noisystudent command and the Python API over the stages' functions"),
 ]
 
 
@@ -236,3 +236,16 @@ def test_the_docs_name_modules_that_exist():
     named = named_in_docs()
     assert ("api.md", "noisystudent.stages.train.train") in named
     assert [f"{doc}: {name}" for doc, name in named if not resolves(name)] == []
+
+
+def test_the_python_api_holds_a_function_per_command():
+    """docs/api.md's imports: every command's function from one module, whatever its folder."""
+    import noisystudent.api as api
+    from noisystudent.cli import build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    functions = {"self-train": "self_train", "pseudo-label": "pseudo_label",
+                 "export": "export_onnx"}
+    for command in commands - {"pack"}:  # pack writes a .npy: no Python function of its own
+        assert callable(getattr(api, functions.get(command, command))), command
+    assert all(hasattr(api, name) for name in api.__all__)

@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--out", required=True, metavar="DIR")
     label.add_argument("--unlabeled", metavar="PATH",
                        help="tar shards (a brace pattern such as 'shards/{0000..0099}.tar', "
-                       "or a folder of .tar files) or a folder of images, decoded in loader "
+                       "or a folder of .tar files), a folder of images or a Hugging Face "
+                       "dataset (saved, Parquet or hf:NAME), decoded in loader "
                        "workers; or a .npy made by 'pack' (read from disk); default: the "
                        "teacher run's unlabeled split")
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")

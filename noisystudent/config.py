@@ -128,16 +128,23 @@ class SharedSettings(Settings):
     ``train`` and the other commands take these at the top level, and so does ``self-train``,
     which hands them to each of its stages."""
 
-    data: str = setting("fashion-mnist", "'fashion-mnist', an ImageFolder directory or a CSV "
-                        "manifest (path,label)")
+    data: str = setting("fashion-mnist", "'fashion-mnist', an ImageFolder directory, a CSV "
+                        "manifest (path,label), or a Hugging Face dataset: saved with "
+                        "save_to_disk, a Parquet folder, or hf:NAME from the local cache "
+                        "(#SPLIT picks a split; default train)")
     data_dir: str | None = setting(None, "where the Fashion-MNIST IDX files are")
-    test_data: str | None = setting(None, "test set for your own data: ImageFolder dir or CSV "
-                                    "manifest")
+    test_data: str | None = setting(None, "test set for your own data: ImageFolder dir, CSV "
+                                    "manifest or Hugging Face dataset (default split test)")
+    image_column: str | None = setting(None, "a Hugging Face dataset's image column (unset: "
+                                       "its first Image feature)")
+    label_column: str | None = setting(None, "a Hugging Face dataset's label column (unset: "
+                                       "its first ClassLabel feature)")
     labels_per_class: int = setting(100, "labeled images drawn per class (0 = use every label)",
                                     ge=0)
     extra_labeled: NameList = setting([], "CSV manifests (path,label; comma-separated) of more "
-                                      "labeled images, e.g. a filled-in to-label.csv: always "
-                                      "in the labeled split; rows without a label are skipped")
+                                      "labeled images, e.g. a filled-in to-label.csv, or Label "
+                                      "Studio JSON exports: always in the labeled split; rows "
+                                      "(tasks) without a label are skipped")
     val_per_class: int = setting(0, "validation images drawn per class from the rest", ge=0)
     val_fraction: float = setting(0.0, "without val_per_class: the fraction of each class's "
                                   "labeled images held out for validation", ge=0, lt=1)
@@ -150,6 +157,11 @@ class SharedSettings(Settings):
     strict: bool = setting(False, "fail on an unreadable image instead of skipping it")
     tensorboard: bool = setting(False, "also write the metrics as TensorBoard events "
                                 "(RUN_DIR/tensorboard)")
+    mlflow: bool = setting(False, "also track the run in MLflow: settings, every per-epoch "
+                           "metric, the report and the kept model (pip install "
+                           "'noisystudent[mlflow]')")
+    mlflow_uri: str | None = setting(None, "MLflow tracking URI (unset: MLFLOW_TRACKING_URI, "
+                                     "else MLflow's default, sqlite:///mlflow.db here)")
 
 
 SHARED = tuple(SharedSettings.model_fields)
@@ -401,8 +413,9 @@ class SelfTrainConfig(SharedSettings):
 
     unlabeled: str | None = setting(None, "unlabeled images: tar shards (a brace pattern such as "
                                     "'shards/{0000..0099}.tar', or a folder of them), a folder "
-                                    "of images, or a .npy made by 'pack' (default: the "
-                                    "unlabeled split)")
+                                    "of images, a Hugging Face dataset (saved, Parquet or "
+                                    "hf:NAME; #SPLIT, default unlabeled or train), or a .npy "
+                                    "made by 'pack' (default: the unlabeled split)")
     iterations: int = setting(3, "Noisy Student iterations (students trained)", ge=0, le=20)
     # A run keeps the iteration that is best on validation, so it needs validation images:
     # by default 10% of the labels (BENCHMARKS.md, "What a validation split costs").

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,16 @@ def interrupt_on_call(function, call: int):
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def without_package(monkeypatch, prefix: str) -> None:
+    """Imports of ``prefix`` (and its submodules) fail from now on, as where the package is not
+    installed."""
+    real_import = builtins.__import__
+
+    def blocked(name, *args, **kwargs):
+        if name.startswith(prefix):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from noisystudent import runs
 from noisystudent.errors import UserError
 from noisystudent.reports.tensorboard import FOLDER, Scalars
 
-from .conftest import needs_fashion_mnist, quick_config
+from .conftest import needs_fashion_mnist, quick_config, without_package
 
 pytest.importorskip("tensorboard")
 
@@ -50,14 +49,7 @@ def test_without_the_flag_nothing_is_written(tmp_path):
 
 
 def test_a_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_tensorboard(name, *args, **kwargs):
-        if name.startswith("torch.utils.tensorboard"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    without_package(monkeypatch, "torch.utils.tensorboard")
     with pytest.raises(UserError, match=r"pip install 'noisystudent\[tensorboard\]'"):
         Scalars(tmp_path, enabled=True)
     Scalars(tmp_path, enabled=False).add("x", {"y": 1.0}, 1)  # off: needs nothing

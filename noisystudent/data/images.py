@@ -4,6 +4,7 @@ CSV manifest."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +21,25 @@ from .files import IMAGE_EXTENSIONS, check_dir, find_images
 from .imageset import ImageSet
 
 
-def _load_files(
+def decode_images(
     paths: list[str], labels: list[int], classes: list[str], *, size: int, channels: int,
-    strict: bool
+    strict: bool, contents: list[bytes | None] | None = None
 ) -> ImageSet:
+    """The images at ``paths`` (or, given ``contents``, those bytes, named by ``paths``) at
+    ``size`` with ``channels``; an unreadable one is skipped and counted (``strict``: a
+    one-line error)."""
     if size <= 0:
         raise UserError(f"image size must be positive, got {size}")
     if channels not in (1, 3):
         raise UserError(f"channels must be 1 or 3, got {channels}")
 
-    def work(p: str):
+    def work(i: int):
         try:
-            return decode_image(p, size, channels)
+            if contents is None:
+                return decode_image(paths[i], size, channels)
+            if contents[i] is None:
+                raise UnreadableImage(paths[i]) from ValueError("no image bytes")
+            return decode_image(io.BytesIO(contents[i]), size, channels)
         except UnreadableImage as e:
             return e
 
@@ -40,7 +48,7 @@ def _load_files(
     skipped: list[str] = []
     # Threads overlap file I/O with decoding; PIL releases the GIL while decoding.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, result in enumerate(pool.map(work, paths)):
+        for i, result in enumerate(pool.map(work, range(len(paths)))):
             if isinstance(result, UnreadableImage):
                 if strict:
                     pool.shutdown(cancel_futures=True)  # don't decode the rest first
@@ -65,7 +73,7 @@ def _load_files(
         images=torch.from_numpy(out[keep]).permute(0, 3, 1, 2).contiguous(),
         labels=torch.as_tensor(np.asarray(labels, dtype=np.int64)[keep]),
         classes=classes,
-        paths=[paths[i] for i in ok],
+        paths=None if contents is not None else [paths[i] for i in ok],
         skipped=skipped,
     )
 
@@ -95,7 +103,7 @@ def load_image_folder(
     if empty:  # a class without images can be neither learned nor tested
         raise UserError(f"class folder(s) {', '.join(empty)} in {root} hold no images; "
                         "add images or remove the folder(s)")
-    return _load_files(paths, labels, [d.name for d in class_dirs], size=size,
+    return decode_images(paths, labels, [d.name for d in class_dirs], size=size,
                        channels=channels, strict=strict)
 
 
@@ -108,7 +116,7 @@ def load_unlabeled_folder(
     files = find_images(root)
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return _load_files([str(p) for p in files], [-1] * len(files), [], size=size,
+    return decode_images([str(p) for p in files], [-1] * len(files), [], size=size,
                        channels=channels, strict=strict)
 
 
@@ -185,5 +193,5 @@ def load_manifest(
             )
         paths.append(_inside(csv_path, line, path))
         labels.append(index[label] if label else -1)
-    return _load_files(paths, labels, list(classes), size=size, channels=channels,
+    return decode_images(paths, labels, list(classes), size=size, channels=channels,
                        strict=strict)

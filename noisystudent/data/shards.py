@@ -3,7 +3,8 @@
 The field's large image sets ship as tar shards (LAION, DataComp, timm's ``wds/`` reader), each
 sample a group of members sharing a key (``0001.jpg``, ``0001.json``). ``webdataset`` reads
 them (local paths, or any URL or ``pipe:`` command it opens); a folder's sorted files are cut
-into shards of ``FOLDER_SHARD`` files, so both stream the same way.
+into shards of ``FOLDER_SHARD`` files, and a Hugging Face dataset into row ranges or Parquet
+files (``hf.py``), so all of them stream the same way.
 
 An image's index is ``(shard number << 32) | its position in the shard`` (samples in tar order,
 unreadable ones included), so every pass over the shards (labeling, then writing the kept set)
@@ -28,10 +29,12 @@ from noisystudent.errors import UserError
 
 from .decode import UnreadableImage, decode_image
 from .files import IMAGE_EXTENSIONS, find_images
+from .hf import DatasetShard, dataset_shards, dataset_spec, extension_of, image_bytes
 
 SHARD_BITS = 32
 FOLDER_SHARD = 10_000  # files of a folder per shard
 IMAGE_KEYS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+UNLABELED_SPLITS = ("unlabeled", "train")  # a dataset's split for --unlabeled, unless named
 
 
 def image_index(shard: int, position: int | torch.Tensor):
@@ -56,11 +59,11 @@ class Sample:
 
 @dataclass
 class StreamedSource:
-    """Where streamed images come from: shards, each a tar (path or URL) or a tuple of image
-    files; decoded at ``size`` with ``channels``."""
+    """Where streamed images come from: shards, each a tar (path or URL), a tuple of image
+    files or a part of a Hugging Face dataset; decoded at ``size`` with ``channels``."""
 
     description: str
-    shards: list[str | tuple[str, ...]]
+    shards: list[str | tuple[str, ...] | DatasetShard]
     size: int
     channels: int
     strict: bool
@@ -70,6 +73,8 @@ class StreamedSource:
         source = self.shards[shard]
         if isinstance(source, str):
             yield from tar_samples(source)
+        elif isinstance(source, DatasetShard):
+            yield from dataset_samples(source)
         else:
             yield from file_samples(source)
 
@@ -123,11 +128,23 @@ def file_samples(files: tuple[str, ...]) -> Iterator[Sample]:
         yield Sample(position, path, Path(path).suffix.lower().lstrip("."), data, problem)
 
 
+def dataset_samples(shard: DatasetShard) -> Iterator[Sample]:
+    """A Hugging Face dataset shard's images, in row order."""
+    for position, cell in enumerate(shard.cells()):
+        data, problem = image_bytes(cell)
+        yield Sample(position, f"{shard.name}:{position}", extension_of(data), data, problem)
+
+
 def open_source(path: str | Path, size: int, channels: int, strict: bool,
-                max_images: int = 0) -> StreamedSource:
+                max_images: int = 0, *, image_column: str | None = None) -> StreamedSource:
     """The shards ``path`` names: a brace pattern such as ``shards/{0000..0099}.tar``, one
-    .tar, a folder of .tar files, or a folder of images (nested allowed)."""
+    .tar, a folder of .tar files, a folder of images (nested allowed), or a Hugging Face
+    dataset (``data/hf.py``; ``image_column`` names its image column, else it is found)."""
     text = str(path)
+    spec = dataset_spec(text)
+    if spec is not None:
+        shards = dataset_shards(spec, UNLABELED_SPLITS, image_column, max_images)
+        return StreamedSource(f"dataset {spec.text}", list(shards), size, channels, strict)
     if "{" in text or text.endswith(".tar"):
         shards = list(braceexpand(text))
         local = [s for s in shards if "://" not in s and not s.startswith("pipe:")]
@@ -141,7 +158,8 @@ def open_source(path: str | Path, size: int, channels: int, strict: bool,
     if not folder.is_dir():
         raise UserError(f"unlabeled images not found: {text} (give a folder of images, a "
                         "folder of .tar shards, a brace pattern such as "
-                        "'shards/{0000..0099}.tar', or a .npy made by 'pack')")
+                        "'shards/{0000..0099}.tar', a Hugging Face dataset (saved, Parquet, "
+                        "or hf:NAME), or a .npy made by 'pack')")
     tars = sorted(str(p) for p in folder.glob("*.tar"))
     if tars:
         return _shards(f"tar shards in {folder}", tars, size, channels, strict,

@@ -2,10 +2,10 @@
 needs them: ``pseudo-label`` (a teacher run's), ``self-train`` (its config's, once for every
 iteration) and ``review`` (a finished run's, loaded again for its pictures).
 
-They are tar shards or a folder of images, streamed and decoded in loader workers
-(``shards.py``); a packed ``.npy`` read from disk a batch at a time (``arrays.py``); or, by
-default, the part of the labeled pool the teacher's split left unlabeled, whose hidden true
-labels measure pseudo-label accuracy.
+They are tar shards, a folder of images or a Hugging Face dataset, streamed and decoded in
+loader workers (``shards.py``); a packed ``.npy`` read from disk a batch at a time
+(``arrays.py``); or, by default, the part of the labeled pool the teacher's split left
+unlabeled, whose hidden true labels measure pseudo-label accuracy.
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ Unlabeled = ImageSet | StreamedSource
 
 
 def load_unlabeled(path: str, size: int, channels: int, strict: bool,
-                   max_images: int = 0) -> tuple[Unlabeled, str]:
-    """Unlabeled images and a description of where they come from: tar shards or a folder of
-    images, streamed and decoded at ``size`` in loader workers (``data/shards.py``); or a
-    packed .npy read from disk a batch at a time (which must hold images of that size)."""
+                   max_images: int = 0, *, image_column: str | None = None
+                   ) -> tuple[Unlabeled, str]:
+    """Unlabeled images and a description of where they come from: tar shards, a folder of
+    images or a Hugging Face dataset (its ``image_column``, else found), streamed and decoded
+    at ``size`` in loader workers (``data/shards.py``); or a packed .npy read from disk a
+    batch at a time (which must hold images of that size)."""
     if not str(path).endswith(".npy"):
-        source = open_source(path, size, channels, strict, max_images)
+        source = open_source(path, size, channels, strict, max_images,
+                             image_column=image_column)
         return source, source.description
     images = load_npy_images(path)  # read from disk a batch at a time
     if images.images.image_shape != (channels, size, size):
@@ -51,7 +54,7 @@ def teacher_run_unlabeled(run_dir: str | Path, folder: str | None = None,
     cfg, info = runs.read_yaml(run / runs.CONFIG), runs.read_json(run / runs.MODEL_INFO)
     if folder:
         return load_unlabeled(folder, info["stored_size"], info["stored_channels"],
-                              cfg["strict"], max_images)
+                              cfg["strict"], max_images, image_column=cfg.get("image_column"))
     if not (run / runs.SPLITS).is_file():
         raise UserError(f"{run} has no {runs.SPLITS}; pass --unlabeled FOLDER")
     train_set, _, _ = load_train_and_test(shared_settings_of(cfg), cfg["image_size"])
@@ -66,7 +69,8 @@ def self_train_unlabeled(config: SelfTrainConfig, data: RunData,
     max_images = config.pseudo_label_config().max_images
     if config.unlabeled:
         return load_unlabeled(config.unlabeled, data.train.images.shape[-1],
-                              data.train.channels, config.strict, max_images)
+                              data.train.channels, config.strict, max_images,
+                              image_column=config.image_column)
     return unlabeled_split(data.train, teacher, config.data, max_images)
 
 

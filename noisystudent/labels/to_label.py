@@ -11,7 +11,10 @@ The candidates stream: each label part adds its images, and only each class's ``
 lowest margins are kept, so memory is O(classes x count) whatever the number of images.
 The chosen images are written as files in ``to-label/`` beside ``to-label.csv`` (a copy of
 the original file where there is one, else a PNG of the stored pixels), so the CSV is a
-``path,label`` manifest that ``--extra-labeled`` reads once the labels are filled in.
+``path,label`` manifest that ``--extra-labeled`` reads once the labels are filled in; and
+beside it ``to-label.label-studio.json``, the same images as Label Studio tasks with the
+teacher's guesses as pre-annotations, whose export ``--extra-labeled`` reads as well
+(``data/label_studio.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from PIL import Image
 from noisystudent import runs
 from noisystudent.data.arrays import Images, rows_of
 from noisystudent.data.imageset import ImageSet
+from noisystudent.data.label_studio import copy_import, task, write_import
 from noisystudent.data.shards import StreamedSource, samples_at
 
 from .selection import Part
@@ -45,6 +49,19 @@ def margins(stored: dict[str, torch.Tensor]) -> torch.Tensor:
         return stored["confidence"].float()
     top = probs.topk(2, dim=1).values
     return top[:, 0] - top[:, 1]
+
+
+def second_guesses(stored: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's second most likely class and its probability (-1 and 0 where only one
+    class is stored)."""
+    probs = stored["probs"].float()
+    if probs.shape[1] < 2:
+        return torch.full((len(probs),), -1, dtype=torch.int64), torch.zeros(len(probs))
+    top = probs.topk(2, dim=1)
+    second = top.indices[:, 1]
+    if "classes" in stored:  # a top-k part: the class of each stored probability
+        second = stored["classes"].long().gather(1, second[:, None])[:, 0]
+    return second, top.values[:, 1]
 
 
 class Lowest:
@@ -112,13 +129,17 @@ class LowestMargins(Lowest):
         super().__init__(count, "margin")
         self.rows = {"margin": torch.empty(0), "index": torch.empty(0, dtype=torch.int64),
                      "predicted": torch.empty(0, dtype=torch.int64),
-                     "confidence": torch.empty(0)}  # no parts: an empty choice, not {}
+                     "confidence": torch.empty(0),
+                     "second": torch.empty(0, dtype=torch.int64),
+                     "second_confidence": torch.empty(0)}  # no parts: an empty choice, not {}
 
     def add(self, part: Part) -> None:
         rows = torch.arange(len(part.confidence))
+        second, second_confidence = second_guesses(part.stored)
         super().add({"margin": margins(part.stored), "index": part.index(rows).long(),
                      "predicted": part.predicted.long(),
-                     "confidence": part.confidence.float()})
+                     "confidence": part.confidence.float(), "second": second,
+                     "second_confidence": second_confidence})
 
 
 def class_order(classes: torch.Tensor, ranked: torch.Tensor,
@@ -155,7 +176,19 @@ def write_to_label(out: Path, parts: Iterable[Part], images: ImageSet | Streamed
                 chosen["index"].tolist(), chosen["predicted"], chosen["confidence"],
                 chosen["margin"])]
     write_rows(out / TO_LABEL_CSV, rows)
+    write_import(out, [task(row["path"], out, guesses(chosen, i, classes))
+                       for i, row in enumerate(rows)], classes)
     return len(rows)
+
+
+def guesses(chosen: dict[str, torch.Tensor], row: int,
+            classes: list[str]) -> list[tuple[str, float]]:
+    """The teacher's two top guesses for a chosen image (one where it stored one class)."""
+    found = [(classes[int(chosen["predicted"][row])], float(chosen["confidence"][row]))]
+    if int(chosen["second"][row]) >= 0:
+        found.append((classes[int(chosen["second"][row])],
+                      float(chosen["second_confidence"][row])))
+    return found
 
 
 def _write_images(folder: Path, indices: list[int], images: ImageSet | StreamedSource
@@ -201,6 +234,7 @@ def copy_to_run(labels: Path, run: Path) -> bool:
     for row in rows:
         row["path"] = f"{prefix}/{row['path']}"
     write_rows(run / TO_LABEL_CSV, rows)
+    copy_import(labels, run)
     return True
 
 

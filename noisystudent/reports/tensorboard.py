@@ -13,14 +13,17 @@ from pathlib import Path
 from noisystudent import distributed
 from noisystudent.errors import UserError
 
+from .mlflow_tracking import MlflowRun
+
 FOLDER = "tensorboard"
 
 
 class Scalars:
-    """A SummaryWriter when enabled (on rank 0), else nothing at all."""
+    """A SummaryWriter when enabled (on rank 0), else nothing at all; and the run's MLflow run
+    where it has one (``mlflow_tracking.py``), which gets the same numbers."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool):
-        self.writer = None
+    def __init__(self, run_dir: str | Path, enabled: bool, mlflow: MlflowRun | None = None):
+        self.writer, self.mlflow = None, mlflow
         if not enabled or not distributed.is_main():
             return
         try:
@@ -32,6 +35,8 @@ class Scalars:
 
     def add(self, group: str, values: dict, step: int) -> None:
         """Every finite number of ``values`` as ``group/name`` at ``step``."""
+        if self.mlflow is not None:
+            self.mlflow.log_metrics({f"{group}/{k}": v for k, v in values.items()}, step)
         if self.writer is None:
             return
         for name, value in values.items():
@@ -41,6 +46,9 @@ class Scalars:
         self.writer.flush()  # readable while the run goes on
 
     def close(self) -> None:
+        if self.mlflow is not None:
+            self.mlflow.finish()
+            self.mlflow = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +24,14 @@ from noisystudent import distributed, plan, runs, timings
 from noisystudent.config import SelfTrainConfig, to_dict
 from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
-from noisystudent.errors import CorruptFile
-from noisystudent.labels.directory import pseudo_labels_complete
+from noisystudent.deploy.export import export_onnx
+from noisystudent.errors import CorruptFile, UserError
+from noisystudent.labels.directory import SUMMARY, pseudo_labels_complete
 from noisystudent.labels.to_label import copy_to_run
 from noisystudent.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout
-from noisystudent.reports.report import add_time_section, write_report
-from noisystudent.reports.review import review_self_train
+from noisystudent.reports.mlflow_tracking import MlflowRun, log_step, open_mlflow
+from noisystudent.reports.report import REPORT_MD, add_time_section, write_report
+from noisystudent.reports.review import REPORT_HTML, review_self_train
 from noisystudent.reports.tensorboard import Scalars
 from noisystudent.timings import timed
 
@@ -47,7 +50,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     run, config = open_run(config, out, resume, SelfTrainConfig)
     if planned is not None and not resume and distributed.is_main():
         plan.save(run, planned, config)
-    distributed.barrier()  # rank 0 has written config.yaml
+    tracked = open_mlflow(run, config.mlflow, config.mlflow_uri, to_dict(config))
+    distributed.barrier()  # rank 0 has written config.yaml (and mlflow.json)
     timings.start_budget(run, config.budget)
     data = load_run_data(config, stored_size(config))  # once, for every stage
 
@@ -73,6 +77,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
                 pseudo_label(teacher, labels, config.pseudo_label_config(),
                              images=(unlabeled, source), unlabeled=config.unlabeled,
                              quiet=quiet)
+        log_step(labels, to_dict(config.pseudo_label_config()),
+                 runs.read_json(labels / SUMMARY), config=config)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
@@ -99,7 +105,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
             warnings.warn(f"could not write {run}/report.html ({type(err).__name__}: {err}); "
                           f"try: noisystudent review {run}", stacklevel=1)
     report = add_time_section(run)
-    log_iterations(run, config.tensorboard, report["rows"])
+    log_iterations(Scalars(run, config.tensorboard, tracked), report)
     distributed.barrier()
     return report
 
@@ -130,15 +136,35 @@ def student_config(config: SelfTrainConfig, layout: SelfTrainLayout, k: int):
     return student.model_copy(update=changes)
 
 
-def log_iterations(run: Path, enabled: bool, rows: list[dict]) -> None:
-    """One TensorBoard point per iteration: pseudo-labels, test top-1, mCE (--tensorboard)."""
-    scalars = Scalars(run, enabled)
-    for row in rows:
+def log_iterations(scalars: Scalars, report: dict) -> None:
+    """One point per iteration (pseudo-labels, validation and test top-1, mCE) for
+    TensorBoard and MLflow; MLflow also gets the kept step's test top-1 and the run's files:
+    its reports, its settings and the kept model as ONNX."""
+    for row in report["rows"]:
         group = "finetune" if row["finetuned"] else "iteration"
         scalars.add(group, {key: row.get(key) for key in
-                            ("pseudo_label_accuracy", "pseudo_labeled", "test_top1", "mce")},
+                            ("pseudo_label_accuracy", "pseudo_labeled", "val_top1",
+                             "test_top1", "mce")},
                     row["iteration"])
+    if scalars.mlflow is not None:
+        scalars.add("kept", {"test_top1": report.get("final_test_top1"),
+                             "iteration": report.get("final_iteration")}, 0)
+        log_run_files(scalars.mlflow, scalars.mlflow.run_dir)
     scalars.close()
+
+
+def log_run_files(tracked: MlflowRun, run: Path) -> None:
+    """report.html, report.md, config.yaml and the kept model as ONNX (where the export extra
+    is installed) as the MLflow run's artifacts."""
+    for name in (REPORT_HTML, REPORT_MD, runs.CONFIG):
+        tracked.log_artifact(run / name)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            onnx = Path(folder) / "model.onnx"
+            export_onnx(run, onnx)
+            tracked.log_artifact(onnx)
+    except UserError as err:
+        log.warning("MLflow: the kept model is not logged as ONNX: %s", err)
 
 
 def run_step(directory: Path, step: Callable, config, quiet: bool, run: Path,

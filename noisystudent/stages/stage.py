@@ -34,6 +34,8 @@ from noisystudent.models.precision import training_precision
 from noisystudent.models.saved import save_model
 from noisystudent.models.transforms import CleanPipeline, InputSpec, to_model_input
 from noisystudent.reports.metrics import classification_metrics, nonzero_cells
+from noisystudent.reports.mlflow_tracking import RECORD as MLFLOW_RECORD
+from noisystudent.reports.mlflow_tracking import open_mlflow
 from noisystudent.reports.tensorboard import Scalars
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,8 @@ def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConf
 def clear_setup_files(run_dir: Path) -> None:
     """The files a run that did no work wrote, so its rerun starts afresh."""
     for path in run_dir.rglob("*"):
-        if path.is_file() and path.name in (runs.CONFIG, runs.SPLITS, runs.TIMINGS):
+        if path.is_file() and path.name in (runs.CONFIG, runs.SPLITS, runs.TIMINGS,
+                                            MLFLOW_RECORD):
             path.unlink()
 
 
@@ -183,7 +186,9 @@ def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = 
     return Stage(run_dir=run_dir, config=config, device=device,
                  eval_dtype=resolve_precision(config.precision, device, training=False),
                  data=data, resume=resume, quiet=quiet,
-                 scalars=Scalars(run_dir, config.tensorboard))
+                 scalars=Scalars(run_dir, config.tensorboard,
+                                 open_mlflow(run_dir, config.mlflow, config.mlflow_uri,
+                                             to_dict(config))))
 
 
 def share_split(teacher: str | Path, student: str | Path) -> None:

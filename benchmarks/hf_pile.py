@@ -52,6 +52,17 @@ def parquet_pile(pattern: str) -> Path:
     return folder
 
 
+def first_files(folder: Path, count: int) -> Path:
+    """A folder holding links to the first ``count`` Parquet files of ``folder``."""
+    part = WORK / f"{folder.name}-first-{count}"
+    part.mkdir(parents=True, exist_ok=True)
+    for file in sorted(folder.glob("*.parquet"))[:count]:
+        link = part / file.name
+        if not link.exists():
+            link.symlink_to(file.resolve())
+    return part
+
+
 def decoding_rate(unlabeled: str, workers: int, count: int) -> float:
     """Images/s of the labeling stream alone (decoded in workers, no model), over the first
     ``count`` images' shards."""
@@ -78,6 +89,10 @@ def main() -> None:
              "parquet": decoding_rate(str(parquet), args.workers, args.decode_images)}
     tar = label(pattern, "hf-pile-tar", args.workers)
     hf = label(str(parquet), "hf-pile-parquet", args.workers)
+    small_n = args.images // 5
+    hf_small = label(str(first_files(parquet, small_n // 10_000)), "hf-pile-parquet-small",
+                     args.workers)
+    growth = (hf["peak_mb"] - hf_small["peak_mb"]) * 2**20 / (args.images - small_n)
     parquet_mb = sum(p.stat().st_size for p in parquet.glob("*.parquet")) / 2**20
     tar_mb = sum(p.stat().st_size for p in Path(pattern).parent.glob("*.tar")) / 2**20
 
@@ -94,13 +109,15 @@ shards" (`mobilenetv3_small_050` @28 px, batch 1,024, threshold 0, `--workers
 {args.workers}`; peak RSS of the labeling process and the sum of its workers', until
 `summary.json` is written).
 
-| source | images | images/s labeling | wall | peak RSS, labeling | peak RSS, workers | together | on disk |
+| source | images | images/s | wall | peak RSS, labeling | peak RSS, workers | together | on disk |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {row("tar shards", tar, tar_mb)}
+{row("Parquet through `datasets`", hf_small, parquet_mb * small_n / args.images)}
 {row("Parquet through `datasets`", hf, parquet_mb)}
 
 - **Peak memory, Parquet against tar shards: {hf["peak_mb"] / tar["peak_mb"]:.2f}x**
-  (labeling process and workers together).
+  (labeling process and workers together); from {small_n:,} to {args.images:,} Parquet
+  images it grows by **{growth:,.1f} B per extra image**.
 - **Decoding alone** (the labeling stream with no model, {args.decode_images:,} images,
   {args.workers} workers): tar shards {rates["tar"]:,.0f} images/s, Parquet through
   `datasets` {rates["parquet"]:,.0f} images/s

@@ -302,6 +302,32 @@ def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_pa
     assert 0.5 < changes["warmup_epochs"] == pytest.approx(60 * 5 / steps, abs=0.01)
 
 
+def test_flip_averaged_labels_are_not_taken_for_decoding(tmp_path, monkeypatch):
+    """Labeling with flip-averaged labels runs the teacher twice an image; that second pass is
+    no decoding, so it must not slow the first student's planned passes (it did: a 30m run's
+    student 1 was planned at 460 images/s and trained 2.3 passes at 1,950)."""
+    monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
+    runs.write_json(tmp_path / "plan.json", {"budget_minutes": 30, "planned": ["student.passes"],
+                                             "facts": {"test": 1000, "val": 0},
+                                             "seconds": {"report": 0.0}})
+    runs.write_json(tmp_path / "iter1" / "pseudo-labels" / "summary.json",
+                    {"kept": 20_000, "unlabeled_images": 20_000})
+    student = {"model": "cifar_airbench_s", "pretrained": "none", "image_size": 28,
+               "in_chans": 1, "passes": 3}
+    teacher = {"model": "tf_efficientnet_lite0", "image_size": 64}
+    labeling = 20_000 / (4 * RATES["tf_efficientnet_lite0"])  # one view, nothing to decode
+    passes = {}
+    for flip in (False, True):
+        config = SelfTrainConfig(budget=30, iterations=2, teacher=teacher, student=student,
+                                 pseudo_label={"flip": flip})
+        runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 60.0,
+                                                    "iter1/pseudo-labels": labeling * (1 + flip)})
+        passes[flip] = plan.replan_student(config, tmp_path, 1)["passes"]
+    # The same machine and time left but for the second view: about as many passes, and the
+    # later labelings' second view (flip) a little fewer, never the third of them.
+    assert passes[False] * 0.8 < passes[True] <= passes[False]
+
+
 def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, monkeypatch):
     """On a CPU with bf16 instructions the stage trains in the measured faster dtype; the plan
     asks the same cached question, so both time (and train) the same step."""

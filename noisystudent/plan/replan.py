@@ -103,12 +103,14 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     # two sessions on one CPU). The seconds spent count toward the budget.
     rates = Rates(config.device, config.precision, fresh=speed is None)
 
-    # Decoding: what labeling took beyond the labeling model's measured inference (0 for
-    # images already in memory). A student streaming the kept images decodes each per pass.
+    # Decoding: what labeling took beyond the labeling model's measured inference, over every
+    # view it labeled (two with flip-averaged labels; 0 left for images already in memory).
+    # A student streaming the kept images decodes each per pass.
     labeler = config.teacher_config() if last == 1 else config.student_config(last - 1,
                                                                               "pending")
+    views = 2 if config.pseudo_label_config().flip else 1
     took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
-    decode = max(0.0, took / labeled_images - 1 / time_model.inference_rate(rates, labeler))
+    decode = max(0.0, took / labeled_images - views / time_model.inference_rate(rates, labeler))
     trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
     if speed is not None:  # the previous student's own speed, its decoding included
         per_pass = trained / speed
@@ -126,7 +128,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     later = range(k + 1, config.iterations + 1)
     left = (time_model.usable_seconds(info["budget_minutes"]) - sum(timings.read(run).values())
             - info["seconds"].get(REPORT_KEY, 0.0)
-            - len(labelings) * labeled_images * (decode + 1 / infer)
+            - len(labelings) * labeled_images * (decode + views / infer)
             - fixed * (1 + len(later)))
     weights = time_model.shares(k, config.iterations)
     passes = round(time_model.passes_in(left, weights, per_pass)[0], 2)

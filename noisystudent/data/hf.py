@@ -216,13 +216,14 @@ def load_dataset_labeled(spec: DatasetSpec, default: tuple[str, ...], size: int,
     dataset = pick_split(spec, default)
     image, (label, classes) = (image_column(dataset, spec, columns[0]),
                                label_column(dataset, spec, columns[1]))
-    index = {name: i for i, name in enumerate(classes)}
+    # A ClassLabel stores class indices (-1: none); a named column of values, their names.
+    index = None if isinstance((dataset.features or {}).get(label), hf_datasets().ClassLabel) \
+        else {name: i for i, name in enumerate(classes)}
     contents, names, labels, unlabeled = [], [], [], 0
     for row, values in enumerate(read_rows(undecoded(dataset, image, label))):
         value = values[label]
-        target = value if isinstance(value, int) and not isinstance(value, bool) \
-            and label_is_class_label(dataset, label) else index.get(str(value), -1)
-        if value is None or target < 0:
+        target = -1 if value is None else value if index is None else index.get(str(value), -1)
+        if target < 0:
             unlabeled += 1
             continue
         data, _ = image_bytes(values[image])
@@ -235,10 +236,6 @@ def load_dataset_labeled(spec: DatasetSpec, default: tuple[str, ...], size: int,
         raise UserError(f"{spec.text}: no labeled rows")
     return decode_images(names, labels, classes, size=size, channels=channels,
                          strict=strict, contents=contents)
-
-
-def label_is_class_label(dataset, column: str) -> bool:
-    return isinstance((dataset.features or {}).get(column), hf_datasets().ClassLabel)
 
 
 def read_rows(dataset) -> Iterator[dict]:

@@ -115,7 +115,7 @@ def test_shipped_configs_are_unchanged_by_the_plan():
         assert to_dict(config) == to_dict(load_config(SelfTrainConfig, path)), path.name
 
 
-RATES = {"tf_efficientnet_lite0": 60.0, "cifar_airbench_s": 500.0}
+RATES = {"tf_efficientnet_lite0": 60.0, "cifar_airbench_s": 500.0, "cifar_resnet20": 250.0}
 
 
 def test_a_budget_fits_the_students_into_what_is_left():
@@ -177,6 +177,24 @@ def test_a_larger_budget_buys_a_larger_teacher():
                                                                       "2h"))]
     assert rungs == sorted(rungs) and len(set(rungs)) > 2
     assert plan.make_plan({}).values["pseudo_label.flip"] is True  # no budget: the cheap one
+
+
+def test_a_budget_long_enough_grows_the_student():
+    rates = FixedRates(RATES)
+    short, long = (plan.make_plan({"budget": b}, rates) for b in ("30m", "3h"))
+    assert short.values["student.model"] == "cifar_airbench_s"
+    assert "target_temperature" not in short.values["students"][1]
+    assert long.values["student.model"] == "cifar_resnet20"
+    assert long.values["student.passes"] >= rules.LARGE_STUDENT_PASSES
+    assert long.values["student.lr"] == 0.1 and long.values["student.model_options"] == {}
+    assert long.values["students"][1]["target_temperature"] == 0.5
+    assert "passes (>= 10)" in long.reasons["student.model"]
+    total = sum(long.seconds.values())  # planned at the larger student's speed
+    assert total <= time_model.usable_seconds(180) * 1.001
+    given = plan.make_plan({"budget": "3h", "student": {"model": "cifar_airbench_s"}}, rates)
+    assert "student.model" not in given.values and "student.lr" not in given.values
+    photos = plan.make_plan({"budget": "3h", "labels_per_class": 5000}, rates)  # small pile
+    assert photos.values["student.model"] == "tf_efficientnet_lite0"
 
 
 def test_print_config_shows_the_plan_without_out(capsys):

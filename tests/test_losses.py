@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from timm.task.distillation import LogitDistillationTask
 
 from noisystudent.labels.store import retemper
-from noisystudent.models.transforms import InputSpec, to_model_input
+from noisystudent.models.transforms import InputSpec, at_most, to_model_input
 from noisystudent.training.losses import kd_loss, soft_target_ce
 from noisystudent.training.tasks import DistillTask, NoisyStudentTask
 
@@ -113,6 +113,30 @@ def test_consistency_targets_the_students_confident_class_on_the_weak_view():
                                                rel=1e-5)
     task.consistency_threshold = 0.96
     assert task(batch)["consistency"].item() == 0.0
+
+
+def test_the_noise_runs_at_the_models_size_not_the_stored_one():
+    # 96 px labeled photos and 32 px decoded pseudo-labeled ones, a 32 px student: both sides
+    # reach the noise at 32 px (a 4 px crop is the same share of the image as where it was
+    # set); images smaller than the model's size reach it as they are.
+    seen = []
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    spec = InputSpec(32, (0.5,) * 3, (0.5,) * 3)
+    task = NoisyStudentTask(ConstantLogits([0.0, 0.0]), augment, spec,
+                            consistency_weight=1.0, weak_augment=augment)
+    stripes = torch.zeros(2, 3, 96, 96, dtype=torch.uint8)
+    stripes[..., ::2] = 200  # 1 px stripes: antialiased, they average to 100
+    out = task({"images": stripes, "labels": torch.tensor([0, 1]),
+                "pseudo_images": torch.zeros(3, 3, 32, 32, dtype=torch.uint8),
+                "pseudo_probs": torch.tensor([[0.5, 0.5]] * 3)})
+    assert seen == [(32, 32), (32, 32)] and out["logits"].shape == (5, 2)
+    assert at_most(stripes, 32).float().mean().item() == pytest.approx(100, abs=1)
+    small = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    assert at_most(small, 32) is small
 
 
 def test_feature_distillation_trains_a_projection_inside_the_trainable_module():

@@ -57,6 +57,18 @@ def to_model_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
+def at_most(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, C, H, W) images larger than ``size`` shrunk to it (antialiased), others as
+    they are. A training task noises at the model's resolution: the noise's strengths (a 4 px
+    crop, Cutout's square) were set there, and it costs the model's pixels, not the stored
+    ones (a 32 px student's RandAugment on 96 px photos ran at 633 images/s, 33x slower)."""
+    if images.shape[-1] <= size and images.shape[-2] <= size:
+        return images
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
 class CleanPipeline:
     """No randomness: what evaluation and a pseudo-labeling teacher see."""
 

@@ -54,7 +54,8 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     if "kept_shards" in summary:  # streamed sources: the kept images rewritten as tar shards
         pseudo = KeptShardBatches(
             [directory / name for name in summary["kept_shards"]], pseudo_batch, device,
-            num_classes=len(train_set.classes), size=labeled.images.shape[-1],
+            # decoded at the model's size where that is smaller: the noise runs there
+            num_classes=len(train_set.classes), size=min(labeled.images.shape[-1], spec.size),
             channels=labeled.channels, temperature=config.target_temperature,
             seed=config.seed + 1, steps=steps, workers=config.workers,
             buffer=config.shuffle_buffer)

@@ -21,7 +21,7 @@ from torch import nn
 
 from noisystudent import distributed
 from noisystudent.device import autocast
-from noisystudent.models.transforms import InputSpec, to_model_input
+from noisystudent.models.transforms import InputSpec, at_most, to_model_input
 
 from .losses import kd_loss, pooled_features, pooled_width, soft_target_ce
 
@@ -39,7 +39,7 @@ class Task(TrainingTask):
         self.augment, self.spec = augment, spec
 
     def noised_input(self, images: torch.Tensor) -> torch.Tensor:
-        return to_model_input(self.augment(images), self.spec)
+        return to_model_input(self.augment(at_most(images, self.spec.size)), self.spec)
 
     def compile(self, backend: str = "inductor", mode: str | None = None, **kwargs) -> None:
         """torch.compile the trainable module (before DDP wraps it, as timm does)."""
@@ -99,7 +99,10 @@ class NoisyStudentTask(Task):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         n = len(batch["images"])
-        images = torch.cat([batch["images"], batch["pseudo_images"]])
+        # At the model's size first: the two sides may be stored at different sizes.
+        labeled, pseudo_images = (at_most(batch[key], self.spec.size)
+                                  for key in ("images", "pseudo_images"))
+        images = torch.cat([labeled, pseudo_images])
         logits = self.trainable_module(self.noised_input(images))
         ce = F.cross_entropy(logits[:n].float(), batch["labels"],
                              label_smoothing=self.label_smoothing)
@@ -107,7 +110,7 @@ class NoisyStudentTask(Task):
         loss = ce + self.unlabeled_weight * pseudo
         out = {"ce": ce.detach(), "pseudo": pseudo.detach()}
         if self.consistency_weight > 0:
-            consistency, confident = self._consistency(batch["pseudo_images"], logits[n:])
+            consistency, confident = self._consistency(pseudo_images, logits[n:])
             loss = loss + self.consistency_weight * consistency
             out.update(consistency=consistency.detach(), confident=confident)
         return {"loss": loss, "logits": logits, **out}

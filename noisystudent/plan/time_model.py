@@ -23,7 +23,8 @@ STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evalua
 # A student's step against the bare step the plan measures (labeled and pseudo-labeled
 # batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
 # (Lite0) on the photo test bed, 0.91 on Fashion-MNIST in memory (BENCHMARKS.md, "Recipes
-# from the plan"). The lowest, so that a first student rather ends early than late.
+# from the plan"). The lowest, so that a first student rather ends early than late (the 0.73
+# was measured while a 32 px student still noised 96 px photos at their stored size: low).
 STUDENT_STEP = 0.73
 FIRST_STUDENT, LATER_STUDENT = 3.0, 4.0  # the students' shares of the time left
 LEAST_PASSES = 0.05     # the fewest passes a student is planned, however short the time

@@ -375,3 +375,26 @@ def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, m
     assert precision.auto_training_dtype("cifar_resnet20", 16, 1, None, 8) is torch.bfloat16
     monkeypatch.setattr(speed, "training_rate", lambda *a, **k: pytest.fail("measured"))
     assert precision.auto_training_dtype("cifar_resnet20", 16, 1, {}, 8) is torch.bfloat16
+
+
+def test_the_teacher_takes_the_minutes_a_fast_student_would_not_use():
+    # A CPU whose small student is fast and whose teacher is slow (a Xeon's 8m plan gave the
+    # teacher 10 of its 30 epochs and two students of 2.3 and 3 passes).
+    rates = FixedRates({**RATES, "tf_efficientnet_lite0": 150.0, "cifar_airbench_s": 4000.0})
+
+    def teacher_and_labels(planned):
+        size, flip = planned.values["teacher.image_size"], planned.values["pseudo_label.flip"]
+        return rules.teacher_seconds(planned, rates, size, planned.value("teacher.epochs")) \
+            + rules.pile_seconds(planned, rates, size, flip)
+
+    for budget, least in (("20m", rules.ENOUGH_PASSES), ("6m", rules.MIN_PASSES["scratch"])):
+        grown = plan.make_plan({"budget": budget}, rates)
+        share = rules.TEACHER_SHARE * time_model.usable_seconds(grown.budget_minutes)
+        assert teacher_and_labels(grown) > share  # past the share ...
+        assert grown.values["student.passes"] >= least  # ... where the student keeps its passes
+        assert "past 35% of the budget" in grown.reasons["teacher.image_size"]
+    assert grown.value("teacher.epochs") > 5 and grown.values["iterations"] == 1
+    # The user's lengths, and a pretrained student, leave the share as it was.
+    for given in ({"students": [{}, {"passes": 3}]}, {"labels_per_class": 5000}):
+        kept = plan.make_plan({"budget": "20m", **given}, rates)
+        assert "past 35%" not in kept.reasons.get("teacher.image_size", "")

@@ -6,7 +6,8 @@ the measurements behind them (BENCHMARKS.md, "Recipes from the plan"):
 - **Teacher**: the ImageNet-pretrained Lite0, at the images' stored size rounded up to a
   multiple of 32, never below 64 (at 32 px it lost 2.5 points on Fashion-MNIST) nor above
   224 (its weights' size); with a budget, the best rung of the teacher ladder whose training
-  and first labeling fit in TEACHER_SHARE of it.
+  and first labeling fit in TEACHER_SHARE of it, and past that share while a from-scratch
+  student 1 keeps ENOUGH_PASSES (its labels cap every student; more passes do not).
 - **Student**: from scratch in the airbench family at the images' size (at most 32 px) when
   the images are small (stored under PHOTO_SIZE px) and the unlabeled pile is large (at
   least LARGE_PILE images); otherwise the teacher's pretrained model at the teacher's size
@@ -68,6 +69,11 @@ TEACHER_MIN_SIZE, TEACHER_MAX_SIZE = 64, 224
 # 10% costs the teacher").
 MIN_VALIDATION = 100
 TEACHER_SHARE = 0.35    # of the budget: the teacher's training and its labeling
+# Passes past which a from-scratch student 1 gains nothing, so the minutes go to the teacher:
+# on one Lite0 @64 teacher (85.70%), student 1 reached 87.31% at 1.8 passes, 88.43% at 6.6
+# and 88.26% at 20.4 (BENCHMARKS.md, "The plan before the teacher ladder"); every student
+# ends 1-2 points above its labels, so the teacher's labels decide the end.
+ENOUGH_PASSES = 6.0
 # A small image's teacher upscales to at most this: on Fashion-MNIST (28 px) 64 -> 96 px gave
 # +1.0 point of label accuracy; 128 px gave -0.26 and +0.56 in two measurements for twice the
 # minutes (BENCHMARKS.md, "The teacher table behind the plan").
@@ -196,6 +202,7 @@ def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
     choose_data(plan)
     choose_teacher(plan, rates)
     choose_student(plan)
+    grow_teacher(plan, rates)
     choose_lengths(plan, rates)
     return plan
 
@@ -243,7 +250,7 @@ def teacher_ladder(plan: Plan) -> list[TeacherRung]:
     smallest, first for half the epochs (at 96 px 15 epochs gave labels 0.2 points below 30,
     in half the time, and 0.5 above 64 px's), then all of them, then with labels averaged over
     the mirror (one more labeling pass: +0.3 points at 64 and 96 px)."""
-    model, epochs = plan.value("teacher.model"), plan.value("teacher.epochs")
+    model, epochs = plan.value("teacher.model"), plan.typed.teacher.epochs  # not a planned rung's
     sizes = [plan.value("teacher.image_size")] if plan.user_set("teacher.image_size") else \
         teacher_sizes(plan.facts, TEACHER_UPSCALE)[::-1]
     flips = (False, True) if can_flip(plan) else (plan.value("pseudo_label.flip"),)
@@ -289,9 +296,19 @@ def choose_teacher(plan: Plan, rates: Rates | None) -> None:
         elif not i or ladder[i - 1].size != rung.size:
             break  # a size whose cheapest rung does not fit: larger ones are not measured
     rung = fitting[-1] if fitting else ladder[0]
-    why = (f"the best teacher of the ladder (each size: half the epochs, all, then "
-           f"flip-averaged labels) whose training and labeling fit {TEACHER_SHARE:.0%} of the "
-           f"budget on this machine ({share / 60:.1f} min)")
+    take_rung(plan, rung, f"the best teacher of the ladder (each size: half the epochs, all, "
+              f"then flip-averaged labels) whose training and labeling fit {TEACHER_SHARE:.0%} "
+              f"of the budget on this machine ({share / 60:.1f} min)")
+    if not fitting and not plan.user_set("teacher.epochs"):  # even the cheapest is too long
+        fitted = rung.epochs
+        while fitted > 5 and teacher_seconds(plan, rates, rung.size, fitted) + pile_seconds(
+                plan, rates, rung.size, rung.flip) > share:
+            fitted -= 5
+        plan.set("teacher.epochs", fitted, f"the most (of {rung.epochs}) that fit "
+                 f"{TEACHER_SHARE:.0%} of the budget at the smallest size")
+
+
+def take_rung(plan: Plan, rung: TeacherRung, why: str) -> None:
     plan.set("teacher.model", rung.model, why)
     plan.set("teacher.image_size", rung.size,
              why + f"; small images are upscaled up to {TEACHER_UPSCALE} px, which paid on "
@@ -301,13 +318,54 @@ def choose_teacher(plan: Plan, rates: Rates | None) -> None:
     if can_flip(plan):
         plan.set("pseudo_label.flip", rung.flip, FLIP_REASON if rung.flip else
                  "averaging over the mirror (a second labeling pass) does not fit the budget")
-    if not fitting and not plan.user_set("teacher.epochs"):  # even the cheapest is too long
-        fitted = rung.epochs
-        while fitted > 5 and teacher_seconds(plan, rates, rung.size, fitted) + pile_seconds(
-                plan, rates, rung.size, rung.flip) > share:
-            fitted -= 5
-        plan.set("teacher.epochs", fitted, f"the most (of {rung.epochs}) that fit "
-                 f"{TEACHER_SHARE:.0%} of the budget at the smallest size")
+
+
+def grow_teacher(plan: Plan, rates: Rates) -> None:
+    """Past TEACHER_SHARE, the teacher climbs its ladder while a from-scratch student 1 keeps
+    ENOUGH_PASSES, and the smallest rung gets all its epochs back while a student keeps
+    MIN_PASSES: on a CPU whose students are fast and whose teacher is slow, a fixed share
+    gave the teacher a third of its epochs and the students passes that buy nothing."""
+    if plan.budget_minutes is None or plan.teacher or not scratch(plan) or any(
+            plan.user_set(key) for key in ("student.passes", "student.steps_per_epoch",
+                                           "students", "iterations")):
+        return
+    ladder = teacher_ladder(plan)
+    now = TeacherRung(plan.teacher_model(), plan.teacher_size(), plan.value("teacher.epochs"),
+                      bool(plan.value("pseudo_label.flip")))
+    above = ladder[ladder.index(now) + 1:] if now in ladder else ladder
+    if now.epochs < ladder[0].epochs:  # the smallest rung, shortened: its epochs first
+        above = [dataclasses.replace(now, epochs=e)
+                 for e in range(ladder[0].epochs, now.epochs, -5)][::-1] + ladder[1:]
+    larger = grow_student(_trial(plan, now), rates, _students_seconds(plan, rates, now))
+    for rung in above:
+        trial = _trial(plan, rung)
+        left = _students_seconds(trial, rates, rung)
+        count, passes = fitted_students(trial, rates, left, "scratch")
+        smallest = rung.size == ladder[0].size and rung.epochs <= ladder[0].epochs \
+            and not rung.flip
+        if passes[0] < (MIN_PASSES["scratch"] if smallest else ENOUGH_PASSES) \
+                or (not smallest and count < 2) \
+                or (larger and not grow_student(trial, rates, left)):
+            if smallest:
+                continue  # fewer epochs may still leave the student its passes
+            break
+        take_rung(plan, rung, f"past {TEACHER_SHARE:.0%} of the budget: the best teacher of "
+                  f"the ladder that leaves student 1 {passes[0]:.1f} passes (at least "
+                  + (f"{MIN_PASSES['scratch']:g}" if smallest else f"{ENOUGH_PASSES:g}, past "
+                     "which it gains nothing") + "): the teacher's labels cap every student")
+
+
+def _trial(plan: Plan, rung: TeacherRung) -> Plan:
+    trial = dataclasses.replace(plan, values=dict(plan.values), reasons=dict(plan.reasons),
+                                seconds=dict(plan.seconds))
+    take_rung(trial, rung, "")
+    return trial
+
+
+def _students_seconds(plan: Plan, rates: Rates, rung: TeacherRung) -> float:
+    """What the budget leaves the students and their labeling with ``rung`` as the teacher."""
+    return usable_seconds(plan.budget_minutes) - report_seconds(_trial(plan, rung), rates) \
+        - teacher_seconds(plan, rates, rung.size, rung.epochs, rung.model)
 
 
 def scratch(plan: Plan) -> bool:

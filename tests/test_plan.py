@@ -366,7 +366,7 @@ def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, m
                                  device=torch.device("cpu"), precision="auto")
     assert train == 200.0 and infer > 0
     # precision auto times both dtypes, then the plan times the step in the one it picked
-    assert timed == [None, torch.bfloat16, torch.bfloat16, torch.bfloat16]
+    assert timed == [None, torch.bfloat16] * precision.PROBE_ROUNDS + [torch.bfloat16] * 2
     cached = json.loads((tmp_path / precision.CACHE_FILE).read_text())
     (entry,) = cached.values()
     assert entry["dtype"] == "bf16" and json.loads(next(iter(cached)))["model"] == \

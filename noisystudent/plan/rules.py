@@ -313,8 +313,8 @@ def take_rung(plan: Plan, rung: TeacherRung, why: str) -> None:
     plan.set("teacher.image_size", rung.size,
              why + f"; small images are upscaled up to {TEACHER_UPSCALE} px, which paid on "
              "Fashion-MNIST's 28 px images at each step from 64 px")
-    if rung.epochs != plan.value("teacher.epochs"):
-        plan.set("teacher.epochs", rung.epochs, why)
+    if rung.epochs != plan.value("teacher.epochs") or "teacher.epochs" in plan.values:
+        plan.set("teacher.epochs", rung.epochs, why)  # one reason for the whole rung
     if can_flip(plan):
         plan.set("pseudo_label.flip", rung.flip, FLIP_REASON if rung.flip else
                  "averaging over the mirror (a second labeling pass) does not fit the budget")
@@ -337,6 +337,7 @@ def grow_teacher(plan: Plan, rates: Rates) -> None:
         above = [dataclasses.replace(now, epochs=e)
                  for e in range(ladder[0].epochs, now.epochs, -5)][::-1] + ladder[1:]
     larger = grow_student(_trial(plan, now), rates, _students_seconds(plan, rates, now))
+    taken = None
     for rung in above:
         trial = _trial(plan, rung)
         left = _students_seconds(trial, rates, rung)
@@ -349,8 +350,11 @@ def grow_teacher(plan: Plan, rates: Rates) -> None:
             if smallest:
                 continue  # fewer epochs may still leave the student its passes
             break
+        taken = rung, passes[0], smallest
+    if taken:
+        rung, passes, smallest = taken
         take_rung(plan, rung, f"past {TEACHER_SHARE:.0%} of the budget: the best teacher of "
-                  f"the ladder that leaves student 1 {passes[0]:.1f} passes (at least "
+                  f"the ladder that leaves student 1 {passes:.1f} passes (at least "
                   + (f"{MIN_PASSES['scratch']:g}" if smallest else f"{ENOUGH_PASSES:g}, past "
                      "which it gains nothing") + "): the teacher's labels cap every student")
 

@@ -19,6 +19,7 @@ from noisystudent.data.images import load_manifest
 from noisystudent.data.splits import load_split
 from noisystudent.data.unlabeled import teacher_run_unlabeled
 from noisystudent.errors import UserError
+from noisystudent.labels import to_label
 from noisystudent.labels.selection import Part
 from noisystudent.labels.to_label import TO_LABEL_CSV, LowestMargins, margins
 from noisystudent.stages.pseudo_label import pseudo_label
@@ -122,3 +123,16 @@ def test_images_from_tar_shards_are_written_out_as_files(tmp_path, tiny_teacher)
         assert ".tar:" in row["source"]  # the member it came from
         picture = Image.open(io.BytesIO((tmp_path / "labels" / row["path"]).read_bytes()))
         assert picture.size == (28, 28)
+
+
+def test_the_second_guess_is_never_the_predicted_class_where_stored_probabilities_tie():
+    # Stored in fp16, two probabilities can round to a tie; the predicted class (from the
+    # float logits) may be either of them, and the second guess must be the other.
+    tied = {"probs": torch.tensor([[0.4, 0.4, 0.2]], dtype=torch.float16)}
+    second, confidence = to_label.second_guesses(tied, torch.tensor([1]))
+    assert second.tolist() == [0] and confidence.item() == pytest.approx(0.4, abs=1e-3)
+    top_k = {**tied, "classes": torch.tensor([[7, 2, 5]], dtype=torch.int16)}
+    second, _ = to_label.second_guesses(top_k, torch.tensor([2]))
+    assert second.tolist() == [7]
+    one = {"probs": torch.ones(2, 1, dtype=torch.float16)}
+    assert to_label.second_guesses(one, torch.tensor([3, 4]))[0].tolist() == [-1, -1]

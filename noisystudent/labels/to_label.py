@@ -51,17 +51,19 @@ def margins(stored: dict[str, torch.Tensor]) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
-def second_guesses(stored: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each image's second most likely class and its probability (-1 and 0 where only one
-    class is stored)."""
+def second_guesses(stored: dict[str, torch.Tensor],
+                   predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's most likely class other than ``predicted`` and its probability (-1 and 0
+    where only one class is stored). Not the stored probabilities' second place: they are
+    kept in fp16, and where two round to a tie the second place can be the predicted class."""
     probs = stored["probs"].float()
     if probs.shape[1] < 2:
         return torch.full((len(probs),), -1, dtype=torch.int64), torch.zeros(len(probs))
-    top = probs.topk(2, dim=1)
-    second = top.indices[:, 1]
-    if "classes" in stored:  # a top-k part: the class of each stored probability
-        second = stored["classes"].long().gather(1, second[:, None])[:, 0]
-    return second, top.values[:, 1]
+    classes = stored["classes"].long() if "classes" in stored else \
+        torch.arange(probs.shape[1]).expand(len(probs), -1)  # a top-k part: its classes
+    others = probs.masked_fill(classes == predicted.long()[:, None], -1.0)
+    place = others.argmax(1, keepdim=True)
+    return classes.gather(1, place)[:, 0], probs.gather(1, place)[:, 0]
 
 
 class Lowest:
@@ -135,7 +137,7 @@ class LowestMargins(Lowest):
 
     def add(self, part: Part) -> None:
         rows = torch.arange(len(part.confidence))
-        second, second_confidence = second_guesses(part.stored)
+        second, second_confidence = second_guesses(part.stored, part.predicted)
         super().add({"margin": margins(part.stored), "index": part.index(rows).long(),
                      "predicted": part.predicted.long(),
                      "confidence": part.confidence.float(), "second": second,

@@ -336,9 +336,10 @@ def grow_teacher(plan: Plan, rates: Rates) -> None:
     if now.epochs < ladder[0].epochs:  # the smallest rung, shortened: its epochs first
         above = [dataclasses.replace(now, epochs=e)
                  for e in range(ladder[0].epochs, now.epochs, -5)][::-1] + ladder[1:]
-    larger = grow_student(_trial(plan, now), rates, _students_seconds(plan, rates, now))
+    current = _trial(plan, now)
+    larger = grow_student(current, rates, _students_seconds(current, rates, now))
     taken = None
-    for rung in above:
+    for rung in above:  # each costs more than the one before: the first that fails ends it
         trial = _trial(plan, rung)
         left = _students_seconds(trial, rates, rung)
         count, passes = fitted_students(trial, rates, left, "scratch")
@@ -347,8 +348,6 @@ def grow_teacher(plan: Plan, rates: Rates) -> None:
         if passes[0] < (MIN_PASSES["scratch"] if smallest else ENOUGH_PASSES) \
                 or (not smallest and count < 2) \
                 or (larger and not grow_student(trial, rates, left)):
-            if smallest:
-                continue  # fewer epochs may still leave the student its passes
             break
         taken = rung, passes[0], smallest
     if taken:
@@ -366,10 +365,11 @@ def _trial(plan: Plan, rung: TeacherRung) -> Plan:
     return trial
 
 
-def _students_seconds(plan: Plan, rates: Rates, rung: TeacherRung) -> float:
-    """What the budget leaves the students and their labeling with ``rung`` as the teacher."""
-    return usable_seconds(plan.budget_minutes) - report_seconds(_trial(plan, rung), rates) \
-        - teacher_seconds(plan, rates, rung.size, rung.epochs, rung.model)
+def _students_seconds(trial: Plan, rates: Rates, rung: TeacherRung) -> float:
+    """What the budget leaves the students and their labeling in ``trial`` (a copy with
+    ``rung`` as its teacher: its report may be planned smaller)."""
+    return usable_seconds(trial.budget_minutes) - report_seconds(trial, rates) \
+        - teacher_seconds(trial, rates, rung.size, rung.epochs, rung.model)
 
 
 def scratch(plan: Plan) -> bool:

@@ -59,8 +59,9 @@ def second_guesses(stored: dict[str, torch.Tensor],
     probs = stored["probs"].float()
     if probs.shape[1] < 2:
         return torch.full((len(probs),), -1, dtype=torch.int64), torch.zeros(len(probs))
+    # A top-k part stores the class of each probability; a full one is in class order.
     classes = stored["classes"].long() if "classes" in stored else \
-        torch.arange(probs.shape[1]).expand(len(probs), -1)  # a top-k part: its classes
+        torch.arange(probs.shape[1]).expand(len(probs), -1)
     others = probs.masked_fill(classes == predicted.long()[:, None], -1.0)
     place = others.argmax(1, keepdim=True)
     return classes.gather(1, place)[:, 0], probs.gather(1, place)[:, 0]

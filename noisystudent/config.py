@@ -511,15 +511,16 @@ class SelfTrainConfig(SharedSettings):
         """Whether the run ends with a fine-tune of the last student."""
         return self.finetune is not None and bool(self.finetune.model_fields_set)
 
-    def finetune_config(self, student_weights: str) -> TrainConfig | None:
-        """The final fine-tune: the last student's model and input, its weights as the start,
+    def finetune_config(self, student_weights: str, iteration: int = 0) -> TrainConfig | None:
+        """The final fine-tune of iteration ``iteration``'s student (0: the last; a run
+        fine-tunes the student it keeps): its model and input, its weights as the start,
         the ``finetune`` section's settings over defaults that refine a trained model rather
         than train a new one: light noise (pad-crop, flip), the student's optimizer at 1/100
         of its peak lr, no warmup, 3 epochs. A fresh run's defaults (a warmup to AdamW at
         2e-3) cost a trained student 4.5 points (BENCHMARKS.md, "Final fine-tune")."""
         if not self.fine_tunes:
             return None
-        last = self.student_config(max(1, self.iterations), "pending")
+        last = self.student_config(iteration or max(1, self.iterations), "pending")
         values = {"model": last.model, "model_options": last.model_options,
                   "image_size": last.image_size,
                   "small_image": last.small_image, "in_chans": last.in_chans,

@@ -1,11 +1,19 @@
-"""Which step a self-training run keeps: the later one, as Noisy Student expects, unless the
-validation images show it worse beyond chance.
+"""Which step a self-training run keeps, and so which model teaches the next iteration, starts
+the fine-tune and is served by ``export`` and ``predict``: never one below the teacher.
 
 Two steps are compared on the same validation images, image by image: only the images one
-of them gets right and the other wrong tell them apart. Under "the later step is no worse"
-each such image is as likely to favour either, so the chance that the earlier one wins at
-least as many of them as it did is a binomial tail (an exact sign test, McNemar's test for
-paired counts). One image of 41 is 2.4 points of top-1, which two percentages cannot weigh.
+of them gets right and the other wrong tell them apart. A later step replaces the kept one when
+
+- it is right on at least as many validation images as the teacher (a student is never kept
+  below the supervised model it started from: the worst thing a run can ship), and
+- against the step kept so far, it is no worse beyond chance, or, for a step that cannot be
+  trusted to have learned (planned short, or ended far from its plan), no worse at all.
+
+"Beyond chance" is an exact sign test (McNemar's test for paired counts): under "the later
+step is no worse" each telling image is as likely to favour either, so the chance that the
+earlier one wins at least as many as it did is a binomial tail. One image of 41 is 2.4 points
+of top-1, which two percentages cannot weigh. Without validation images nothing can be checked
+and the last step is kept, which the report says.
 """
 
 from __future__ import annotations
@@ -13,9 +21,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from . import timings
+from .layout import student_key
+
 # The one-sided significance below which a later step counts as worse than the kept one.
 SIGNIFICANCE = 0.05
 EXACT_UP_TO = 1_000  # discordant images counted exactly; beyond, the normal approximation
+
+# Why a step was compared, and so which rule it had to pass.
+AGAINST_TEACHER = "teacher"     # no worse than the teacher
+STRICT = "strict"               # an untrusted step: no worse than the kept one
+CHANCE = "chance"               # no worse beyond chance than the kept one
+# A student whose training took this much more or less than planned (as a fraction) did not
+# run the schedule the plan weighed: it is trusted no further than validation shows.
+FAR_FROM_PLAN = 0.3
 
 
 def correct_string(correct) -> str:
@@ -41,7 +60,7 @@ def fewest_telling(significance: float = SIGNIFICANCE) -> int:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A later step against the kept earlier one, on the same validation images."""
+    """A later step against an earlier one on the same validation images, and the verdict."""
 
     earlier: str          # roles, as the report names them
     later: str
@@ -52,53 +71,98 @@ class Comparison:
     only_later: int
     p_value: float        # chance of the earlier step winning this clearly if no worse
     later_kept: bool
+    rule: str = CHANCE    # AGAINST_TEACHER, STRICT or CHANCE
+    kept: str = ""        # the step kept when the later one is not (its role)
+    why_strict: str = ""  # why the later step had to be no worse (STRICT)
 
     def sentence(self) -> str:
         counts = (f"{self.later} {self.later_right}/{self.images} against {self.earlier} "
                   f"{self.earlier_right}/{self.images} validation images right "
                   f"({self.later} alone on {self.only_later}, {self.earlier} alone on "
                   f"{self.only_earlier})")
-        if not self.later_kept:
-            return (f"{counts}: worse beyond chance (p = {self.p_value:.3f} < {SIGNIFICANCE}); "
-                    f"{self.earlier} is kept")
-        verdict = "no worse" if self.only_later >= self.only_earlier else \
-            f"within chance (p = {self.p_value:.2f})"
-        return f"{counts}: {verdict}; the later model is kept"
+        stays = self.kept or self.earlier
+        if self.later_kept:
+            verdict = "no worse" if self.only_later >= self.only_earlier else \
+                f"within chance (p = {self.p_value:.2f})"
+            return f"{counts}: {verdict}; the later model is kept"
+        if self.rule == AGAINST_TEACHER:
+            return (f"{counts}: below the teacher on validation, and a student is never kept "
+                    f"below its teacher; {stays} stays kept")
+        if self.rule == STRICT:
+            return (f"{counts}: worse on validation, and {self.why_strict or 'this step'} "
+                    f"must be no worse to be kept; {stays} stays kept")
+        return (f"{counts}: worse beyond chance (p = {self.p_value:.3f} < {SIGNIFICANCE}); "
+                f"{stays} stays kept")
 
 
-def compare(earlier: dict, later: dict, significance: float = SIGNIFICANCE) -> Comparison | None:
-    """The paired comparison of two report rows, or None where they cannot be paired (a run
-    from before the per-image record, or no validation images)."""
+def compare(earlier: dict, later: dict, significance: float = SIGNIFICANCE, *,
+            rule: str = CHANCE) -> Comparison | None:
+    """The paired comparison of two report rows under ``rule``, or None where they cannot be
+    paired (a run from before the per-image record, or no validation images)."""
     a, b = earlier.get("val_correct"), later.get("val_correct")
     if not a or not b or len(a) != len(b):
         return None
     only_earlier = sum(x == "1" and y == "0" for x, y in zip(a, b))
     only_later = sum(x == "0" and y == "1" for x, y in zip(a, b))
     p = worse_by_chance(only_earlier, only_later)
+    worse = only_earlier > only_later
+    passes = not worse if rule in (AGAINST_TEACHER, STRICT) else \
+        not (worse and p < significance)
     return Comparison(earlier=earlier["role"], later=later["role"], images=len(a),
                       earlier_right=a.count("1"), later_right=b.count("1"),
                       only_earlier=only_earlier, only_later=only_later, p_value=p,
-                      later_kept=not (only_earlier > only_later and p < significance))
+                      later_kept=passes, rule=rule)
 
 
-def kept_step(rows: list[dict], significance: float = SIGNIFICANCE
-              ) -> tuple[int, list[Comparison], str]:
-    """(the row the run keeps, the comparisons made, how it chose). Each step in turn is set
-    against the step kept so far and replaces it unless validation shows it worse beyond
-    chance. Rows without the per-image record (older runs) fall back to the best top-1 on
-    validation; without validation images, the last step is kept."""
+def kept_step(rows: list[dict], untrusted: dict[int, str] | None = None,
+              significance: float = SIGNIFICANCE) -> tuple[int, list[Comparison], str]:
+    """(the row the run keeps, the comparison that decided each later step, how it chose).
+    Each step in turn must be no worse than the teacher (row 0) on validation, then is set
+    against the step kept so far: no worse beyond chance, or no worse at all where
+    ``untrusted`` names it (row index -> why). Rows without the per-image record (older runs)
+    fall back to the best top-1 on validation; without validation images, the last step is
+    kept."""
     if any(r.get("val_top1") is None for r in rows):
         return len(rows) - 1, [], "last"
+    untrusted = untrusted or {}
     comparisons: list[Comparison] = []
     kept = 0
     for i in range(1, len(rows)):
-        comparison = compare(rows[kept], rows[i], significance)
-        if comparison is None:
+        decided = compare(rows[0], rows[i], significance, rule=AGAINST_TEACHER)
+        if decided is None:
             return best_on_validation(rows), [], "validation"
-        comparisons.append(comparison)
-        if comparison.later_kept:
+        if decided.later_kept and kept:
+            strict = i in untrusted
+            decided = compare(rows[kept], rows[i], significance,
+                              rule=STRICT if strict else CHANCE)
+            if strict:
+                decided = _replace(decided, why_strict=untrusted[i])
+        comparisons.append(_replace(decided, kept=rows[kept]["role"]))
+        if decided.later_kept:
             kept = i
-    return kept, comparisons, "paired sign test on validation"
+    return kept, comparisons, "paired sign test on validation, never below the teacher"
+
+
+def untrusted_steps(run, iterations: int) -> dict[int, str]:
+    """The students of a budgeted run that must be no worse than the step kept before them
+    (row index -> why): those its plan marked short (plan.json's ``short``), and those whose
+    training ended far from the minutes planned for it (FAR_FROM_PLAN either way)."""
+    info, used = timings.planned(run), timings.read(run)
+    planned, short = info.get("seconds", {}), set(info.get("short", ()))
+    why = {}
+    for k in range(1, iterations + 1):
+        key = student_key(k)
+        if key in short:
+            why[k] = f"student {k}, planned shorter than a student needs,"
+        elif planned.get(key) and used.get(key) is not None and \
+                abs(used[key] / planned[key] - 1) > FAR_FROM_PLAN:
+            why[k] = (f"student {k}, which took {used[key] / 60:.1f} min of the "
+                      f"{planned[key] / 60:.1f} planned,")
+    return why
+
+
+def _replace(comparison: Comparison, **changes) -> Comparison:
+    return Comparison(**{**asdict(comparison), **changes})
 
 
 def best_on_validation(rows: list[dict]) -> int:

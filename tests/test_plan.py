@@ -76,16 +76,15 @@ def test_a_folder_is_surveyed_for_size_colour_and_pile(tmp_path):
     planned = plan.make_plan({"data": str(labeled), "unlabeled": str(tmp_path / "pile"),
                               "labels_per_class": 0})
     facts = planned.facts
-    # 10% would be 3 validation images: too few to tell steps apart, so none is held out.
-    assert (facts.classes, facts.labeled, facts.val, facts.pile) == (3, 30, 0, 30)
-    assert planned.values["val_fraction"] == 0.0
-    assert "3 validation images" in planned.reasons["val_fraction"]
-    assert "167 points" in planned.reasons["val_fraction"]  # 5 images of 3: never
+    # 10% would be 1 validation image a class: the guard holds out 3 of each class's 10.
+    assert (facts.classes, facts.labeled, facts.val, facts.pile) == (3, 21, 9, 30)
+    assert planned.values["val_fraction"] == 0.3
+    assert "the guard: 9 labeled images held out" in planned.reasons["val_fraction"]
     assert not facts.grayscale and "channels" not in planned.values
     assert planned.values["teacher.image_size"] == 128  # 12 sampled at 28 px, 30 at 100
     assert planned.values["student.model"] == "tf_efficientnet_lite0"  # 30 images: small pile
-    gray = plan.make_plan({"data": str(labeled), "labels_per_class": 0})
-    assert gray.values["channels"] == 1 and gray.facts.pile == 0
+    gray = plan.make_plan({"data": str(labeled), "labels_per_class": 5})
+    assert gray.values["channels"] == 1 and gray.facts.pile == 15
 
 
 def test_the_users_values_win_and_are_marked():

@@ -35,7 +35,7 @@ from noisystudent import runs
 from noisystudent.config import SelfTrainConfig, SharedSettings, apply_overrides, build
 from noisystudent.data.fashion_mnist import FASHION_MNIST
 from noisystudent.errors import UserError
-from noisystudent.keep import fewest_telling
+from noisystudent.data.splits import held_out
 from noisystudent.layout import REPORT_KEY, TEACHER_KEY, labels_key, student_key
 from noisystudent.reports.robustness import CORRUPTION_TYPES, SEVERITIES
 
@@ -63,11 +63,14 @@ PHOTO_SIZE = 96         # px: stored at least this, the images are photos a 32 p
 LARGE_PILE = 20_000     # unlabeled images: at least this many, a from-scratch student pays
 SMALL_IMAGE = 32        # px: the small-image family's input size
 TEACHER_MIN_SIZE, TEACHER_MAX_SIZE = 64, 224
-# Fewer validation images than this at the default 10% (held out of few labels), the plan
-# holds none out: a paired sign test on them cannot tell a later step worse unless it lost
-# 5% of them or more, and the labels pay more in training (BENCHMARKS.md, "What the held-out
-# 10% costs the teacher").
-MIN_VALIDATION = 100
+# The guard's validation images (keep.py): 10% of each class's labels, at least this many a
+# class, but never more than MAX_HELD_OUT of them. At 10 labels a class, 3 held out make 30
+# images, on which a student trained on shuffled labels (10% right) against a 70% teacher is
+# below the teacher whatever the draw; a 10-point fall is caught about 5 times in 6. Holding out
+# 10% cost a Lite0 teacher nothing measurable at 25 and 100 labels a class at 64 px and 0.55
+# points at 96 px (BENCHMARKS.md, "What the held-out 10% costs the teacher").
+GUARD_PER_CLASS = 3
+DEFAULT_HELD_OUT, MAX_HELD_OUT = 0.1, 0.3
 TEACHER_SHARE = 0.35    # of the budget: the teacher's training and its labeling
 # Passes past which a from-scratch student 1 gains nothing, so the minutes go to the teacher:
 # on one Lite0 @64 teacher (85.70%), student 1 reached 87.31% at 1.8 passes, 88.43% at 6.6
@@ -207,18 +210,33 @@ def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
     return plan
 
 
+def validation_fraction(per_class: float) -> float:
+    """The share of each class's labels the guard holds out: 10%, raised to GUARD_PER_CLASS
+    images a class where the labels are few, at most MAX_HELD_OUT of them."""
+    return min(MAX_HELD_OUT, max(DEFAULT_HELD_OUT, GUARD_PER_CLASS / max(per_class, 1)))
+
+
+def validation_per_class(per_class: int) -> int:
+    """Validation images the plan holds out of a class of ``per_class`` labels."""
+    return held_out(per_class, validation_fraction(per_class))
+
+
 def choose_data(plan: Plan) -> None:
     facts = plan.facts
-    if facts.val and facts.val < MIN_VALIDATION and not plan.user_set("val_fraction") \
+    if facts.classes and not plan.user_set("val_fraction") \
             and not plan.user_set("val_per_class"):
-        least = fewest_telling()
-        plan.set("val_fraction", 0.0,
-                 f"10% of the labels would be {facts.val} validation images: they could show a "
-                 f"later step worse only where it lost {100 * least / facts.val:.0f} points or "
-                 f"more ({least} images, the fewest a sign test calls beyond chance), and they "
-                 f"would cost the teacher {facts.val} labels; so every label is trained on and "
-                 f"the run keeps its last step, as Noisy Student expects")
-        plan.facts = dataclasses.replace(facts, labeled=facts.labeled + facts.val, val=0)
+        per_class = (facts.labeled + facts.val) / facts.classes
+        fraction = round(validation_fraction(per_class), 3)
+        val = facts.classes * held_out(round(per_class), fraction)
+        plan.set("val_fraction", fraction,
+                 f"the guard: {val} labeled images held out ({fraction:.0%} of each class's, at "
+                 f"least {GUARD_PER_CLASS} a class where that is at most "
+                 f"{MAX_HELD_OUT:.0%}) on which every student must be no worse than its "
+                 f"teacher to be kept: a student trained on shuffled labels is caught at 10 "
+                 f"labels a class (tests/test_selftrain.py)")
+        plan.facts = dataclasses.replace(facts, labeled=facts.labeled + facts.val - val,
+                                         val=val)
+        facts = plan.facts
     if plan.value("data") != FASHION_MNIST and facts.grayscale:
         plan.set("channels", 1, "the images are gray: read with one channel (a third of the "
                  "memory)")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from noisystudent import runs, timings
 from noisystudent.data.imageset import ImageSet
 from noisystudent.device import resolve_device
-from noisystudent.keep import Comparison, as_dicts, kept_step
+from noisystudent.keep import Comparison, as_dicts, kept_step, untrusted_steps
 from noisystudent.labels.directory import SUMMARY
 from noisystudent.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.models.build import saved_parameter_count
@@ -35,7 +35,8 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     teacher_dir = None
     layout = SelfTrainLayout(run, config.teacher_run)
     times = timings.read(run)
-    for step in layout.steps(config.iterations, config.fine_tunes):
+    finetuned = config.fine_tunes and (layout.finetune / runs.METRICS).is_file()
+    for step in layout.steps(config.iterations, finetuned):
         model_run = step.run
         spent = [times.get(timings.step_name(run, path)) for path in (step.labels, model_run)
                  if path is not None]
@@ -62,7 +63,7 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                        corruption_errors=measured["errors"], corruption_images=measured["images"])
         rows.append(row)
 
-    kept, comparisons, chosen_by = kept_step(rows)
+    kept, comparisons, chosen_by = kept_step(rows, untrusted_steps(run, config.iterations))
     paired = {c.later: c for c in comparisons}
     regressions = [regression(rows[i - 1], row, runs.read_yaml(Path(row["run"]) / runs.CONFIG),
                               paired.get(row["role"])) for i, row in enumerate(rows) if i]
@@ -127,17 +128,19 @@ def _of(seconds: dict[str, float], step: str) -> float | None:
 
 
 def kept_row(rows: list[dict]) -> int:
-    """The row of the model the run keeps (keep.py): the later step unless validation shows
-    it worse beyond chance; the last when the split has no validation images."""
+    """The row of the model the run keeps (keep.py): never below the teacher on validation,
+    else the later step unless validation shows it worse beyond chance; the last when the
+    split has no validation images."""
     return kept_step(rows)[0]
 
 
 def kept_line(row: dict, chosen_by: str) -> str:
     if row.get("val_top1") is None:
-        return (f"Kept: {row['role']}, the last model (no validation images: Noisy Student's "
-                f"later steps are expected to be better).")
-    how = ("the latest step that validation does not show worse beyond chance"
-           if chosen_by != "validation" else "the best on validation")
+        return (f"Kept: {row['role']}, the last model, unchecked: with no validation images "
+                f"nothing shows whether it fell below its teacher.")
+    how = ("the latest step no worse than the teacher on validation and not worse beyond "
+           "chance than the step kept before it" if chosen_by != "validation"
+           else "the best on validation")
     return (f"Kept: {row['role']}, {how} ({percent(row['val_top1'])} of {row['val_images']} "
             f"held-out labeled images); `export`, `predict` and `evaluate` on this run "
             f"directory use it.")

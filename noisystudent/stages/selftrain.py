@@ -26,9 +26,10 @@ from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
 from noisystudent.deploy.export import export_onnx
 from noisystudent.errors import CorruptFile, UserError
+from noisystudent.keep import kept_step, untrusted_steps
 from noisystudent.labels.directory import SUMMARY, pseudo_labels_complete
 from noisystudent.labels.to_label import copy_to_run
-from noisystudent.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout
+from noisystudent.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout, role
 from noisystudent.reports.mlflow_tracking import MlflowRun, log_step, open_mlflow
 from noisystudent.reports.report import REPORT_MD, add_time_section, write_report
 from noisystudent.reports.review import REPORT_HTML, review_self_train
@@ -61,6 +62,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     teacher = layout.teacher if config.teacher_run else run_step(
         layout.teacher, train, config.teacher_config(), quiet, data=data, run=run)
     unlabeled, source = self_train_unlabeled(config, data, teacher)
+    kept = 0  # the step kept so far (keep.py): the model that teaches the next iteration
     for k in range(1, config.iterations + 1):
         if config.budget and not worth_another(config, run, layout, k):
             config = dropped_after(config, run, k - 1)
@@ -72,11 +74,16 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
             if distributed.is_main():
                 shutil.rmtree(labels, ignore_errors=True)  # unfinished or torn: redone
             distributed.barrier()
-            log.info("2. iteration %d: the teacher labels the images of %s", k, source)
+            log.info("2. iteration %d: %s labels the images of %s", k,
+                     role(kept), source)
             with timed(run, labels):
-                pseudo_label(teacher, labels, config.pseudo_label_config(),
-                             images=(unlabeled, source), unlabeled=config.unlabeled,
-                             quiet=quiet)
+                earlier = layout.pseudo_labels(kept + 1)  # what the kept step labeled before
+                if kept + 1 < k and pseudo_labels_complete(earlier):
+                    copy_labels(earlier, labels)  # the same model's labels: not made twice
+                else:
+                    pseudo_label(teacher, labels, config.pseudo_label_config(),
+                                 images=(unlabeled, source), unlabeled=config.unlabeled,
+                                 quiet=quiet)
         log_step(labels, to_dict(config.pseudo_label_config()),
                  runs.read_json(labels / SUMMARY), config=config)
         # 3. A noised student learns the labeled and pseudo-labeled images.
@@ -85,14 +92,17 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         share_split(teacher, student)
         run_step(student, train_student, student_config(config, layout, k), quiet,
                  data=data, unlabeled=unlabeled, run=run)
-        # 4. The student becomes the teacher; 5. repeat.
-        teacher = student
-    if distributed.is_main():  # the last labeling's images to label next, at the top
+        # 4. The student becomes the teacher, if validation shows it no worse; 5. repeat.
+        kept = kept_after(config, layout, k)
+        teacher = layout.steps(k, False)[kept].run
+    if distributed.is_main() and config.iterations:  # the images to label next, at the top
         copy_to_run(layout.pseudo_labels(config.iterations), run)
-    finetune = config.finetune_config(str(teacher / runs.MODEL))
-    if finetune is not None:  # the last student, fine-tuned on the labeled images
+    finetune = config.finetune_config(str(teacher / runs.MODEL), kept) if kept else None
+    if finetune is not None:  # the kept student, fine-tuned on the labeled images
         share_split(teacher, layout.finetune)
         run_step(layout.finetune, train, finetune, quiet, data=data, run=run)
+    elif config.fine_tunes:
+        log.info("no fine-tune: the teacher is kept, and it learned the labeled images already")
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
@@ -108,6 +118,27 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     log_iterations(Scalars(run, config.tensorboard, tracked), report)
     distributed.barrier()
     return report
+
+
+def kept_after(config: SelfTrainConfig, layout: SelfTrainLayout, k: int) -> int:
+    """The step kept once student ``k`` has finished (0: the teacher): the report's rule
+    (keep.py), on the validation images each step was measured on."""
+    rows = [runs.read_json(step.run / runs.METRICS) | {"role": step.role}
+            for step in layout.steps(k, False)]
+    kept, comparisons, _ = kept_step(rows, untrusted_steps(layout.run, k))
+    if comparisons:
+        log.info("keep: %s", comparisons[-1].sentence())
+    return kept
+
+
+def copy_labels(source: Path, target: Path) -> None:
+    """An earlier iteration's labels, copied whole: the model that made them labels again."""
+    if distributed.is_main():
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        staging.rename(target)
+    distributed.barrier()
 
 
 def worth_another(config: SelfTrainConfig, run: Path, layout: SelfTrainLayout, k: int) -> bool:

@@ -371,7 +371,8 @@ class PseudoLabelSettings(Settings):
     top_k: int = setting(0, "classes stored per soft label, in fp16 (0 = all up to 100 "
                          "classes, else 10); the student renormalises them", ge=0)
     batch_size: int = setting(512, "teacher inference batch size", ge=1)
-    max_images: int = setting(0, "label only the first N unlabeled images (0 = all)", ge=0)
+    max_images: int = setting(0, "label N unlabeled images, spread evenly over the pile (0 = all; "
+                                 "under a budget, planned when unset)", ge=0)
     workers: int = setting(2, "loader processes decoding tar shards or a folder of images "
                            "(0 = decode in the labeling process)", ge=0, le=256)
     to_label: int = setting(100, "write to-label.csv: the N images a human label would help "

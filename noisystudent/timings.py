@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import distributed, runs
@@ -26,24 +27,52 @@ def timed(run: Path, step: Path) -> Iterator[None]:
         add(run, step, time.monotonic() - start)
 
 
-# A run with a budget: when it ends (time.monotonic) and its length, for the progress bars.
-_budget: dict[str, float] = {}
+# The plan aims below the budget: a step's estimate can be off by a few percent, and a run
+# must never take more than its budget (nor, the students filling it, less than 95%).
+AIM = 0.97
 
 
-def start_budget(run: Path, minutes: float | None) -> None:
-    """Count down ``minutes`` from what the run's earlier sessions already spent."""
-    _budget.clear()
-    if minutes:
-        _budget.update(end=time.monotonic() + 60 * minutes - sum(read(run).values()),
-                       minutes=minutes)
+@dataclass(frozen=True)
+class Budget:
+    """A run's time budget: the one value the first plan, every re-plan, plan.json
+    (``budget_minutes``) and the progress bars read."""
+
+    minutes: float
+
+    @property
+    def seconds(self) -> float:
+        return 60 * self.minutes
+
+    @property
+    def usable(self) -> float:
+        """The seconds the plan fills: AIM of the budget."""
+        return AIM * self.seconds
+
+    @classmethod
+    def of_run(cls, run: Path) -> Budget | None:
+        """The budget a run's plan.json holds (None: a run without one)."""
+        minutes = planned(run).get("budget_minutes")
+        return cls(minutes) if minutes else None
+
+
+# The running budget's end (time.monotonic), for the progress bars.
+_clock: dict[str, object] = {}
+
+
+def start_budget(run: Path, budget: Budget | None) -> None:
+    """Count ``budget`` down from what the run's earlier sessions already spent."""
+    _clock.clear()
+    if budget:
+        _clock.update(end=time.monotonic() + budget.seconds - sum(read(run).values()),
+                      budget=budget)
 
 
 def time_left() -> str:
     """" · M of B min left" for a progress bar, "" without a budget."""
-    if not _budget:
+    if not _clock:
         return ""
-    left = (_budget["end"] - time.monotonic()) / 60
-    return f" · {left:.1f} of {_budget['minutes']:g} min left"
+    left = (_clock["end"] - time.monotonic()) / 60
+    return f" · {left:.1f} of {_clock['budget'].minutes:g} min left"
 
 
 def add(run: Path, step: Path, seconds: float) -> None:

@@ -167,11 +167,17 @@ def open_source(path: str | Path, size: int, channels: int, strict: bool,
     files = [str(p) for p in find_images(folder)]
     if not files:
         raise UserError(f"no images or .tar shards found in {folder}")
-    if max_images:
-        files = files[:max_images]
+    if 0 < max_images < len(files):
+        files = [files[i] for i in spread(len(files), max_images)]
     return StreamedSource(f"folder {folder}", [tuple(files[i:i + FOLDER_SHARD])
                                                for i in range(0, len(files), FOLDER_SHARD)],
                           size, channels, strict)
+
+
+def spread(total: int, count: int) -> list[int]:
+    """``count`` indices of ``total``, evenly spaced from the first to the last."""
+    step = total / count
+    return [int(i * step) for i in range(count)]
 
 
 def _shards(description: str, shards: list[str], size: int, channels: int, strict: bool, *,

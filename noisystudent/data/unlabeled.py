@@ -10,7 +10,6 @@ unlabeled, whose hidden true labels measure pseudo-label accuracy.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from noisystudent import runs
@@ -20,7 +19,7 @@ from noisystudent.layout import SelfTrainLayout
 
 from .images import load_npy_images
 from .imageset import ImageSet
-from .shards import StreamedSource, open_source
+from .shards import StreamedSource, open_source, spread
 from .sources import RunData, load_run_data, load_train_and_test
 from .splits import load_split
 
@@ -103,9 +102,8 @@ def unlabeled_split(train_set: ImageSet, run: Path, data: str,
 
 
 def first(images: ImageSet, count: int) -> ImageSet:
-    """The first ``count`` images (all when 0), sliced: a streamed set stays a lazy view."""
+    """``count`` images spread evenly over the set (all when 0), so that a pile sorted by
+    class gives each class its share; a streamed set stays a lazy view."""
     if not 0 < count < len(images):
         return images
-    paths = None if images.paths is None else images.paths[:count]
-    return dataclasses.replace(images, images=images.images[:count],
-                               labels=images.labels[:count], paths=paths)
+    return images.subset(spread(len(images), count))

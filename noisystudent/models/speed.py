@@ -10,8 +10,10 @@ input, no data loading or noise; a caller that wants the real step scales it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -44,14 +46,42 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_model() -> str:
+    """The CPU's family, model and a digest of its flags (``/proc/cpuinfo``): a brand name
+    such as "AMD EPYC" names both a Zen 3 with AVX2 and a Zen 4 with AVX-512 BF16."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name in ("cpu family", "model", "flags", "Features") and name not in fields:
+                fields[name] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor's block is enough
+    except OSError:
+        return platform.machine()
+    flags = fields.get("flags") or fields.get("Features") or ""
+    digest = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
+    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')} " \
+        f"flags {digest}"
+
+
 def machine_key(device: torch.device = CPU, **measured) -> str:
-    """A measurement's cache key: this machine (its CPU, and the GPU when ``device`` is one;
-    torch's version and threads) and what was measured."""
-    key = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           **measured}
+    """A measurement's cache key: this machine (its CPU's name, family, model and flags, and
+    the GPU when ``device`` is one; torch's version and threads, and the cores this process
+    may use) and what was measured."""
+    key = {"cpu": cpu_name(), "cpu_model": cpu_model(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "cores": _usable_cores(), **measured}
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
     return json.dumps(key, sort_keys=True)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # taskset -c 0 is another machine
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def read_cache(path: Path) -> dict:

@@ -37,17 +37,20 @@ def save(run: Path, plan: Plan, config) -> None:
     runs.write_json(run / PLAN_JSON, {"budget_minutes": plan.budget_minutes,
                                       "planned": sorted(plan.values),
                                       "facts": dataclasses.asdict(plan.facts),
-                                      "seconds": plan.seconds})
+                                      "seconds": plan.seconds, "short": plan.short})
 
 
-def replan_student(config, run: Path, k: int) -> dict[str, float]:
+def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
     """Student ``k``'s length from the time the budget has left, once its pseudo-labels are
-    made (a run whose plan set the students' passes): the changes to its config, else
-    nothing."""
+    made (a run whose plan set the students' passes): the changes to its config; None where
+    the time left would give it fewer passes than it needs (the iteration is dropped)."""
     info = timings.planned(run)
     if not _plans_students(info):
         return {}
     passes, seconds, speed, fixed = _fitted_student(config, run, k, info, labeled=True)
+    if passes < _min_passes(config, k):
+        _drop(run, info, k, passes, _min_passes(config, k))
+        return None
     info["seconds"][student_key(k)] = seconds
     runs.write_json(run / PLAN_JSON, info)
     log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
@@ -63,22 +66,28 @@ def replan_student(config, run: Path, k: int) -> dict[str, float]:
 
 
 def worth_another(config, run: Path, k: int) -> bool:
-    """Whether iteration ``k`` (> 1) still pays in the time left: its labeling and a student
-    of at least MIN_PASSES. False drops it, and the iterations after it."""
+    """Whether iteration ``k`` still pays in the time left: its labeling and a student of at
+    least MIN_PASSES. False drops it, and the iterations after it."""
     info = timings.planned(run)
-    if not _plans_students(info) or k < 2:
+    if not _plans_students(info):
         return True
     passes = _fitted_student(config, run, k, info, labeled=False)[0]
-    family = "scratch" if config.student_config(k, "pending").pretrained == "none" \
-        else "pretrained"
-    if passes >= MIN_PASSES[family]:
+    if passes >= _min_passes(config, k):
         return True
+    _drop(run, info, k, passes, _min_passes(config, k))
+    return False
+
+
+def _min_passes(config, k: int) -> float:
+    scratch = config.student_config(k, "pending").pretrained == "none"
+    return MIN_PASSES["scratch" if scratch else "pretrained"]
+
+
+def _drop(run: Path, info: dict, k: int, passes: float, least: float) -> None:
     log.warning("plan: iteration %d dropped: the budget leaves its student %.2f passes, under "
-                "the %g a student %s needs", k, passes, MIN_PASSES[family],
-                "from scratch" if family == "scratch" else "from pretrained weights")
+                "the %g it needs to pay", k, passes, least)
     info["dropped"] = k
     runs.write_json(run / PLAN_JSON, info)
-    return False
 
 
 def _plans_students(info: dict) -> bool:
@@ -88,51 +97,72 @@ def _plans_students(info: dict) -> bool:
 def _fitted_student(config, run: Path, k: int, info: dict, *,
                     labeled: bool) -> tuple[float, float, float, float]:
     """(passes, seconds, images/s, seconds of evaluation) of student ``k`` filling its share
-    of the time left. ``labeled``: its pseudo-labels exist; otherwise its labeling, by the
-    previous student, is estimated from the last one and counted too. The machine's speed
-    comes from the run's finished steps (the previous student's own), else from the plan's
-    measurement of the bare step (``time_model.student_rate``)."""
+    of the time left (``time_model.fit_passes``, as the first plan). ``labeled``: its
+    pseudo-labels exist; otherwise its labeling is priced too. The machine's speed comes from
+    the run's finished steps (the previous student's own), else from the plan's measurement
+    of the bare step (``time_model.student_rate``)."""
     layout = SelfTrainLayout(run, config.teacher_run)
     student = StudentShape.of(config.student_config(k, "pending"))
-    last = k if labeled else k - 1  # the last labeling done
-    summary = read_summary(layout.pseudo_labels(last))
-    pile, labeled_images = summary["kept"] or 1, summary["unlabeled_images"] or 1
-    speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
-    # Without a finished student's speed, the rates are measured again: a cached one can be
-    # hours old, and a shared machine drifts (its students ran at 470 and at 630 images/s in
-    # two sessions on one CPU). The seconds spent count toward the budget.
-    rates = Rates(config.device, config.precision, fresh=speed is None)
-
-    # Decoding: what labeling took beyond the labeling model's measured inference, over every
-    # view it labeled (two with flip-averaged labels; 0 left for images already in memory).
-    # A student streaming the kept images decodes each per pass.
-    labeler = config.teacher_config() if last == 1 else config.student_config(last - 1,
-                                                                              "pending")
-    views = 2 if config.pseudo_label_config().flip else 1
-    took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
-    decode = max(0.0, took / labeled_images - views / time_model.inference_rate(rates, labeler))
-    trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
-    if speed is not None:  # the previous student's own speed, its decoding included
-        per_pass = trained / speed
-    else:  # the bare step's measured speed, times the student step's overhead
-        speed = time_model.student_rate(rates, student)
-        per_pass = trained / speed + pile * decode
     facts = info.get("facts", {})
-    infer = time_model.inference_rate(rates, student)
-    evaluated = time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
-                                            student.epochs)
-    fixed = time_model.step_seconds(evaluated, infer)
+    last = k if labeled else k - 1  # the last labeling done
+    if last:
+        summary = read_summary(layout.pseudo_labels(last))
+        pile, labeled_images = summary["kept"] or 1, summary["unlabeled_images"] or 1
+    else:  # nothing labeled yet: the plan's pile
+        pile = labeled_images = max(1, facts.get("pile", 1))
+    speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
+    # Without a finished student's speed, the rates are measured again before a student
+    # starts: a cached one can be hours old, and a shared machine drifts (its students ran at
+    # 470 and at 630 images/s in two sessions on one CPU). The seconds count toward the budget.
+    rates = Rates(config.device, config.precision, fresh=speed is None and labeled)
+    views = 2 if config.pseudo_label_config().flip else 1
+    decode = _decode_seconds(config, run, last, rates, views, facts)
+    prices = time_model.StudentPrices.of(
+        pile=pile, labeled=labeled_images,
+        train_rate=speed or time_model.student_rate(rates, student),
+        infer_rate=time_model.inference_rate(rates, student),
+        unlabeled_ratio=student.unlabeled_ratio,
+        evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
+                                              student.epochs),
+        views=views, decode=decode)
+    if speed is not None:  # the previous student's own speed, its decoding included
+        prices = dataclasses.replace(
+            prices, per_pass=time_model.trained_per_pass(pile, student.unlabeled_ratio) / speed)
     if rates.spent:  # measured before the clock is read
         timings.add(run, run / PLAN_KEY, rates.spent)
-    labelings = range(k + (1 if labeled else 0), config.iterations + 1)
-    later = range(k + 1, config.iterations + 1)
-    left = (time_model.usable_seconds(info["budget_minutes"]) - sum(timings.read(run).values())
+    left = (timings.Budget(info["budget_minutes"]).usable - sum(timings.read(run).values())
             - info["seconds"].get(REPORT_KEY, 0.0)
-            - len(labelings) * labeled_images * (decode + views / infer)
-            - fixed * (1 + len(later)))
-    weights = time_model.shares(k, config.iterations)
-    passes = round(time_model.passes_in(left, weights, per_pass)[0], 2)
-    return passes, fixed + passes * per_pass, trained / per_pass, fixed
+            - (0.0 if labeled else _first_labeling(config, rates, labeled_images, views,
+                                                  decode, k, prices)))
+    passes = round(time_model.fit_passes(left, k, config.iterations, prices)[0], 2)
+    trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
+    return passes, prices.fixed + passes * prices.per_pass, trained / prices.per_pass, \
+        prices.fixed
+
+
+def _first_labeling(config, rates: Rates, images: int, views: int, decode: float, k: int,
+                    prices) -> float:
+    """Iteration ``k``'s labeling, not yet made: the teacher's for the first, else a
+    student's (``prices.labeling``)."""
+    if k > 1:
+        return prices.labeling
+    teacher = config.teacher_config()
+    return images * (views / time_model.inference_rate(rates, teacher) + decode)
+
+
+def _decode_seconds(config, run: Path, last: int, rates: Rates, views: int,
+                    facts: dict) -> float:
+    """Seconds to decode one image: what the last labeling took beyond its model's measured
+    inference, over every view it labeled (0 for images already in memory); before any
+    labeling, the survey's."""
+    if not last:
+        return facts.get("decode", 0.0) if facts.get("streams") else 0.0
+    layout = SelfTrainLayout(run, config.teacher_run)
+    labeler = config.teacher_config() if last == 1 else config.student_config(last - 1,
+                                                                              "pending")
+    images = read_summary(layout.pseudo_labels(last))["unlabeled_images"] or 1
+    took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
+    return max(0.0, took / images - views / time_model.inference_rate(rates, labeler))
 
 
 def replan_report(config, run: Path):

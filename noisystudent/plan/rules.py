@@ -34,23 +34,23 @@ from typing import Any
 from noisystudent import runs
 from noisystudent.config import SelfTrainConfig, SharedSettings, apply_overrides, build
 from noisystudent.data.fashion_mnist import FASHION_MNIST
-from noisystudent.errors import UserError
 from noisystudent.data.splits import held_out
+from noisystudent.errors import UserError
 from noisystudent.layout import REPORT_KEY, TEACHER_KEY, labels_key, student_key
 from noisystudent.reports.robustness import CORRUPTION_TYPES, SEVERITIES
+from noisystudent.timings import Budget
 
 from .rates import Rates
 from .survey import DataFacts, survey
 from .time_model import (
+    LEAST_PASSES,
+    StudentPrices,
     StudentShape,
     evaluated_images,
+    fit_passes,
     inference_rate,
-    passes_in,
-    shares,
     step_seconds,
     student_rate,
-    trained_per_pass,
-    usable_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ ENOUGH_PASSES = 6.0
 TEACHER_UPSCALE = 96
 REPORT_SHARE = 0.08     # of the budget: the corruption test
 MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
+# Student 1's passes the pile is sized for, and the smallest pile it is cut to: a labeling of
+# an image costs about one pass of a small student over it, and a from-scratch student pays
+# only on a large pile (LARGE_PILE), where 2 passes are its minimum and 6 gain all it can.
+PILE_PASSES = {"scratch": 3.0, "pretrained": 2.0}
+SMALLEST_PILE = {"scratch": 20_000, "pretrained": 1_000}
+FAMILY_NAMES = {"scratch": "from scratch", "pretrained": "from pretrained weights"}
 SCRATCH_PASSES = (3.0, 4.0)  # the airbench CPU recipe's students (no budget)
 # Warm-up steps a from-scratch student gets at least: with 21 steps up to lr 0.8, a student
 # of 1.1 passes collapsed (46.5%, below its 81% teacher); with 63 it reached 84.6%
@@ -138,13 +144,19 @@ class Plan:
 
     given: dict[str, Any]
     facts: DataFacts
-    budget_minutes: float | None = None
+    budget: Budget | None = None
     typed: Any = None  # the config of the user's values alone (for their types)
     teacher: tuple[str, int] | None = None  # a teacher_run's (model, size)
     rates: Rates | None = None
     values: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # planned time per step
+    short: list[str] = field(default_factory=list)  # students planned under their minimum
+    whole_pile: int = 0  # the unlabeled images there are, where the plan labels fewer
+
+    @property
+    def budget_minutes(self) -> float | None:
+        return self.budget.minutes if self.budget else None
 
     def value(self, key: str) -> Any:
         """What the run will use: the planned value where the plan set one, else the user's
@@ -195,19 +207,63 @@ def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
     if every_label:
         shared["labels_per_class"] = 0
     facts = survey(shared, typed.unlabeled, large_pile=LARGE_PILE, unknown_size=TEACHER_MAX_SIZE)
-    if typed.pseudo_label.max_images:  # only the first N are labeled
+    if typed.pseudo_label.max_images:  # only N are labeled
         facts = dataclasses.replace(facts, pile=min(facts.pile, typed.pseudo_label.max_images))
+    check_data(facts, typed)
     if typed.budget is not None and rates is None:
         rates = Rates(typed.device, typed.precision)
-    plan = Plan(given, facts, typed.budget, typed=typed, rates=rates)
+    plan = Plan(given, facts, Budget(typed.budget) if typed.budget else None, typed=typed,
+                rates=rates)
     if every_label:
         plan.set("labels_per_class", 0, "your labeled images: every one is used")
     choose_data(plan)
+    if plan.budget is not None and not plan.teacher and not plan.value("teacher_run"):
+        check_teacher_fits(plan, rates)
     choose_teacher(plan, rates)
     choose_student(plan)
+    if size_pile(plan, rates):  # the labeling a smaller pile saves can buy a better teacher
+        choose_teacher(plan, rates)
+        choose_student(plan)
+        size_pile(plan, rates)
     grow_teacher(plan, rates)
+    size_pile(plan, rates)  # a grown teacher leaves the students less
     choose_lengths(plan, rates)
     return plan
+
+
+# The shortest budget worth timing this machine for: a teacher's epochs, a labeling and a
+# report do not fit in less on any machine measured.
+SHORTEST_BUDGET = 1.0
+
+
+def check_data(facts: DataFacts, typed: SelfTrainConfig) -> None:
+    """Bad input fails here, in one line, before any model is timed or trained."""
+    where = typed.data
+    if facts.classes == 0 or facts.labeled + facts.val == 0:
+        raise UserError(f"no labeled images in {where}: give a folder with one subfolder of "
+                        "images per class, a CSV manifest (path,label) or 'fashion-mnist'")
+    if facts.classes == 1:
+        raise UserError(f"{where} holds one class only: a classifier needs at least two "
+                        "(one subfolder of images per class)")
+    if not facts.pile and not typed.teacher_run:
+        source = typed.unlabeled or f"the labeled pool of {where} (every image has a label)"
+        raise UserError(f"no unlabeled images in {source}: self-training needs a pile to "
+                        "pseudo-label (--unlabeled FOLDER), or train a model with 'train'")
+    if typed.budget is not None and typed.budget < SHORTEST_BUDGET:
+        raise UserError(f"a budget of {typed.budget * 60:.0f} s is too short to train a "
+                        f"teacher: give at least {SHORTEST_BUDGET:g} min (--budget 5m)")
+
+
+def check_teacher_fits(plan: Plan, rates: Rates) -> None:
+    """Under a budget, the cheapest teacher must fit it, else one line says from what budget
+    it would."""
+    rung = teacher_ladder(plan)[0]
+    least = teacher_seconds(plan, rates, rung.size, 5, rung.model) + report_seconds(plan, rates)
+    if least > plan.budget.usable:
+        raise UserError(f"a budget of {plan.budget_minutes:g} min is too short to train a "
+                        f"teacher on this machine: the smallest ({rung.model} at {rung.size} "
+                        f"px, 5 epochs) takes about {least / 60:.1f} min; give at least "
+                        f"--budget {math.ceil(least / 60 / 0.97 + 0.5):d}m")
 
 
 def validation_fraction(per_class: float) -> float:
@@ -286,7 +342,9 @@ def can_flip(plan: Plan) -> bool:
     return not plan.user_set("pseudo_label.flip") and plan.value("teacher.augment") != "none"
 
 
-def choose_teacher(plan: Plan, rates: Rates | None) -> None:
+def choose_teacher(plan: Plan, rates: Rates | None, share: float = TEACHER_SHARE) -> None:
+    """The teacher: the best rung of the ladder whose training and first labeling fit
+    ``share`` of the budget (the whole of it, no labeling, for a teacher alone)."""
     facts = plan.facts
     if plan.value("teacher_run"):  # a finished teacher: its model and size are what they are
         try:
@@ -304,26 +362,32 @@ def choose_teacher(plan: Plan, rates: Rates | None) -> None:
         if can_flip(plan) and not plan.user_set("teacher.image_size"):  # a teacher it chose
             plan.set("pseudo_label.flip", True, FLIP_REASON)
         return
-    share = TEACHER_SHARE * usable_seconds(plan.budget_minutes)
+    alone = share >= 1.0
+    seconds = share * plan.budget.usable - (report_seconds(plan, rates) if alone else 0.0)
     ladder = teacher_ladder(plan)
+
+    def cost(rung: TeacherRung, epochs: int | None = None) -> float:
+        labeling = 0.0 if alone else pile_seconds(plan, rates, rung.size, rung.flip, rung.model)
+        return teacher_seconds(plan, rates, rung.size, epochs or rung.epochs, rung.model) \
+            + labeling
+
     fitting = []
     for i, rung in enumerate(ladder):
-        if teacher_seconds(plan, rates, rung.size, rung.epochs, rung.model) \
-                + pile_seconds(plan, rates, rung.size, rung.flip, rung.model) <= share:
+        if cost(rung) <= seconds:
             fitting.append(rung)
         elif not i or ladder[i - 1].size != rung.size:
             break  # a size whose cheapest rung does not fit: larger ones are not measured
     rung = fitting[-1] if fitting else ladder[0]
+    where = "the whole budget (a teacher alone)" if alone else f"{share:.0%} of the budget"
     take_rung(plan, rung, f"the best teacher of the ladder (each size: half the epochs, all, "
-              f"then flip-averaged labels) whose training and labeling fit {TEACHER_SHARE:.0%} "
-              f"of the budget on this machine ({share / 60:.1f} min)")
+              f"then flip-averaged labels) whose training and labeling fit {where} on this "
+              f"machine ({seconds / 60:.1f} min)")
     if not fitting and not plan.user_set("teacher.epochs"):  # even the cheapest is too long
         fitted = rung.epochs
-        while fitted > 5 and teacher_seconds(plan, rates, rung.size, fitted) + pile_seconds(
-                plan, rates, rung.size, rung.flip) > share:
+        while fitted > 5 and cost(rung, fitted) > seconds:
             fitted -= 5
-        plan.set("teacher.epochs", fitted, f"the most (of {rung.epochs}) that fit "
-                 f"{TEACHER_SHARE:.0%} of the budget at the smallest size")
+        plan.set("teacher.epochs", fitted, f"the most (of {rung.epochs}) that fit {where} at "
+                 "the smallest size")
 
 
 def take_rung(plan: Plan, rung: TeacherRung, why: str) -> None:
@@ -371,7 +435,7 @@ def grow_teacher(plan: Plan, rates: Rates) -> None:
     if taken:
         rung, passes, smallest = taken
         take_rung(plan, rung, f"past {TEACHER_SHARE:.0%} of the budget: the best teacher of "
-                  f"the ladder that leaves student 1 {passes:.1f} passes (at least "
+                  f"the ladder that leaves student 1 its passes (at least "
                   + (f"{MIN_PASSES['scratch']:g}" if smallest else f"{ENOUGH_PASSES:g}, past "
                      "which it gains nothing") + "): the teacher's labels cap every student")
 
@@ -386,7 +450,7 @@ def _trial(plan: Plan, rung: TeacherRung) -> Plan:
 def _students_seconds(trial: Plan, rates: Rates, rung: TeacherRung) -> float:
     """What the budget leaves the students and their labeling in ``trial`` (a copy with
     ``rung`` as its teacher: its report may be planned smaller)."""
-    return usable_seconds(trial.budget_minutes) - report_seconds(trial, rates) \
+    return trial.budget.usable - report_seconds(trial, rates) \
         - teacher_seconds(trial, rates, rung.size, rung.epochs, rung.model)
 
 
@@ -447,12 +511,14 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
                      "the airbench recipe's student 2 is longer")
             plan_warmups(plan, SCRATCH_PASSES)
         return
-    budget = usable_seconds(plan.budget_minutes)
     report = report_seconds(plan, rates)
     teacher = teacher_seconds(plan, rates, plan.teacher_size(), plan.value("teacher.epochs"))
-    left = budget - teacher - report
+    left = plan.budget.usable - teacher - report
     large = grow_student(plan, rates, left)
     count, passes = fitted_students(plan, rates, left, family)
+    if passes[0] < MIN_PASSES[family] and not plan.user_set("iterations"):
+        teacher_alone(plan, rates, passes[0], family)
+        return
     plan.set("iterations", count, "two students each long enough fit the budget" if count == 2
              else "one student: two would each get too few passes in the budget")
     plan.set("student.passes", round(passes[0], 2), "what the budget leaves, at this "
@@ -469,17 +535,81 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
         plan.seconds[labels_key(k)] = labeling_seconds(plan, rates, k)
         plan.seconds[student_key(k)] = student_seconds(plan, rates, passes[k - 1])
     plan.seconds[REPORT_KEY] = report
-    if passes[0] < MIN_PASSES[family]:
-        log.warning("warning: the budget leaves the student %.2f passes, under the %g a student "
-                    "%s needs to gain what it can from the pseudo-labels; "
-                    "a larger budget would", passes[0], MIN_PASSES[family],
-                    "from scratch" if family == "scratch" else "from pretrained weights")
-    total = sum(plan.seconds.values()) / 60
-    if total > plan.budget_minutes:
-        log.warning("warning: the smallest plan needs about %.0f min, over the %g min budget "
-                    "(the teacher and labeling %d unlabeled images alone take %.0f min)",
-                    total, plan.budget_minutes, plan.facts.pile,
-                    (teacher + plan.seconds[labels_key(1)]) / 60)
+    plan.short = [student_key(k) for k in range(1, count + 1)
+                  if passes[k - 1] < MIN_PASSES[family]]  # the user's iterations only
+
+
+def size_pile(plan: Plan, rates: Rates | None) -> bool:
+    """Under a budget, the pile labeled: the whole of it where student 1 gets PILE_PASSES of
+    it, else the most images that leave it those passes (at least SMALLEST_PILE), spread
+    evenly over the pile (``pseudo_label.max_images``). Whether it shrank."""
+    if plan.budget is None or plan.user_set("pseudo_label.max_images") or any(
+            plan.user_set(key) for key in ("student.passes", "student.steps_per_epoch",
+                                           "students", "iterations")):
+        return False
+    family = "scratch" if scratch(plan) else "pretrained"
+    full, target = plan.facts.pile, PILE_PASSES[family]
+    whole = plan.whole_pile or full
+    left = plan.budget.usable - report_seconds(plan, rates) - teacher_seconds(
+        plan, rates, plan.teacher_size(), plan.value("teacher.epochs"))
+
+    def first_passes(pile: int) -> float:
+        trial = dataclasses.replace(plan, facts=dataclasses.replace(plan.facts, pile=pile),
+                                    values=dict(plan.values), reasons=dict(plan.reasons))
+        return fitted_students(trial, rates, left, family)[1][0]
+
+    if first_passes(full) >= target:
+        return False
+    pile = full
+    floor = min(full, SMALLEST_PILE[family])
+    while pile > floor:
+        pile = max(floor, int(pile * 0.8) // 100 * 100)
+        if first_passes(pile) >= target:
+            break
+    if pile == plan.value("pseudo_label.max_images"):
+        return False
+    plan.set("pseudo_label.max_images", pile,
+             f"what the students can learn from in the budget: student 1 gets {target:g} "
+             f"passes over {pile:,} of the {whole:,} unlabeled images"
+             + (f" (at least {floor:,})" if pile == floor < full else "")
+             + "; labeling an image costs about a pass over it, so the minutes go to passes; "
+             "the images are spread evenly over the pile and the selection balances classes")
+    plan.whole_pile = whole
+    plan.facts = dataclasses.replace(plan.facts, pile=pile)
+    return True
+
+
+def teacher_alone(plan: Plan, rates: Rates, passes: float, family: str) -> None:
+    """No student pays in the budget: the teacher alone, the best the whole budget buys, and
+    one line that says from what budget a student would pay."""
+    plan.set("iterations", 0, f"no student pays in {plan.budget_minutes:g} min on this "
+             f"machine (student 1 would get {passes:.2f} passes, under the "
+             f"{MIN_PASSES[family]:g} a student {FAMILY_NAMES[family]} needs): the teacher "
+             "alone, and nothing is kept that no check could vouch for")
+    for key in ("pseudo_label.max_images", "student.passes", "students"):  # no student
+        plan.values.pop(key, None)
+        plan.reasons.pop(key, None)
+    choose_teacher(plan, rates, share=1.0)
+    plan.seconds = {TEACHER_KEY: teacher_seconds(plan, rates, plan.teacher_size(),
+                                                 plan.value("teacher.epochs")),
+                    REPORT_KEY: report_seconds(plan, rates)}
+    least = smallest_paying_budget(plan)
+    log.warning("plan: no student pays in %g min on this machine: the teacher alone is "
+                "trained%s", plan.budget_minutes,
+                f"; a student pays from about {least:g} min" if least else "")
+
+
+def smallest_paying_budget(plan: Plan) -> float | None:
+    """The smallest budget (a round number of minutes) whose plan trains a student, at the
+    rates this plan measured; None past 8x this one."""
+    minutes = plan.budget_minutes
+    while minutes < 8 * plan.budget_minutes:
+        minutes = math.ceil(minutes * 1.25)
+        given = apply_overrides(plan.given, {"budget": float(minutes)})
+        trial = make_plan(given, plan.rates)
+        if trial.value("iterations"):
+            return float(minutes)
+    return None
 
 
 def fitted_students(plan: Plan, rates: Rates, seconds: float,
@@ -555,9 +685,11 @@ def teacher_seconds(plan: Plan, rates: Rates, size: int, epochs: int,
 
 def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
                  model: str | None = None) -> float:
-    """The teacher labeling the pile at ``size`` px (twice over: ``flip``)."""
-    passes = 2 if flip else 1
-    return passes * plan.facts.pile / rates.inference(model or plan.teacher_model(), size, 3)
+    """The teacher labeling the pile at ``size`` px (twice over: ``flip``), its decoding
+    included."""
+    views = 2 if flip else 1
+    infer = rates.inference(model or plan.teacher_model(), size, 3)
+    return plan.facts.pile * (views / infer + plan.facts.decode)
 
 
 def planned_student(plan: Plan) -> StudentShape:
@@ -565,33 +697,37 @@ def planned_student(plan: Plan) -> StudentShape:
     return StudentShape.of(lambda name: plan.value(f"student.{name}"))
 
 
+def student_prices(plan: Plan, rates: Rates) -> StudentPrices:
+    """The planned student's prices (``time_model.StudentPrices``), as the re-plan prices
+    it from the same rates: a pass over the pile, its fixed part, a labeling by it."""
+    facts, student = plan.facts, planned_student(plan)
+    return StudentPrices.of(
+        pile=facts.pile, labeled=facts.pile, train_rate=student_rate(rates, student),
+        infer_rate=inference_rate(rates, student), unlabeled_ratio=student.unlabeled_ratio,
+        evaluated=evaluated_images(facts.test, facts.val, student.epochs),
+        views=2 if plan.value("pseudo_label.flip") else 1,
+        decode=facts.decode if facts.streams else 0.0)
+
+
 def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:
-    """Iteration ``k``'s labeling: the teacher's, then each student's (its images already
-    decoded once)."""
+    """Iteration ``k``'s labeling: the teacher's, then each student's."""
     if k == 1:
         return pile_seconds(plan, rates, plan.teacher_size(), plan.value("pseudo_label.flip"))
-    return plan.facts.pile / inference_rate(rates, planned_student(plan))
+    return student_prices(plan, rates).labeling
 
 
 def student_seconds(plan: Plan, rates: Rates, passes: float) -> float:
-    facts, student = plan.facts, planned_student(plan)
-    return step_seconds(evaluated_images(facts.test, facts.val, student.epochs),
-                        inference_rate(rates, student),
-                        trained=passes * trained_per_pass(facts.pile, student.unlabeled_ratio),
-                        train_rate=student_rate(rates, student))
+    prices = student_prices(plan, rates)
+    return prices.fixed + passes * prices.per_pass
 
 
 def student_passes(plan: Plan, rates: Rates, seconds: float, count: int) -> list[float]:
-    """Passes of ``count`` students sharing ``seconds`` (``time_model.shares``) with their
-    labeling (the first labeling is the teacher's)."""
-    student = planned_student(plan)
-    labeling = sum(labeling_seconds(plan, rates, k) for k in range(1, count + 1))
-    per_pass = trained_per_pass(plan.facts.pile, student.unlabeled_ratio) \
-        / student_rate(rates, student)
-    if per_pass <= 0:  # no unlabeled images: the loader will say so
-        return [1.0] * count
-    fixed = student_seconds(plan, rates, 0.0)
-    return passes_in(seconds - labeling - count * fixed, shares(1, count), per_pass)
+    """Passes of ``count`` students sharing ``seconds`` (``time_model.fit_passes``) with the
+    labelings (the first is the teacher's)."""
+    if not plan.facts.pile:  # no unlabeled images: the survey says so
+        return [LEAST_PASSES] * count
+    return fit_passes(seconds - labeling_seconds(plan, rates, 1), 1, count,
+                      student_prices(plan, rates))
 
 
 def report_seconds(plan: Plan, rates: Rates) -> float:
@@ -602,7 +738,7 @@ def report_seconds(plan: Plan, rates: Rates) -> float:
     teacher = rates.inference(plan.teacher_model(),
                               plan.teacher_size(), 3)
     student = inference_rate(rates, planned_student(plan))
-    models = 1 + (plan.value("iterations") or 2)
+    models = 1 + (plan.value("iterations") if "iterations" in plan.values else 2)
     per_image = CORRUPTED * (1 / teacher + (models - 1) / student)
     images = plan.value("corruption_images") or facts.test
     share = REPORT_SHARE * 60 * plan.budget_minutes

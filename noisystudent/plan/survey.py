@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ class DataFacts:
     stored_size: int    # median shorter side of the images as stored, px
     grayscale: bool
     pile_note: str = ""  # how the pile was counted, where it could not be
+    decode: float = 0.0  # seconds to decode one unlabeled image (0: already in memory)
+    streams: bool = False  # the pile streams from files (each pass decodes them again)
 
     def describe(self) -> str:
         colour = "gray" if self.grayscale else "colour"
@@ -67,15 +70,16 @@ def survey(shared: dict[str, Any], unlabeled: str | None, *, large_pile: int,
     val = shared["val_per_class"] * classes if shared["val_per_class"] else sum(
         held_out(n, shared["val_fraction"]) for n in drawn)
     labeled = sum(drawn) - (0 if shared["val_per_class"] else val)
-    note = ""
+    note, decode, streams = "", 0.0, False
     if unlabeled:
-        pile, note, pile_sizes, pile_gray = _pile(unlabeled, large_pile, unknown_size)
-        sizes, gray = sizes + pile_sizes, gray and pile_gray
+        pile, note, pile_sizes, pile_gray, decode = _pile(unlabeled, large_pile, unknown_size)
+        sizes, gray, streams = sizes + pile_sizes, gray and pile_gray, \
+            not unlabeled.endswith(".npy")
     else:
         pile = sum(counts) - sum(drawn) - (val if shared["val_per_class"] else 0)
     return DataFacts(labeled=labeled, val=val, test=test, classes=classes, pile=max(0, pile),
                      stored_size=int(statistics.median(sizes)), grayscale=gray,
-                     pile_note=note)
+                     pile_note=note, decode=decode, streams=streams)
 
 
 def _labeled_files(path: Path) -> dict[str, list[Path]]:
@@ -105,6 +109,7 @@ def _look_at(files: list[Path], unknown_size: int) -> tuple[list[int], bool]:
     for path in files:
         try:
             with Image.open(path) as img:
+                img.load()
                 sizes.append(min(img.size))
                 if img.mode not in ("L", "1", "I", "I;16", "F"):
                     pixels = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.int16)
@@ -115,22 +120,26 @@ def _look_at(files: list[Path], unknown_size: int) -> tuple[list[int], bool]:
 
 
 def _pile(unlabeled: str, large_pile: int, unknown_size: int
-          ) -> tuple[int, str, list[int], bool]:
-    """(count, how it was counted, sampled sizes, gray) of the unlabeled source."""
+          ) -> tuple[int, str, list[int], bool, float]:
+    """(count, how it was counted, sampled sizes, gray, seconds to decode one) of the
+    unlabeled source."""
     path = Path(unlabeled)
     if path.suffix == ".npy" and path.is_file():
         import numpy as np
 
         shape = np.load(path, mmap_mode="r").shape
-        return shape[0], "", [shape[-1]], shape[1] == 1
+        return shape[0], "", [shape[-1]], shape[1] == 1, 0.0
     if path.is_dir() and not any(path.glob("*.tar")):
-        files = []
+        files, note = [], ""
         for item in path.rglob("*"):
             if is_image_file(item):
                 files.append(item)
                 if len(files) >= COUNT_LIMIT:
-                    return (len(files), " (counted up to here)",
-                            *_look_at(files[:SAMPLED_IMAGES], unknown_size))
-        return len(files), "", *_look_at(files[:SAMPLED_IMAGES], unknown_size)
+                    note = " (counted up to here)"
+                    break
+        sample = files[::max(1, len(files) // SAMPLED_IMAGES)][:SAMPLED_IMAGES]
+        started = time.perf_counter()
+        sizes, gray = _look_at(sample, unknown_size)
+        return len(files), note, sizes, gray, (time.perf_counter() - started) / max(1, len(sample))
     # Tar shards: not opened to count; a pile split into shards is large.
-    return large_pile, " (tar shards: taken as large)", [], True
+    return large_pile, " (tar shards: taken as large)", [], True, 0.0

@@ -9,8 +9,13 @@ used by the plan before the run (``rules.py``) and by the re-planning before eac
   pseudo-labeled one (``trained_per_pass``), at the bare step's measured rate times
   STUDENT_STEP (``student_rate``).
 - The students share the time left 3:4, the first against each later one (they learn from
-  better labels), each at least LEAST_PASSES (``shares``); the plan aims at AIM of the
-  budget (``usable_seconds``).
+  better labels), each at least LEAST_PASSES (``shares``), after the labelings still to come
+  and each student's fixed part (``fit_passes``, on a ``StudentPrices``); the plan aims at
+  AIM of the budget (``timings.Budget.usable``).
+
+The first plan calls ``fit_passes`` with what the budget leaves after the teacher and the
+first labeling it plans; each re-plan calls it with what the budget leaves after the steps
+that ran: on the same inputs the two give the same minutes (tests/test_plan.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-AIM = 0.92              # the plan aims below the budget: a step's estimate can be off by 10%
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
 # A student's step against the bare step the plan measures (labeled and pseudo-labeled
 # batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
@@ -52,11 +56,6 @@ class StudentShape:
     @property
     def images_per_step(self) -> int:
         return self.batch_size * (1 + self.unlabeled_ratio)
-
-
-def usable_seconds(budget_minutes: float) -> float:
-    """The seconds the plan fills: AIM of the budget."""
-    return AIM * 60 * budget_minutes
 
 
 def evaluated_images(test: int, val: int, epochs: float) -> float:
@@ -100,3 +99,30 @@ def passes_in(seconds_left: float, weights: list[float], per_pass: float) -> lis
     """Each student's passes from its share of ``seconds_left`` at ``per_pass`` seconds a
     pass, at least LEAST_PASSES."""
     return [max(LEAST_PASSES, seconds_left * w / sum(weights) / per_pass) for w in weights]
+
+
+@dataclass(frozen=True)
+class StudentPrices:
+    """What a student costs, in seconds: a pass over its pile (training, and decoding where
+    its images stream), its fixed part (STEP_OVERHEAD and its evaluations), and a labeling of
+    the pile by it (every view, and decoding)."""
+
+    per_pass: float
+    fixed: float
+    labeling: float
+
+    @classmethod
+    def of(cls, *, pile: int, labeled: int, train_rate: float, infer_rate: float,
+           unlabeled_ratio: int, evaluated: float, views: int, decode: float) -> StudentPrices:
+        """From the pile it learns (``pile``, after selection) and labels (``labeled``), its
+        rates (images/s), the images it evaluates and seconds to decode one image."""
+        return cls(per_pass=trained_per_pass(pile, unlabeled_ratio) / train_rate + pile * decode,
+                   fixed=step_seconds(evaluated, infer_rate),
+                   labeling=labeled * (views / infer_rate + decode))
+
+
+def fit_passes(left: float, first: int, last: int, prices: StudentPrices) -> list[float]:
+    """Passes of students ``first`` to ``last`` sharing ``left`` seconds with their fixed
+    parts and the labelings between them (student k labels for student k + 1)."""
+    left -= (last - first) * prices.labeling + (last - first + 1) * prices.fixed
+    return passes_in(left, shares(first, last), prices.per_pass)

@@ -53,7 +53,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         plan.save(run, planned, config)
     tracked = open_mlflow(run, config.mlflow, config.mlflow_uri, to_dict(config))
     distributed.barrier()  # rank 0 has written config.yaml (and mlflow.json)
-    timings.start_budget(run, config.budget)
+    timings.start_budget(run, timings.Budget(config.budget) if config.budget else None)
     data = load_run_data(config, stored_size(config))  # once, for every stage
 
     # 1. Train a teacher on the labeled images (or start from a finished run).
@@ -89,9 +89,13 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
+        planned = student_config(config, layout, k)
+        if planned is None:  # the time left would make it too short to pay
+            config = dropped_after(config, run, k - 1)
+            break
         share_split(teacher, student)
-        run_step(student, train_student, student_config(config, layout, k), quiet,
-                 data=data, unlabeled=unlabeled, run=run)
+        run_step(student, train_student, planned, quiet, data=data, unlabeled=unlabeled,
+                 run=run)
         # 4. The student becomes the teacher, if validation shows it no worse; 5. repeat.
         kept = kept_after(config, layout, k)
         teacher = layout.steps(k, False)[kept].run
@@ -159,12 +163,13 @@ def dropped_after(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTr
 
 def student_config(config: SelfTrainConfig, layout: SelfTrainLayout, k: int):
     """Iteration ``k``'s student; under a budget, planned again from the time left before
-    it starts (a started one resumes with its saved config)."""
+    it starts (a started one resumes with its saved config); None where that time would not
+    pay for it."""
     student = config.student_config(k, str(layout.pseudo_labels(k)))
     if not config.budget or (layout.student(k) / runs.CONFIG).is_file():
         return student
     changes = distributed.decided_on_main(lambda: plan.replan_student(config, layout.run, k))
-    return student.model_copy(update=changes)
+    return None if changes is None else student.model_copy(update=changes)
 
 
 def log_iterations(scalars: Scalars, report: dict) -> None:

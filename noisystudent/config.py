@@ -418,11 +418,14 @@ class SelfTrainConfig(SharedSettings):
                                     "hf:NAME; #SPLIT, default unlabeled or train), or a .npy "
                                     "made by 'pack' (default: the unlabeled split)")
     iterations: int = setting(3, "Noisy Student iterations (students trained)", ge=0, le=20)
-    # A run keeps the iteration that is best on validation, so it needs validation images:
-    # by default 10% of the labels (BENCHMARKS.md, "What a validation split costs").
+    # A run keeps a student only where validation shows it no worse than its teacher (keep.py),
+    # so it needs validation images: 10% of the labels, at least 3 a class where the plan
+    # sets it (BENCHMARKS.md, "What the held-out 10% costs the teacher").
     val_fraction: float = setting(0.1, "without val_per_class: the fraction of each class's "
                                   "labeled images held out for validation; the run keeps the "
-                                  "iteration best on them (0 = none: it keeps the last)",
+                                  "latest step no worse than the teacher on them and not worse "
+                                  "beyond chance than the step before (0 = none: it keeps "
+                                  "the last, unchecked; planned when unset)",
                                   ge=0, lt=1)
     budget: Minutes | None = setting(None, "wall time for the whole run (45m, 2h, 1h30m; "
                                      "stored in minutes): the plan fits the unset lengths into "

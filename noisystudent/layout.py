@@ -47,7 +47,8 @@ def student_key(k: int) -> str:
 
 def kept_model(run: str | Path) -> Path:
     """The model directory a command given ``run`` uses: ``run`` itself when it holds a model;
-    for a finished self-training run, the step its report kept (the best on validation)."""
+    for a finished self-training run, the step its report kept (keep.py: never one below the
+    teacher on validation)."""
     run = Path(run)
     report = run / REPORT_JSON
     if (run / runs.MODEL).is_file() or not report.is_file():

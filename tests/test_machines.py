@@ -16,7 +16,7 @@ import pytest
 
 from noisystudent import plan
 from noisystudent.config import SelfTrainConfig, build
-from noisystudent.plan import rules, replan
+from noisystudent.plan import replan, rules
 from noisystudent.runs import write_json
 from noisystudent.timings import Budget
 

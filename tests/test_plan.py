@@ -408,3 +408,29 @@ def test_the_teacher_takes_the_minutes_a_fast_student_would_not_use():
     for given in ({"students": [{}, {"passes": 3}]}, {"labels_per_class": 5000}):
         kept = plan.make_plan({"budget": "40m", **given}, rates)
         assert "past 35%" not in kept.reasons.get("teacher.image_size", "")
+
+
+def test_bad_input_fails_in_one_line_before_any_model_is_timed(tmp_path, monkeypatch):
+    from PIL import Image
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a model was timed before the data were checked")
+
+    monkeypatch.setattr(rates, "measure", no_timing)
+    (tmp_path / "empty").mkdir()
+    for name in ("cat", "dog"):
+        (tmp_path / "two" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (i, 0, 0)).save(tmp_path / "two" / name / f"{i}.png")
+    (tmp_path / "pile").mkdir()
+    cases = {"no labeled images in": {"data": str(tmp_path / "empty")},
+             "no unlabeled images in the labeled pool": {"data": str(tmp_path / "two")},
+             "no unlabeled images in " + str(tmp_path / "pile"): {
+                 "data": str(tmp_path / "two"), "unlabeled": str(tmp_path / "pile")},
+             "too short to train a teacher": {"budget": "1s"}}
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "one" / "cat" / "0.png")
+    cases["holds one class only"] = {"data": str(tmp_path / "one")}
+    for message, given in cases.items():
+        with pytest.raises(UserError, match=message):
+            plan.make_plan({**given, "budget": given.get("budget", "5m")})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from noisystudent import runs
-from noisystudent.config import SelfTrainConfig, build, load_config
+from noisystudent.config import SelfTrainConfig, build, load_config, to_dict
 from noisystudent.errors import UserError
 from noisystudent.keep import STRICT, kept_step, worse_by_chance
 from noisystudent.layout import kept_model
@@ -62,8 +62,16 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
     assert all(r["pseudo_label_accuracy"] is not None for r in report["rows"][1:])
     text = (tmp_path / "run" / REPORT_MD).read_text()
     assert "| 2 (student 2" in text and "| cifar_resnet20 @28 |" in text
+    # replay.yaml: every value the run ran with, each student's length, no budget.
+    replay = runs.read_yaml(tmp_path / "run" / selftrain.REPLAY)
+    assert replay["budget"] is None and len(replay["students"]) == 2
+    replayed = build(SelfTrainConfig, replay)
+    for k in (1, 2):
+        ran = runs.read_yaml(tmp_path / "run" / f"iter{k}" / "student" / runs.CONFIG)
+        again = to_dict(replayed.student_config(k, ran["pseudo_labels"]))
+        assert {key: again[key] for key in ran} == ran
     # A validation split held out of the labels (10%: 1 of each class's 10), each step
-    # measured on it, and the run keeps the best step; commands given the run use that one.
+    # measured on it, and the run keeps the step keep.py chooses; commands given the run use it.
     split = runs.read_json(tmp_path / "run" / "iter0-teacher" / runs.SPLITS)
     assert (len(split["labeled"]), len(split["val"])) == (90, 10)
     rows = report["rows"]

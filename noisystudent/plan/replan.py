@@ -116,7 +116,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     # 470 and at 630 images/s in two sessions on one CPU). The seconds count toward the budget.
     rates = Rates(config.device, config.precision, fresh=speed is None and labeled)
     views = 2 if config.pseudo_label_config().flip else 1
-    decode = _decode_seconds(config, run, last, rates, views, facts)
+    decode = _decode_seconds(config, run, last, rates, views=views, facts=facts)
     prices = time_model.StudentPrices.of(
         pile=pile, labeled=labeled_images,
         train_rate=speed or time_model.student_rate(rates, student),
@@ -132,15 +132,16 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
         timings.add(run, run / PLAN_KEY, rates.spent)
     left = (timings.Budget(info["budget_minutes"]).usable - sum(timings.read(run).values())
             - info["seconds"].get(REPORT_KEY, 0.0)
-            - (0.0 if labeled else _first_labeling(config, rates, labeled_images, views,
-                                                  decode, k, prices)))
+            - (0.0 if labeled else _first_labeling(config, rates, images=labeled_images,
+                                                  views=views, decode=decode, k=k,
+                                                  prices=prices)))
     passes = round(time_model.fit_passes(left, k, config.iterations, prices)[0], 2)
     trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
     return passes, prices.fixed + passes * prices.per_pass, trained / prices.per_pass, \
         prices.fixed
 
 
-def _first_labeling(config, rates: Rates, images: int, views: int, decode: float, k: int,
+def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: float, k: int,
                     prices) -> float:
     """Iteration ``k``'s labeling, not yet made: the teacher's for the first, else a
     student's (``prices.labeling``)."""
@@ -150,7 +151,7 @@ def _first_labeling(config, rates: Rates, images: int, views: int, decode: float
     return images * (views / time_model.inference_rate(rates, teacher) + decode)
 
 
-def _decode_seconds(config, run: Path, last: int, rates: Rates, views: int,
+def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
                     facts: dict) -> float:
     """Seconds to decode one image: what the last labeling took beyond its model's measured
     inference, over every view it labeled (0 for images already in memory); before any

@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from noisystudent import distributed, plan, runs, timings
 from noisystudent.config import SelfTrainConfig, to_dict
 from noisystudent.data.sources import load_run_data
@@ -111,7 +113,9 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
     with timed(run, run / REPORT_KEY):
-        report = write_report(run, plan.replan_report(config, run), data.test, quiet)
+        reported = plan.replan_report(config, run)
+        write_replay(run, reported, layout)
+        report = write_report(run, reported, data.test, quiet)
         try:  # the page is a view of the finished run: never fail the run for it
             review_self_train(run, unlabeled=unlabeled, test_set=data.test,
                               device=config.device)
@@ -122,6 +126,28 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     log_iterations(Scalars(run, config.tensorboard, tracked), report)
     distributed.barrier()
     return report
+
+
+REPLAY = "replay.yaml"
+
+
+def write_replay(run: Path, config: SelfTrainConfig, layout: SelfTrainLayout) -> None:
+    """replay.yaml: every value the run ran with, each student's planned length included and
+    no budget, so that ``self-train RUN/replay.yaml --out NEW`` runs it again exactly (same
+    seed, nothing timed or planned: every value is set)."""
+    values = to_dict(config)
+    values["budget"] = None
+    students = []
+    for k in range(1, config.iterations + 1):
+        ran = runs.read_yaml(layout.student(k) / runs.CONFIG)
+        entry = dict(values["students"][min(k, len(values["students"])) - 1]) \
+            if values["students"] else {}
+        entry.update({key: ran[key] for key in ("passes", "warmup_epochs") if key in ran})
+        students.append(entry)
+    values["students"] = students
+    runs.write_text(run / REPLAY, "# the run's values, each student's length included: "
+                    f"noisystudent self-train {run}/{REPLAY} --out NEW_RUN\n"
+                    + yaml.safe_dump(values, sort_keys=False))
 
 
 def kept_after(config: SelfTrainConfig, layout: SelfTrainLayout, k: int) -> int:

@@ -1,0 +1,109 @@
+"""Never below the teacher, on a slow machine: `self-train --budget B` over seeds on the odd
+folder (`odd_folder.py`), the 2,000-photo pile (`own_photos.py`) and Fashion-MNIST, each run
+pinned to one core (`taskset -c CORE`: a 2-core machine made a 1-core one), and the table of
+every finished run written into BENCHMARKS.md ("Never below the teacher on one core").
+
+    python benchmarks/own_photos.py --out runs/bench/photos --unlabeled 2000
+    python benchmarks/odd_folder.py --out runs/bench/odd
+    python benchmarks/never_worse.py run --core 0 --cases fm3 fm8 --seeds 0 1 2 3 4
+    python benchmarks/never_worse.py table      # the section, from every finished run
+
+Two queues may run at once, one per core: each run then shares the machine's memory with one
+other run, as on a busy laptop. Every run's command is in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, WORK, machine, write_section  # noqa: E402
+
+OUT = ROOT / "runs" / "r50"
+PHOTOS, ODD = WORK / "photos", WORK / "odd"
+CASES = {  # name: (what, budget, the data's flags)
+    "fm3": ("Fashion-MNIST, 100 labels a class", "3m", []),
+    "fm8": ("Fashion-MNIST, 100 labels a class", "8m", []),
+    "odd5": ("odd folder (403 labels, 2,001 unlabeled, 48 px)", "5m",
+             ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test",
+              "--unlabeled", f"{ODD}/unlabeled"]),
+    "odd10": ("odd folder (403 labels, 2,001 unlabeled, 48 px)", "10m",
+              ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test",
+               "--unlabeled", f"{ODD}/unlabeled"]),
+    "photos4": ("photos (200 labels, 2,000 unlabeled, 96 px)", "4m",
+                ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test",
+                 "--unlabeled", f"{PHOTOS}/unlabeled-2000"]),
+    "photos10": ("photos (200 labels, 2,000 unlabeled, 96 px)", "10m",
+                 ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test",
+                  "--unlabeled", f"{PHOTOS}/unlabeled-2000"]),
+}
+
+
+def command(case: str, seed: int, core: int) -> list[str]:
+    _, budget, data = CASES[case]
+    out = OUT / f"{case}-seed{seed}"
+    return ["taskset", "-c", str(core), "noisystudent", "self-train", *data, "--budget", budget,
+            "--seed", str(seed), "--out", str(out.relative_to(ROOT))]
+
+
+def run(core: int, cases: list[str], seeds: list[int]) -> None:
+    for seed in seeds:
+        for case in cases:
+            out = OUT / f"{case}-seed{seed}"
+            if (out / "report.json").is_file():
+                continue
+            OUT.mkdir(parents=True, exist_ok=True)
+            with open(OUT / f"{case}-seed{seed}.log", "w") as log:
+                subprocess.run(command(case, seed, core), cwd=ROOT, stdout=log, stderr=log,
+                               check=False)
+
+
+def table() -> None:
+    lines = ["| run | seed | teacher (test) | students (test) | kept (test) | kept minus "
+             "teacher | validation images | used of budget |",
+             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |"]
+    worst = None
+    for case, (what, budget, _) in CASES.items():
+        for report_path in sorted(OUT.glob(f"{case}-seed*/report.json")):
+            report = json.loads(report_path.read_text())
+            rows, time = report["rows"], report.get("time", {})
+            teacher, kept = rows[0]["test_top1"], report["final_test_top1"]
+            students = ", ".join(f"{100 * r['test_top1']:.2f}%" for r in rows[1:]) or "none"
+            seed = report_path.parent.name.rsplit("seed", 1)[1]
+            gap = 100 * (kept - teacher)
+            worst = gap if worst is None else min(worst, gap)
+            used = time.get("used_minutes", 0)
+            lines.append(f"| {what}, `--budget {budget}` | {seed} | {100 * teacher:.2f}% | "
+                         f"{students} | {100 * kept:.2f}% ({report['final_role']}) | "
+                         f"{gap:+.2f} | {rows[0].get('val_images') or 0} | {used:.1f} of "
+                         f"{budget[:-1]} min ({used / float(budget[:-1]):.0%}) |")
+    body = (f"Each run `taskset -c CORE noisystudent self-train DATA --budget B --seed S "
+            f"--out runs/r50/CASE-seedS` (the data flags in `benchmarks/never_worse.py`), on "
+            f"one core of {machine()}; two runs at a time, one per core. The bar: the kept "
+            f"model never more than 0.5 points below its teacher on test. Worst kept minus "
+            f"teacher so far: **{worst:+.2f}** points.\n\n" + "\n".join(lines) + "\n")
+    write_section("never-worse", "Never below the teacher on one core", body,
+                  seeds="0-4 where listed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    queue = sub.add_parser("run")
+    queue.add_argument("--core", type=int, required=True)
+    queue.add_argument("--cases", nargs="+", choices=list(CASES), required=True)
+    queue.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    sub.add_parser("table")
+    args = parser.parse_args()
+    if args.what == "run":
+        run(args.core, args.cases, args.seeds)
+    else:
+        table()
+
+
+if __name__ == "__main__":
+    main()

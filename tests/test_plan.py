@@ -403,7 +403,7 @@ def test_the_teacher_takes_the_minutes_a_fast_student_would_not_use():
         assert "past 35% of the budget" in grown.reasons["teacher.image_size"]
         why = grown.reasons["teacher.model"]  # one reason for the whole rung
         assert grown.reasons.get("teacher.epochs", why) == why
-    assert grown.value("teacher.epochs") > 5 and grown.values["iterations"] == 1
+    assert grown.value("teacher.epochs") > 5
     # The user's lengths, and a pretrained student, leave the share as it was.
     for given in ({"students": [{}, {"passes": 3}]}, {"labels_per_class": 5000}):
         kept = plan.make_plan({"budget": "40m", **given}, rates)

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from noisystudent import distributed, runs
 from noisystudent.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
+from noisystudent.data.shards import spread
 from noisystudent.data.splits import load_split
 from noisystudent.labels import store
 from noisystudent.labels.directory import SUMMARY, read_pseudo_labels
@@ -171,9 +172,11 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     assert summary["kept"] == 300 and summary["unlabeled_images"] == 300
     assert summary["stored_bytes"] == sum(p.stat().st_size for p in
                                           (tmp_path / "soft").glob("*.safetensors"))
-    # The accuracy against the hidden true labels of the 300 first unlabeled images.
+    # The accuracy against the hidden true labels of the 300 unlabeled images labeled,
+    # spread evenly over the unlabeled split.
     split = load_split(tiny_teacher / runs.SPLITS)
-    truth = load_fashion_mnist("train").labels[torch.as_tensor(split["unlabeled"][:300])]
+    picked = split["unlabeled"][spread(len(split["unlabeled"]), 300)]
+    truth = load_fashion_mnist("train").labels[torch.as_tensor(picked)]
     index, targets, _ = read_pseudo_labels(tmp_path / "soft")
     soft = targets.dense()
     assert torch.equal(index, torch.arange(300))

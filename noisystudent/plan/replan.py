@@ -67,14 +67,19 @@ def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
 
 def worth_another(config, run: Path, k: int) -> bool:
     """Whether iteration ``k`` still pays in the time left: its labeling and a student of at
-    least MIN_PASSES. False drops it, and the iterations after it."""
+    least MIN_PASSES. False drops a planned one, and the iterations after it; past the planned
+    iterations (students that ended early left the minutes), whether one more pays."""
     info = timings.planned(run)
     if not _plans_students(info):
-        return True
+        return k <= config.iterations
     passes = _fitted_student(config, run, k, info, labeled=False)[0]
     if passes >= _min_passes(config, k):
+        if k > config.iterations:
+            log.info("plan: the students ended early; iteration %d pays in the time left "
+                     "(%.2f passes)", k, passes)
         return True
-    _drop(run, info, k, passes, _min_passes(config, k))
+    if k <= config.iterations:
+        _drop(run, info, k, passes, _min_passes(config, k))
     return False
 
 
@@ -119,7 +124,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     decode = _decode_seconds(config, run, last, rates, views=views, facts=facts)
     prices = time_model.StudentPrices.of(
         pile=pile, labeled=labeled_images,
-        train_rate=speed or time_model.student_rate(rates, student),
+        train_rate=speed or time_model.student_rate(rates, student, bool(facts.get("streams"))),
         infer_rate=time_model.inference_rate(rates, student),
         unlabeled_ratio=student.unlabeled_ratio,
         evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
@@ -135,7 +140,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
             - (0.0 if labeled else _first_labeling(config, rates, images=labeled_images,
                                                   views=views, decode=decode, k=k,
                                                   prices=prices)))
-    passes = round(time_model.fit_passes(left, k, config.iterations, prices)[0], 2)
+    passes = round(time_model.fit_passes(left, k, max(k, config.iterations), prices)[0], 2)
     trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
     return passes, prices.fixed + passes * prices.per_pass, trained / prices.per_pass, \
         prices.fixed

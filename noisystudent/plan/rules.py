@@ -209,7 +209,7 @@ def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
     facts = survey(shared, typed.unlabeled, large_pile=LARGE_PILE, unknown_size=TEACHER_MAX_SIZE)
     if typed.pseudo_label.max_images:  # only N are labeled
         facts = dataclasses.replace(facts, pile=min(facts.pile, typed.pseudo_label.max_images))
-    check_data(facts, typed)
+    check_data(facts, typed, shared["labels_per_class"])
     if typed.budget is not None and rates is None:
         rates = Rates(typed.device, typed.precision)
     plan = Plan(given, facts, Budget(typed.budget) if typed.budget else None, typed=typed,
@@ -236,7 +236,7 @@ def make_plan(given: dict[str, Any], rates: Rates | None = None) -> Plan:
 SHORTEST_BUDGET = 1.0
 
 
-def check_data(facts: DataFacts, typed: SelfTrainConfig) -> None:
+def check_data(facts: DataFacts, typed: SelfTrainConfig, per_class: int) -> None:
     """Bad input fails here, in one line, before any model is timed or trained."""
     where = typed.data
     if facts.classes == 0 or facts.labeled + facts.val == 0:
@@ -245,6 +245,10 @@ def check_data(facts: DataFacts, typed: SelfTrainConfig) -> None:
     if facts.classes == 1:
         raise UserError(f"{where} holds one class only: a classifier needs at least two "
                         "(one subfolder of images per class)")
+    if per_class and facts.labeled + facts.val < per_class * facts.classes:
+        raise UserError(f"labels_per_class {per_class}: some class of {where} holds fewer "
+                        f"images, and {per_class} are needed a class; lower "
+                        "--labels-per-class")
     if not facts.pile and not typed.teacher_run:
         source = typed.unlabeled or f"the labeled pool of {where} (every image has a label)"
         raise UserError(f"no unlabeled images in {source}: self-training needs a pile to "
@@ -702,7 +706,7 @@ def student_prices(plan: Plan, rates: Rates) -> StudentPrices:
     it from the same rates: a pass over the pile, its fixed part, a labeling by it."""
     facts, student = plan.facts, planned_student(plan)
     return StudentPrices.of(
-        pile=facts.pile, labeled=facts.pile, train_rate=student_rate(rates, student),
+        pile=facts.pile, labeled=facts.pile, train_rate=student_rate(rates, student, facts.streams),
         infer_rate=inference_rate(rates, student), unlabeled_ratio=student.unlabeled_ratio,
         evaluated=evaluated_images(facts.test, facts.val, student.epochs),
         views=2 if plan.value("pseudo_label.flip") else 1,

@@ -26,10 +26,11 @@ from typing import Any
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
 # A student's step against the bare step the plan measures (labeled and pseudo-labeled
 # batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
-# (Lite0) on the photo test bed, 0.91 on Fashion-MNIST in memory (BENCHMARKS.md, "Recipes
-# from the plan"). The lowest, so that a first student rather ends early than late (the 0.73
-# was measured while a 32 px student still noised 96 px photos at their stored size: low).
-STUDENT_STEP = 0.73
+# (Lite0) on the photo test bed, whose images stream (BENCHMARKS.md, "Recipes from the plan");
+# 0.91 on Fashion-MNIST in memory, where a one-core run's student 1 trained even faster than
+# its bare step measured just before. Where a student still ends early, the minutes it leaves
+# go to another iteration (``plan.worth_another``).
+STUDENT_STEP = {"streamed": 0.73, "in memory": 0.91}
 FIRST_STUDENT, LATER_STUDENT = 3.0, 4.0  # the students' shares of the time left
 LEAST_PASSES = 0.05     # the fewest passes a student is planned, however short the time
 
@@ -77,11 +78,12 @@ def trained_per_pass(pile: int, unlabeled_ratio: int) -> float:
     return pile * (1 + unlabeled_ratio) / unlabeled_ratio
 
 
-def student_rate(rates, student: StudentShape) -> float:
+def student_rate(rates, student: StudentShape, streams: bool = False) -> float:
     """Images/s a student's step trains: the bare step's measured rate (``rates``: a
-    plan.rates.Rates) times STUDENT_STEP."""
-    return STUDENT_STEP * rates.training(student.model, student.image_size, student.in_chans,
-                                         student.images_per_step, student.model_options)
+    plan.rates.Rates) times STUDENT_STEP (its images streamed from files or in memory)."""
+    step = STUDENT_STEP["streamed" if streams else "in memory"]
+    return step * rates.training(student.model, student.image_size, student.in_chans,
+                                 student.images_per_step, student.model_options)
 
 
 def inference_rate(rates, model) -> float:

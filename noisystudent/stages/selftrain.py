@@ -65,10 +65,13 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         layout.teacher, train, config.teacher_config(), quiet, data=data, run=run)
     unlabeled, source = self_train_unlabeled(config, data, teacher)
     kept = 0  # the step kept so far (keep.py): the model that teaches the next iteration
-    for k in range(1, config.iterations + 1):
-        if config.budget and not worth_another(config, run, layout, k):
-            config = dropped_after(config, run, k - 1)
+    for k in range(1, MOST_ITERATIONS + 1):
+        if not worth_another(config, run, layout, k):  # the planned ones, or one more
+            if k <= config.iterations:
+                config = with_iterations(config, run, k - 1)
             break
+        if k > config.iterations:  # the students left minutes that pay for another
+            config = with_iterations(config, run, k)
         # 2. The clean teacher pseudo-labels the unlabeled images.
         labels = layout.pseudo_labels(k)
         if not pseudo_labels_complete(labels):
@@ -93,7 +96,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         log.info("3. iteration %d: noised student in %s", k, student)
         planned = student_config(config, layout, k)
         if planned is None:  # the time left would make it too short to pay
-            config = dropped_after(config, run, k - 1)
+            config = with_iterations(config, run, k - 1)
             break
         share_split(teacher, student)
         run_step(student, train_student, planned, quiet, data=data, unlabeled=unlabeled,
@@ -171,16 +174,23 @@ def copy_labels(source: Path, target: Path) -> None:
     distributed.barrier()
 
 
+# The most iterations a run grows to where its students end early and leave the minutes.
+MOST_ITERATIONS = 20
+
+
 def worth_another(config: SelfTrainConfig, run: Path, layout: SelfTrainLayout, k: int) -> bool:
-    """Under a budget, whether iteration ``k`` still fits (a started one always does)."""
-    if (layout.pseudo_labels(k)).exists():
+    """Whether iteration ``k`` runs: a planned one while it still fits the budget, one more
+    where the budget's minutes left pay for it (a started one always runs)."""
+    if k <= config.iterations and (layout.pseudo_labels(k)).exists():
         return True
+    if not config.budget:
+        return k <= config.iterations
     return distributed.decided_on_main(lambda: plan.worth_another(config, run, k))
 
 
-def dropped_after(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTrainConfig:
-    """The run's config with ``iterations`` students, saved: its report and a --resume see
-    the iterations it ran."""
+def with_iterations(config: SelfTrainConfig, run: Path, iterations: int) -> SelfTrainConfig:
+    """The run's config with ``iterations`` students (fewer than planned, or one more),
+    saved: its report and a --resume see the iterations it ran."""
     config = config.model_copy(update={"iterations": iterations})
     if distributed.is_main():
         runs.write_yaml(run / runs.CONFIG, to_dict(config))

@@ -130,7 +130,7 @@ def test_plan_and_replan_give_a_student_the_same_minutes(tmp_path, monkeypatch):
         replan.save(run, planned, config)
         seconds = planned.seconds
         write_json(run / "timings.json", {key: seconds[key] for key in
-                                          ("iter0-teacher", "iter1/pseudo-labels")})
+                                          ("iter0-teacher", "iter1/pseudo-labels", "plan")})
         pile = planned.facts.pile
         write_json(run / "iter1" / "pseudo-labels" / "summary.json",
                    {"kept": pile, "unlabeled_images": pile})

@@ -129,7 +129,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
         unlabeled_ratio=student.unlabeled_ratio,
         evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
                                               student.epochs),
-        views=views, decode=decode)
+        views=views, decode=decode, streams=bool(facts.get("streams")))
     if speed is not None:  # the previous student's own speed, its decoding included
         prices = dataclasses.replace(
             prices, per_pass=time_model.trained_per_pass(pile, student.unlabeled_ratio) / speed)
@@ -153,7 +153,8 @@ def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: fl
     if k > 1:
         return prices.labeling
     teacher = config.teacher_config()
-    return images * (views / time_model.inference_rate(rates, teacher) + decode)
+    return time_model.STEP_OVERHEAD + images * (
+        views / time_model.inference_rate(rates, teacher) + decode)
 
 
 def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
@@ -168,6 +169,7 @@ def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
                                                                               "pending")
     images = read_summary(layout.pseudo_labels(last))["unlabeled_images"] or 1
     took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
+    took -= time_model.STEP_OVERHEAD
     return max(0.0, took / images - views / time_model.inference_rate(rates, labeler))
 
 

@@ -36,7 +36,7 @@ from noisystudent.config import SelfTrainConfig, SharedSettings, apply_overrides
 from noisystudent.data.fashion_mnist import FASHION_MNIST
 from noisystudent.data.splits import held_out
 from noisystudent.errors import UserError
-from noisystudent.layout import REPORT_KEY, TEACHER_KEY, labels_key, student_key
+from noisystudent.layout import PLAN_KEY, REPORT_KEY, TEACHER_KEY, labels_key, student_key
 from noisystudent.reports.robustness import CORRUPTION_TYPES, SEVERITIES
 from noisystudent.timings import Budget
 
@@ -44,6 +44,7 @@ from .rates import Rates
 from .survey import DataFacts, survey
 from .time_model import (
     LEAST_PASSES,
+    STEP_OVERHEAD,
     StudentPrices,
     StudentShape,
     evaluated_images,
@@ -83,6 +84,9 @@ ENOUGH_PASSES = 6.0
 TEACHER_UPSCALE = 96
 REPORT_SHARE = 0.08     # of the budget: the corruption test
 MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
+# Seconds the re-plan spends timing the student's model again before student 1 (a cached rate
+# can be hours old): 8.9 s for two models on one core of a Xeon.
+RETIMING = 12.0
 # Student 1's passes the pile is sized for, and the smallest pile it is cut to: a labeling of
 # an image costs about one pass of a small student over it, and a from-scratch student pays
 # only on a large pile (LARGE_PILE), where 2 passes are its minimum and 6 gain all it can.
@@ -454,8 +458,14 @@ def _trial(plan: Plan, rung: TeacherRung) -> Plan:
 def _students_seconds(trial: Plan, rates: Rates, rung: TeacherRung) -> float:
     """What the budget leaves the students and their labeling in ``trial`` (a copy with
     ``rung`` as its teacher: its report may be planned smaller)."""
-    return trial.budget.usable - report_seconds(trial, rates) \
+    return trial.budget.usable - report_seconds(trial, rates) - timing_seconds(rates) \
         - teacher_seconds(trial, rates, rung.size, rung.epochs, rung.model)
+
+
+def timing_seconds(rates: Rates | None) -> float:
+    """The budget's seconds spent timing this machine: what the plan measured, and the
+    re-timing before student 1 (RETIMING)."""
+    return RETIMING + (rates.spent if rates is not None else 0.0)
 
 
 def scratch(plan: Plan) -> bool:
@@ -517,7 +527,7 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
         return
     report = report_seconds(plan, rates)
     teacher = teacher_seconds(plan, rates, plan.teacher_size(), plan.value("teacher.epochs"))
-    left = plan.budget.usable - teacher - report
+    left = plan.budget.usable - teacher - report - timing_seconds(rates)
     large = grow_student(plan, rates, left)
     count, passes = fitted_students(plan, rates, left, family)
     if passes[0] < MIN_PASSES[family] and not plan.user_set("iterations"):
@@ -539,6 +549,7 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
         plan.seconds[labels_key(k)] = labeling_seconds(plan, rates, k)
         plan.seconds[student_key(k)] = student_seconds(plan, rates, passes[k - 1])
     plan.seconds[REPORT_KEY] = report
+    plan.seconds[PLAN_KEY] = timing_seconds(rates)
     plan.short = [student_key(k) for k in range(1, count + 1)
                   if passes[k - 1] < MIN_PASSES[family]]  # the user's iterations only
 
@@ -554,8 +565,8 @@ def size_pile(plan: Plan, rates: Rates | None) -> bool:
     family = "scratch" if scratch(plan) else "pretrained"
     full, target = plan.facts.pile, PILE_PASSES[family]
     whole = plan.whole_pile or full
-    left = plan.budget.usable - report_seconds(plan, rates) - teacher_seconds(
-        plan, rates, plan.teacher_size(), plan.value("teacher.epochs"))
+    left = plan.budget.usable - report_seconds(plan, rates) - timing_seconds(rates) \
+        - teacher_seconds(plan, rates, plan.teacher_size(), plan.value("teacher.epochs"))
 
     def first_passes(pile: int) -> float:
         trial = dataclasses.replace(plan, facts=dataclasses.replace(plan.facts, pile=pile),
@@ -693,7 +704,7 @@ def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
     included."""
     views = 2 if flip else 1
     infer = rates.inference(model or plan.teacher_model(), size, 3)
-    return plan.facts.pile * (views / infer + plan.facts.decode)
+    return STEP_OVERHEAD + plan.facts.pile * (views / infer + plan.facts.decode)
 
 
 def planned_student(plan: Plan) -> StudentShape:
@@ -710,7 +721,7 @@ def student_prices(plan: Plan, rates: Rates) -> StudentPrices:
         infer_rate=inference_rate(rates, student), unlabeled_ratio=student.unlabeled_ratio,
         evaluated=evaluated_images(facts.test, facts.val, student.epochs),
         views=2 if plan.value("pseudo_label.flip") else 1,
-        decode=facts.decode if facts.streams else 0.0)
+        decode=facts.decode, streams=facts.streams)
 
 
 def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:

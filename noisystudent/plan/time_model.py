@@ -115,12 +115,15 @@ class StudentPrices:
 
     @classmethod
     def of(cls, *, pile: int, labeled: int, train_rate: float, infer_rate: float,
-           unlabeled_ratio: int, evaluated: float, views: int, decode: float) -> StudentPrices:
+           unlabeled_ratio: int, evaluated: float, views: int, decode: float,
+           streams: bool) -> StudentPrices:
         """From the pile it learns (``pile``, after selection) and labels (``labeled``), its
-        rates (images/s), the images it evaluates and seconds to decode one image."""
-        return cls(per_pass=trained_per_pass(pile, unlabeled_ratio) / train_rate + pile * decode,
+        rates (images/s), the images it evaluates and seconds to decode one image (each pass
+        decodes the pile again where it ``streams`` from files)."""
+        per_pass = trained_per_pass(pile, unlabeled_ratio) / train_rate
+        return cls(per_pass=per_pass + (pile * decode if streams else 0.0),
                    fixed=step_seconds(evaluated, infer_rate),
-                   labeling=labeled * (views / infer_rate + decode))
+                   labeling=STEP_OVERHEAD + labeled * (views / infer_rate + decode))
 
 
 def fit_passes(left: float, first: int, last: int, prices: StudentPrices) -> list[float]:

@@ -21,23 +21,23 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, WORK, machine, write_section  # noqa: E402
+from common import ROOT, WORK, write_section  # noqa: E402
 
 OUT = ROOT / "runs" / "r50"
 PHOTOS, ODD = WORK / "photos", WORK / "odd"
 CASES = {  # name: (what, budget, the data's flags)
     "fm3": ("Fashion-MNIST, 100 labels a class", "3m", []),
     "fm8": ("Fashion-MNIST, 100 labels a class", "8m", []),
-    "odd5": ("odd folder (403 labels, 2,001 unlabeled, 48 px)", "5m",
+    "odd5": ("odd folder (400 labeled files, 42 broken; 2,001 unlabeled; 48 px)", "5m",
              ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test",
               "--unlabeled", f"{ODD}/unlabeled"]),
-    "odd10": ("odd folder (403 labels, 2,001 unlabeled, 48 px)", "10m",
+    "odd10": ("odd folder (400 labeled files, 42 broken; 2,001 unlabeled; 48 px)", "10m",
               ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test",
                "--unlabeled", f"{ODD}/unlabeled"]),
-    "photos4": ("photos (200 labels, 2,000 unlabeled, 96 px)", "4m",
+    "photos4": ("photos (200 labels, 2,000 unlabeled JPEGs)", "4m",
                 ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test",
                  "--unlabeled", f"{PHOTOS}/unlabeled-2000"]),
-    "photos10": ("photos (200 labels, 2,000 unlabeled, 96 px)", "10m",
+    "photos10": ("photos (200 labels, 2,000 unlabeled JPEGs)", "10m",
                  ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test",
                   "--unlabeled", f"{PHOTOS}/unlabeled-2000"]),
 }
@@ -83,7 +83,7 @@ def table() -> None:
                          f"{budget[:-1]} min ({used / float(budget[:-1]):.0%}) |")
     body = (f"Each run `taskset -c CORE noisystudent self-train DATA --budget B --seed S "
             f"--out runs/r50/CASE-seedS` (the data flags in `benchmarks/never_worse.py`), on "
-            f"one core of {machine()}; two runs at a time, one per core. The bar: the kept "
+            f"one core of the machine above; two runs at a time, one per core. The bar: the kept "
             f"model never more than 0.5 points below its teacher on test. Worst kept minus "
             f"teacher so far: **{worst:+.2f}** points.\n\n" + "\n".join(lines) + "\n")
     write_section("never-worse", "Never below the teacher on one core", body,

@@ -39,9 +39,9 @@ def collapse(per_class: int, seed: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     config, _ = planned_config({
         "labels_per_class": per_class, "seed": seed, "iterations": 1, "corruptions": False,
-        "teacher": {"image_size": 64, "epochs": 15},
-        "pseudo_label": {"max_images": 10_000},
-        "student": {"model": "cifar_airbench_s", "passes": 3}})
+        "teacher": {"image_size": 64, "epochs": 10},
+        "pseudo_label": {"max_images": 5_000},
+        "student": {"model": "cifar_airbench_s", "passes": 2}})
     import noisystudent.stages.student as student_stage
 
     real = student_stage.ImageBatches
@@ -70,8 +70,8 @@ def main() -> None:
         lines.append(f"| {r['per_class']} | {r['val']} | {100 * r['teacher_val']:.1f}% / "
                      f"{100 * r['teacher_test']:.2f}% | {100 * r['student_val']:.1f}% / "
                      f"{100 * r['student_test']:.2f}% | **{r['kept']}** |")
-    body = ("A real `self-train` per label count (Lite0 @64 teacher, 15 epochs; one "
-            "`cifar_airbench_s` student of 3 passes over 10,000 pseudo-labeled images, every "
+    body = ("A real `self-train` per label count (Lite0 @64 teacher, 10 epochs; one "
+            "`cifar_airbench_s` student of 2 passes over 5,000 pseudo-labeled images, every "
             "label of its batches shuffled across images), on the validation images the plan's "
             "guard holds out. The report must keep the teacher.\n\n" + "\n".join(lines) + "\n")
     write_section("forced-collapse", "A forced collapse is caught", body, seeds=str(args.seed))

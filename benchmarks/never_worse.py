@@ -25,21 +25,19 @@ from common import ROOT, WORK, write_section  # noqa: E402
 
 OUT = ROOT / "runs" / "r50"
 PHOTOS, ODD = WORK / "photos", WORK / "odd"
+ODD_FLAGS = ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test", "--unlabeled",
+             f"{ODD}/unlabeled"]
+PHOTO_FLAGS = ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test", "--unlabeled",
+               f"{PHOTOS}/unlabeled-2000"]
+ODD_NAME = "odd folder (400 labeled files, 42 broken; 2,001 unlabeled; 48 px)"
+PHOTO_NAME = "photos (200 labels, 2,000 unlabeled JPEGs)"
 CASES = {  # name: (what, budget, the data's flags)
     "fm3": ("Fashion-MNIST, 100 labels a class", "3m", []),
     "fm8": ("Fashion-MNIST, 100 labels a class", "8m", []),
-    "odd5": ("odd folder (400 labeled files, 42 broken; 2,001 unlabeled; 48 px)", "5m",
-             ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test",
-              "--unlabeled", f"{ODD}/unlabeled"]),
-    "odd10": ("odd folder (400 labeled files, 42 broken; 2,001 unlabeled; 48 px)", "10m",
-              ["--data", f"{ODD}/train", "--test-data", f"{ODD}/test",
-               "--unlabeled", f"{ODD}/unlabeled"]),
-    "photos4": ("photos (200 labels, 2,000 unlabeled JPEGs)", "4m",
-                ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test",
-                 "--unlabeled", f"{PHOTOS}/unlabeled-2000"]),
-    "photos10": ("photos (200 labels, 2,000 unlabeled JPEGs)", "10m",
-                 ["--data", f"{PHOTOS}/labeled", "--test-data", f"{PHOTOS}/test",
-                  "--unlabeled", f"{PHOTOS}/unlabeled-2000"]),
+    "odd5": (ODD_NAME, "5m", ODD_FLAGS),
+    "odd10": (ODD_NAME, "10m", ODD_FLAGS),
+    "photos4": (PHOTO_NAME, "4m", PHOTO_FLAGS),
+    "photos10": (PHOTO_NAME, "10m", PHOTO_FLAGS),
 }
 
 

@@ -153,8 +153,8 @@ def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: fl
     if k > 1:
         return prices.labeling
     teacher = config.teacher_config()
-    return time_model.STEP_OVERHEAD + images * (
-        views / time_model.inference_rate(rates, teacher) + decode)
+    return time_model.labeling_seconds(images, views, time_model.inference_rate(rates, teacher),
+                                       decode)
 
 
 def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,

@@ -44,7 +44,6 @@ from .rates import Rates
 from .survey import DataFacts, survey
 from .time_model import (
     LEAST_PASSES,
-    STEP_OVERHEAD,
     StudentPrices,
     StudentShape,
     evaluated_images,
@@ -53,6 +52,7 @@ from .time_model import (
     step_seconds,
     student_rate,
 )
+from .time_model import labeling_seconds as seconds_to_label
 
 log = logging.getLogger(__name__)
 
@@ -704,7 +704,7 @@ def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
     included."""
     views = 2 if flip else 1
     infer = rates.inference(model or plan.teacher_model(), size, 3)
-    return STEP_OVERHEAD + plan.facts.pile * (views / infer + plan.facts.decode)
+    return seconds_to_label(plan.facts.pile, views, infer, plan.facts.decode)
 
 
 def planned_student(plan: Plan) -> StudentShape:

@@ -123,7 +123,13 @@ class StudentPrices:
         per_pass = trained_per_pass(pile, unlabeled_ratio) / train_rate
         return cls(per_pass=per_pass + (pile * decode if streams else 0.0),
                    fixed=step_seconds(evaluated, infer_rate),
-                   labeling=STEP_OVERHEAD + labeled * (views / infer_rate + decode))
+                   labeling=labeling_seconds(labeled, views, infer_rate, decode))
+
+
+def labeling_seconds(images: int, views: int, infer_rate: float, decode: float) -> float:
+    """A labeling of ``images``: STEP_OVERHEAD, every view at the labeler's inference rate,
+    and decoding each image once."""
+    return STEP_OVERHEAD + images * (views / infer_rate + decode)
 
 
 def fit_passes(left: float, first: int, last: int, prices: StudentPrices) -> list[float]:

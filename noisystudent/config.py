@@ -191,6 +191,13 @@ class LoopSettings(Settings):
                                         gt=0, le=1000)
     warmup_epochs: float = setting(1.0, "linear warmup before the cosine decay (at most "
                                    "epochs)", ge=0)
+    minutes: float = setting(0.0, "training time: the steps are fitted to the speed measured "
+                             "over the warm-up, then fixed, and the cosine ends with the time "
+                             "(0 = epochs x steps per epoch; planned for each student under a "
+                             "budget)", ge=0)
+    steps: int = setting(0, "optimizer steps in all, the epochs following (the last one cut "
+                         "short) (0 = epochs x steps per epoch; a run's replay.yaml sets each "
+                         "student's fitted steps here)", ge=0)
     ema_decay: float = setting(0.0, "EMA of weights per step (0 = off)", ge=0, lt=1)
     compile: bool = setting(False, "torch.compile the trained model (inductor): faster steps "
                             "after a one-off compilation of a minute or more")

@@ -122,3 +122,18 @@ def test_ema_warmup_follows_a_short_run():
         task.update_ema(step=step)
     assert task.final_model() is not model
     assert task.final_model().weight.mean().item() > 0.95
+
+
+@needs_fashion_mnist
+def test_steps_cut_the_last_epoch_and_minutes_fit_the_steps_to_the_pace(tmp_path):
+    # 40 labels in batches of 8: 5 steps an epoch; 12 steps are 3 epochs, the last cut at 2.
+    metrics = train(quick_config(epochs=1, steps=12), tmp_path / "steps", quiet=True)
+    log = runs.read_jsonl(tmp_path / "steps" / runs.METRICS_LOG)
+    assert metrics["steps"] == 12 and metrics["epochs"] == 3 and len(log) == 3
+    assert log[-1]["lr"] == 0.0  # the cosine ends with the steps
+    # A few seconds of training: the steps are whatever they buy, measured after the warm-up
+    # (here the least measured, 13 steps), and the schedule still ends at zero.
+    metrics = train(quick_config(epochs=1, minutes=0.05), tmp_path / "minutes", quiet=True)
+    log = runs.read_jsonl(tmp_path / "minutes" / runs.METRICS_LOG)
+    assert metrics["steps"] > 5 * 1 and log[-1]["lr"] == 0.0
+    assert sum(row["seconds"] for row in log) == pytest.approx(3.0, rel=0.5)

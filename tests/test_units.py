@@ -423,3 +423,29 @@ def test_concatenated_batches():
         assert torch.equal(step["images"], torch.cat([a["images"], b["images"]]))
         assert torch.equal(step["labels"][:4], a["labels"])
         assert (step["labels"][4:] == -1).all()
+
+
+def test_a_pace_fits_the_steps_to_the_seconds_at_the_end_of_the_warm_up():
+    from noisystudent.training.pace import LEAST_MEASURED, SKIPPED_STEPS, Pace
+
+    optimizer = _sgd_two_groups(0.1, 0.01)
+    scheduler = cosine_with_warmup(optimizer, total_steps=100, warmup_steps=20)
+    pace = Pace(scheduler.lr_lambdas[0], seconds=10.0)
+    warm_up = [scheduler.lr_lambdas[0](s) for s in range(20)]
+    # The first steps are slow (allocation); then 20 steps a second.
+    for step in range(1, 21):
+        assert pace.step_done(step, 1.0 if step <= SKIPPED_STEPS else 0.05)
+    # At step 20: 3.85 s spent, 6.15 s left at 20 steps/s: 123 more steps.
+    assert scheduler.lr_lambdas[0].total_steps == 20 + int((10 - 3 - 17 * 0.05) * 20)
+    assert [scheduler.lr_lambdas[0](s) for s in range(20)] == warm_up  # the warm-up unchanged
+    assert not pace.step_done(143, 0.05) and pace.step_done(142, 0.05)
+    # The fitted total lives in the scheduler's state, so a resumed stage keeps it.
+    again = cosine_with_warmup(_sgd_two_groups(0.1, 0.01), total_steps=100, warmup_steps=20)
+    again.load_state_dict(scheduler.state_dict())
+    assert again.lr_lambdas[0].total_steps == 143 and again.lr_lambdas[0].fitted
+    # A short warm-up is measured over LEAST_MEASURED steps after the skipped ones.
+    short = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 100, 2).lr_lambdas[0], 5.0)
+    assert short.fit_at == SKIPPED_STEPS + LEAST_MEASURED
+    # No seconds: the total stays as set.
+    fixed = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 30, 2).lr_lambdas[0])
+    assert all(fixed.step_done(s, 9.0) for s in range(1, 30)) and not fixed.step_done(30, 9.0)

@@ -55,14 +55,16 @@ def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
     runs.write_json(run / PLAN_JSON, info)
     log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
              "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)
+    # The passes set the steps per epoch; the minutes fit the steps to the student's own pace.
+    fitted = {"passes": passes, "minutes": round((seconds - fixed) / 60, 3)}
     if "student.warmup_epochs" not in info["planned"]:
-        return {"passes": passes}
+        return fitted
     student = config.student_config(k, "pending")
     kept = read_summary(SelfTrainLayout(run, config.teacher_run).pseudo_labels(k))["kept"]
     warmup = warmup_epochs({"warmup_epochs": SCRATCH_STUDENT["warmup_epochs"],
                             "epochs": student.epochs, "batch_size": student.batch_size,
                             "unlabeled_ratio": student.unlabeled_ratio}, passes, kept)
-    return {"passes": passes, "warmup_epochs": warmup}
+    return fitted | {"warmup_epochs": warmup}
 
 
 def worth_another(config, run: Path, k: int) -> bool:

@@ -135,9 +135,9 @@ REPLAY = "replay.yaml"
 
 
 def write_replay(run: Path, config: SelfTrainConfig, layout: SelfTrainLayout) -> None:
-    """replay.yaml: every value the run ran with, each student's planned length included and
-    no budget, so that ``self-train RUN/replay.yaml --out NEW`` runs it again exactly (same
-    seed, nothing timed or planned: every value is set)."""
+    """replay.yaml: every value the run ran with, each student's length included (the steps
+    its pace fitted, not its minutes) and no budget, so that ``self-train RUN/replay.yaml
+    --out NEW`` runs it again exactly (same seed, nothing timed or planned)."""
     values = to_dict(config)
     values["budget"] = None
     students = []
@@ -146,6 +146,9 @@ def write_replay(run: Path, config: SelfTrainConfig, layout: SelfTrainLayout) ->
         entry = dict(values["students"][min(k, len(values["students"])) - 1]) \
             if values["students"] else {}
         entry.update({key: ran[key] for key in ("passes", "warmup_epochs") if key in ran})
+        if ran.get("minutes"):  # the length its pace fitted to the minutes, as steps
+            entry.update(minutes=0.0, steps=runs.read_json(layout.student(k) / runs.METRICS)
+                         ["steps"])
         students.append(entry)
     values["students"] = students
     runs.write_text(run / REPLAY, "# the run's values, each student's length included: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from noisystudent import runs
@@ -34,7 +35,7 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
         measured = stage.val_metrics(task.final_model(), spec)
         return {"val_top1": measured["val_top1"]} if measured else {}
 
-    fit(task, loader, settings=config, stage=stage, on_epoch_end=validate)
+    trained = fit(task, loader, settings=config, stage=stage, on_epoch_end=validate)
     return stage.finish(task.final_model(), spec, {
         "pretrained": config.pretrained, "labeled_images": len(labeled),
-        "epochs": config.epochs, "steps": config.epochs * len(loader)})
+        "epochs": math.ceil(trained / len(loader)), "steps": trained})

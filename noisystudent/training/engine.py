@@ -9,6 +9,7 @@ Randomness is re-seeded from (seed, epoch), so a resumed run repeats what the lo
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -25,6 +26,7 @@ from noisystudent.device import autocast
 from noisystudent.errors import CorruptFile, UserError
 
 from .optim import build_optimizer, skips_on_device
+from .pace import Pace
 from .tasks import Task
 
 
@@ -66,8 +68,9 @@ PROGRESS_EVERY = 25
 def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
                     device: torch.device, dtype: torch.dtype | None,
                     scaler: torch.amp.GradScaler | None = None, progress: bool = True,
-                    description: str = "") -> dict[str, float]:
-    """One pass over the loader; returns the mean of every scalar the task reported.
+                    description: str = "", pace: Pace | None = None) -> dict[str, float]:
+    """One pass over the loader, or up to the step where ``pace`` says the training ends;
+    returns the mean of every scalar the task reported.
 
     The host never waits for the device inside the loop: loss parts are summed on the device
     and read once, at the end. A non-finite loss cancels its own update on the device (fused
@@ -79,6 +82,7 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
     bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first non-finite step
     bad_loss = torch.zeros((), device=device)
     steps, images_seen, start = 0, 0, time.perf_counter()
+    step_start = start
     bar = tqdm(loader, desc=description, leave=False, disable=not progress, dynamic_ncols=True)
     for batch in bar:
         with autocast(device, dtype):
@@ -111,6 +115,10 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
         images_seen += batch.get("num_images", len(batch.get("images", ())))
         if progress and steps % PROGRESS_EVERY == 0:
             bar.set_postfix(loss=f"{sums['loss'].item() / steps:.3f}")
+        now = time.perf_counter()
+        if pace is not None and not pace.step_done(scheduler.last_epoch, now - step_start):
+            break
+        step_start = now
     if on_device:
         optimizer.found_inf = None
     if int(bad_step) >= 0:  # one read per epoch
@@ -125,9 +133,11 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
 
 def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         on_epoch_end: Callable[[int], dict] | None = None) -> int:
-    """Train ``task`` for ``settings.epochs`` over ``loader``, checkpointing after each epoch
-    into ``stage.run_dir`` (resuming from the last checkpoint when ``stage.resume``); returns
-    the number of epochs run now. ``on_epoch_end(epoch)`` adds metrics (e.g. validation)."""
+    """Train ``task`` over ``loader`` for ``settings.epochs``, or ``settings.steps``, or as
+    many steps as ``settings.minutes`` buy at the measured pace (``pace.py``), checkpointing
+    after each epoch into ``stage.run_dir`` (resuming from the last checkpoint when
+    ``stage.resume``); returns the steps trained in all. ``on_epoch_end(epoch)`` adds metrics
+    (e.g. validation)."""
     device, dtype, run_dir = stage.device, stage.dtype, stage.run_dir
     if settings.ema_decay > 0:
         # Warmup (decay 1 - (1 + step)^(-2/3), capped at ema_decay): without it, a short run's
@@ -135,6 +145,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         task.setup_ema(decay=settings.ema_decay, use_warmup=True)
     module, ema = task.trained_module(), task.get_trainable_module(ema=True)
     optimizer, scheduler = build_optimizer(module, settings, len(loader))
+    pace = Pace(scheduler.lr_lambdas[0], seconds=60 * settings.minutes)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     progress = stage.progress and distributed.is_main()
     checkpoint_path = run_dir / runs.CHECKPOINT
@@ -143,7 +154,8 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
     if state is not None:
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(state["scheduler"])  # a fitted total included
+        pace.load_state_dict(state.get("pace", {}))
         if ema is not None and "ema" in state:
             ema.module.load_state_dict(state["ema"])
         if scaler is not None and "scaler" in state:
@@ -156,10 +168,12 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
     if distributed.active():
         loader.set_shard(distributed.rank(), distributed.world_size())
         task.prepare_distributed()
-    epochs = settings.epochs
-    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
+    steps_per_epoch, epoch = len(loader), start_epoch
+    epoch_bar = tqdm(desc="epochs", initial=start_epoch, total=settings.epochs,
                      disable=not progress, dynamic_ncols=True)
-    for epoch in epoch_bar:
+    while scheduler.last_epoch < pace.schedule.total_steps:
+        epochs = math.ceil(pace.schedule.total_steps / steps_per_epoch)  # a fitted total moves it
+        epoch_bar.total = epochs
         # Each rank its own noise (augmentation, dropout); rank 0 draws what one process would.
         torch.manual_seed(stage.seed * 1_000_003 + epoch + 7_919 * distributed.rank())
         loader.set_epoch(epoch)
@@ -167,7 +181,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
             metrics = train_one_epoch(task, loader, optimizer, scheduler, device=device,
                                       dtype=dtype, scaler=scaler, progress=progress,
                                       description=f"epoch {epoch + 1}/{epochs}"
-                                      + timings.time_left())
+                                      + timings.time_left(), pace=pace)
         except NonFiniteLoss as err:
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint yet"
             raise NonFiniteLoss(f"{err} (epoch {epoch + 1}); training stopped and {kept}; "
@@ -176,7 +190,8 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         if on_epoch_end is not None:
             metrics.update(on_epoch_end(epoch))
         state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1}
+                 "scheduler": scheduler.state_dict(), "pace": pace.state_dict(),
+                 "epoch": epoch + 1}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
         if scaler is not None:
@@ -185,8 +200,11 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         # Logged after the checkpoint; a resume drops lines past the checkpoint's epoch.
         runs.append_jsonl(run_dir / runs.METRICS_LOG, {"epoch": epoch + 1, **metrics})
         stage.scalars.add("epoch", metrics, epoch + 1)
+        epoch_bar.update()
         epoch_bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-    return epochs - start_epoch
+        epoch += 1
+    epoch_bar.close()
+    return scheduler.last_epoch
 
 
 def _valid_checkpoint(path: Path) -> dict | None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
 from noisystudent.errors import UserError
+
+from .pace import CosineWithWarmup
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float,
@@ -74,25 +74,21 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,
                        warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup then cosine to zero, stepped per batch. LambdaLR scales each group's own
-    initial lr, so layer-wise lr scales survive."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    """Linear warmup then cosine to zero, stepped per batch (its factor, ``lr_lambdas[0]``, a
+    CosineWithWarmup whose total a Pace can fit). LambdaLR scales each group's own initial
+    lr, so layer-wise lr scales survive."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineWithWarmup(total_steps,
+                                                                         warmup_steps))
 
 
 def build_optimizer(module: torch.nn.Module, settings, steps_per_epoch: int):
     """AdamW or SGD over ``module``'s trainable parameters (layer-wise lr decay when asked),
-    and the per-step cosine schedule with warmup. ``settings`` is a LoopSettings."""
+    and the per-step cosine schedule with warmup over ``settings.steps`` (or its epochs).
+    ``settings`` is a LoopSettings."""
     layer_decay = settings.layer_decay if settings.layer_decay < 1.0 else None
     groups = param_groups(module, settings.lr, settings.weight_decay, layer_decay)
     groups = scale_norm_biases(module, groups, settings.norm_bias_lr_scale)
     optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
-    total = settings.epochs * steps_per_epoch
-    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    total = settings.steps or settings.epochs * steps_per_epoch
+    warmup = min(total, round(settings.warmup_epochs * steps_per_epoch))
     return optimizer, cosine_with_warmup(optimizer, total, warmup)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,10 +61,26 @@ def run(core: int, cases: list[str], seeds: list[int]) -> None:
                                check=False)
 
 
+def student_minutes(run: Path) -> str:
+    """Student 1's minutes: the first plan's (plan.yaml's first line), the re-plan's before it
+    started (the run's log) and what it took (timings.json), e.g. "3.3 / 3.2 / 3.3"."""
+    first = re.search(r"iter1/student ([0-9.]+)", (run / "plan.yaml").read_text())
+    log = run.with_name(run.name + ".log")
+    again = re.search(r"student 1 gets [0-9.]+ passes, ([0-9.]+) min of training at [0-9]+ "
+                      r"images/s \(and ([0-9.]+) of evaluation\)",
+                      log.read_text() if log.is_file() else "")
+    took = json.loads((run / "timings.json").read_text()).get("iter1/student")
+    if not (first and again and took):
+        return "-"
+    return (f"{float(first[1]):.1f} / {float(again[1]) + float(again[2]):.1f} / "
+            f"{took / 60:.1f}")
+
+
 def table() -> None:
     lines = ["| run | seed | teacher (test) | students (test) | kept (test) | kept minus "
-             "teacher | validation images | used of budget |",
-             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |"]
+             "teacher | validation images | used of budget | student 1 min: plan / re-plan / "
+             "ran |",
+             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |"]
     worst = None
     for case, (what, budget, _) in CASES.items():
         for report_path in sorted(OUT.glob(f"{case}-seed*/report.json")):
@@ -78,7 +95,8 @@ def table() -> None:
             lines.append(f"| {what}, `--budget {budget}` | {seed} | {100 * teacher:.2f}% | "
                          f"{students} | {100 * kept:.2f}% ({report['final_role']}) | "
                          f"{gap:+.2f} | {rows[0].get('val_images') or 0} | {used:.1f} of "
-                         f"{budget[:-1]} min ({used / float(budget[:-1]):.0%}) |")
+                         f"{budget[:-1]} min ({used / float(budget[:-1]):.0%}) | "
+                         f"{student_minutes(report_path.parent)} |")
     body = (f"Each run `taskset -c CORE noisystudent self-train DATA --budget B --seed S "
             f"--out runs/r50/CASE-seedS` (the data flags in `benchmarks/never_worse.py`), on "
             f"one core of the machine above; two runs at a time, one per core. The bar: the kept "

@@ -9,7 +9,8 @@ of them gets right and the other wrong tell them apart. A later step replaces th
   validation images are few (under SMALL_VALIDATION, one image over a point of top-1) it leads
   the teacher beyond a loose chance (LEAD_SIGNIFICANCE), and
 - against the step kept so far, it is no worse beyond chance, or, for a step that cannot be
-  trusted to have learned (planned short, or ended far from its plan), no worse at all.
+  trusted to have learned (planned short, trained fewer passes than a student needs, or ended
+  far from its plan), no worse at all, and ahead of the teacher as on few images.
 
 "Beyond chance" is an exact sign test (McNemar's test for paired counts): under "the later
 step is no worse" each telling image is as likely to favour either, so the chance that the
@@ -104,8 +105,9 @@ class Comparison:
             return f"{counts}: {verdict}; the later model is kept"
         below = self.only_earlier > self.only_later
         if self.rule == AHEAD_OF_TEACHER and not below:
-            return (f"{counts}: on fewer than {SMALL_VALIDATION} validation images a student "
-                    f"must lead its teacher (p <= {LEAD_SIGNIFICANCE}; here "
+            who = self.why_strict or \
+                f"on fewer than {SMALL_VALIDATION} validation images a student"
+            return (f"{counts}: {who} must lead its teacher (p <= {LEAD_SIGNIFICANCE}; here "
                     f"{self.p_value:.2f}); {stays} stays kept")
         if self.rule in (AGAINST_TEACHER, AHEAD_OF_TEACHER):
             return (f"{counts}: below the teacher on validation, and a student is never kept "
@@ -146,21 +148,24 @@ def kept_step(rows: list[dict], untrusted: dict[int, str] | None = None,
               significance: float = SIGNIFICANCE) -> tuple[int, list[Comparison], str]:
     """(the row the run keeps, the comparison that decided each later step, how it chose).
     Each step in turn must be no worse than the teacher (row 0) on validation, then is set
-    against the step kept so far: no worse beyond chance, or no worse at all where
-    ``untrusted`` names it (row index -> why). Rows without the per-image record (older runs)
-    fall back to the best top-1 on validation; without validation images, the last step is
-    kept."""
+    against the step kept so far: no worse beyond chance, or, where ``untrusted`` names it
+    (row index -> why), ahead of the teacher and no worse at all than the kept step. Rows
+    without the per-image record (older runs) fall back to the best top-1 on validation;
+    without validation images, the last step is kept."""
     if any(r.get("val_top1") is None for r in rows):
         return len(rows) - 1, [], "last"
     untrusted = untrusted or {}
     comparisons: list[Comparison] = []
     kept = 0
     for i in range(1, len(rows)):
-        decided = compare(rows[0], rows[i], significance, rule=AGAINST_TEACHER)
+        strict = i in untrusted
+        decided = compare(rows[0], rows[i], significance,
+                          rule=AHEAD_OF_TEACHER if strict else AGAINST_TEACHER)
         if decided is None:
             return best_on_validation(rows), [], "validation"
+        if strict:
+            decided = _replace(decided, why_strict=untrusted[i])
         if decided.later_kept and kept:
-            strict = i in untrusted
             decided = compare(rows[kept], rows[i], significance,
                               rule=STRICT if strict else CHANCE)
             if strict:
@@ -174,16 +179,20 @@ def kept_step(rows: list[dict], untrusted: dict[int, str] | None = None,
 def untrusted_steps(run, iterations: int) -> dict[int, str]:
     """The students of a budgeted run that must be no worse than the step kept before them
     (row index -> why): those its plan marked short (plan.json's ``short``), those whose
-    pace trained passes far from those planned, and those whose training ended far from the
-    minutes planned for it (FAR_FROM_PLAN either way)."""
+    pace trained fewer passes than a student needs (plan.json's ``least_passes``) or far from
+    those planned, and those whose training ended far from the minutes planned for it
+    (FAR_FROM_PLAN either way)."""
     info, used = timings.planned(run), timings.read(run)
     planned, short = info.get("seconds", {}), set(info.get("short", ()))
     why = {}
     for k in range(1, iterations + 1):
         key = student_key(k)
-        passes = _passes(Path(run) / key)
+        passes, least = _passes(Path(run) / key), info.get("least_passes", {}).get(key, 0)
         if key in short:
             why[k] = f"student {k}, planned shorter than a student needs,"
+        elif passes and passes[1] < least:
+            why[k] = (f"student {k}, which trained {passes[1]:.2f} passes, under the {least:g} "
+                      "a student needs,")
         elif passes and abs(passes[1] / passes[0] - 1) > FAR_FROM_PLAN:
             why[k] = (f"student {k}, which trained {passes[1]:.2f} passes of the "
                       f"{passes[0]:.2f} planned,")

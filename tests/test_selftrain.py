@@ -289,10 +289,17 @@ def test_on_few_validation_images_a_student_must_lead_its_teacher():
         comparisons[0].sentence()
     clearly = _paired(1, "1" * 30 + "1111" + "0" + "000")  # alone on 4, the teacher on 1
     assert kept_step([teacher, clearly])[0] == 1
-    # On 100 images (one image a point) no lead is asked: a tie keeps the student.
+    # On 100 images (one image a point) no lead is asked: a tie keeps the student...
     teacher, tied = _paired(0, "10" * 50), _paired(1, "01" * 50)
     kept, comparisons, _ = kept_step([teacher, tied])
     assert kept == 1 and comparisons[0].rule == AGAINST_TEACHER
+    # ...unless it trained fewer passes than a student needs: then it must lead there too.
+    why = {1: "student 1, which trained 1.58 passes, under the 2 a student needs,"}
+    kept, comparisons, _ = kept_step([teacher, tied], why)
+    assert kept == 0 and comparisons[0].rule == AHEAD_OF_TEACHER
+    assert comparisons[0].sentence().endswith(
+        "student 1, which trained 1.58 passes, under the 2 a student needs, must lead its "
+        "teacher (p <= 0.3; here 0.54); teacher stays kept")
 
 
 @pytest.mark.parametrize("per_class", [10, 25, 100])

@@ -52,6 +52,8 @@ def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
         _drop(run, info, k, passes, _min_passes(config, k))
         return None
     info["seconds"][student_key(k)] = seconds
+    # What its pace must reach for the student to be trusted as planned (keep.py).
+    info.setdefault("least_passes", {})[student_key(k)] = _min_passes(config, k)
     runs.write_json(run / PLAN_JSON, info)
     log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
              "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)

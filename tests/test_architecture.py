@@ -22,9 +22,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "noisystudent"
 # module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, set[str], str]] = [
     ("foundation", {"noisystudent", "errors", "distributed", "config", "runs", "device",
-                    "layout", "timings", "keep"},
-     "the run directory, its files and step keys, settings, devices and processes: what "
-     "every command stands on, knowing no image, model or label"),
+                    "layout", "timings", "keep", "settings_page"},
+     "the run directory, its files and step keys, settings (and their page), devices and "
+     "processes: what every command stands on, knowing no image, model or label"),
     ("data", {"data", "noise"},
      "images as uint8 rows, where they come from, and the student's input noise on them"),
     ("labels", {"labels"},

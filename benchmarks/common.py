@@ -2,7 +2,8 @@
 its wall time and peak memory, and writing a result section into BENCHMARKS.md.
 
 Each script owns one section, fenced by ``<!-- bench:NAME -->`` markers, and replaces only that
-section, so the scripts run alone and in any order.
+section, so the scripts run alone and in any order. A superseded section moves with its markers
+to benchmarks/HISTORY.md, and a script run again rewrites it there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+HISTORY_MD = ROOT / "benchmarks" / "HISTORY.md"
 WORK = Path(os.environ.get("NOISYSTUDENT_BENCH_DIR", ROOT / "runs" / "bench"))
 CLI = [sys.executable, "-m", "noisystudent"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -81,19 +83,23 @@ def command_line() -> str:
 
 
 def write_section(name: str, title: str, body: str, seeds: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, atomically."""
+    """Replace this benchmark's section in the file that holds its markers, BENCHMARKS.md
+    looked at first, then benchmarks/HISTORY.md (where a superseded section moves, markers
+    and all); append it to BENCHMARKS.md when neither does. Atomic: a temporary file, renamed."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     section = (f"<!-- bench:{name} -->\n## {title}\n\n"
                f"Measured {stamp} on {machine()}; seeds: {seeds}.\n"
                f"Command: `{command_line()}`\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.is_file() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->\n", re.S)
+    texts = {path: path.read_text() for path in (BENCHMARKS_MD, HISTORY_MD) if path.is_file()}
+    path = next((path for path, text in texts.items() if pattern.search(text)), BENCHMARKS_MD)
+    text = texts.get(path, "# Benchmarks\n")
     text = pattern.sub(lambda _: section, text) if pattern.search(text) \
         else text.rstrip("\n") + "\n\n" + section
-    tmp = BENCHMARKS_MD.with_name(".BENCHMARKS.md.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
-    tmp.replace(BENCHMARKS_MD)
-    print(f"wrote section '{title}' of {BENCHMARKS_MD}")
+    tmp.replace(path)
+    print(f"wrote section '{title}' of {path}")
 
 
 def timed(function, *args, **kwargs):

@@ -5,8 +5,9 @@
 #
 #   run  carry: [".device"]  command: . .device/setup.sh && bash benchmarks/gpu_checks.sh
 #
-# Logs and the BENCHMARKS.md it rewrote go to $OUT (or ./gpu-checks); each step has its own
-# time limit, and a failed step is logged and does not stop the others.
+# Logs, and BENCHMARKS.md and benchmarks/HISTORY.md as the steps left them, go to $OUT (or
+# ./gpu-checks); each step has its own time limit, and a failed step is logged and does not
+# stop the others.
 set -uo pipefail
 out=${OUT:-gpu-checks}
 mkdir -p "$out"
@@ -38,4 +39,4 @@ step speed 60 "$py" benchmarks/speed.py --device cuda
 #    corruptions included: what it costs there, and whether bf16 on CUDA keeps its accuracy.
 step recipe 240 ns self-train configs/fashion-mnist-1000-cpu.yaml --out "$work/recipe" --device cuda
 cp "$work/recipe/report.md" "$out/recipe-report.md" 2>/dev/null
-cp BENCHMARKS.md "$out/"
+cp BENCHMARKS.md benchmarks/HISTORY.md "$out/"

@@ -136,13 +136,15 @@ Error (%) averaged over the 5 severities; mCE relative to the teacher.
 
 {chr(10).join(robust) if robust else "(no corruption evaluation in these runs)"}
 
-![test top-1 per iteration](benchmarks/results/accuracy.png)
-![error per corruption, teacher vs final student](benchmarks/results/corruptions.png)"""
+![test top-1 per iteration](results/accuracy.png)
+![error per corruption, teacher vs final student](results/corruptions.png)"""
     for plot in ("accuracy.png", "corruptions.png"):  # runs/ is not committed; the plots are
         source = WORK / f"le-100-seed{args.seeds[0]}" / plot
         if source.is_file():
             (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
             shutil.copyfile(source, ROOT / "benchmarks" / "results" / plot)
+    # The section is history (the first recipe's): it lives in benchmarks/HISTORY.md, so the
+    # plots' links above are relative to benchmarks/.
     write_section("label-efficiency", "Label efficiency and robustness", body,
                   ", ".join(map(str, args.seeds)))
 

@@ -1,6 +1,6 @@
 """Why a short from-scratch student collapsed (issue 29): train a finished self-train run's
 first student again from the same teacher and pseudo-labels, with some of its settings
-changed. BENCHMARKS.md, "A short student's warm-up".
+changed. benchmarks/HISTORY.md, "A short student's warm-up".
 
     python benchmarks/short_student_warmup.py runs/r29/fm10-seed0 runs/r29/warm/w15 \\
         '{"warmup_epochs": 1.5}'

@@ -1,7 +1,7 @@
 #!/bin/bash
 # From scratch or pretrained (issue 29): one teacher on the photo test bed, then one student
 # per (pile, family), lengths chosen for about equal minutes on a 2-core CPU. The numbers and
-# what they decide: BENCHMARKS.md, "From scratch or pretrained".
+# what they decide: benchmarks/HISTORY.md, "From scratch or pretrained".
 #   python benchmarks/own_photos.py --out runs/bench/photos && benchmarks/student_threshold.sh
 set -euo pipefail
 NS="${NS:-python -m noisystudent}"

@@ -205,8 +205,8 @@ adds start-up, selection and the kept shards' writing.
 - The student's pseudo-labeled side, batches of 768 over the kept shards (decoded in
   {args.workers} workers, shuffle buffer 10,000): **{stream["streamed"]:,.0f} images/s**,
   against {stream["memory"]:,.0f} images/s sliced from an in-memory tensor. The student
-  steps at about 1,100 images/s on this CPU (BENCHMARKS `ablations-cpu`), so the stream
-  keeps up with it.
+  steps at about 1,100 images/s on this CPU (benchmarks/HISTORY.md, `ablations-cpu`), so the
+  stream keeps up with it.
 """
     write_section("tar-shards", "Unlabeled images from tar shards", body, "none (no training)")
 

@@ -200,6 +200,7 @@ def test_no_function_takes_more_than_five_positional_parameters():
 
 
 DOCS = [PACKAGE.parent / "README.md", PACKAGE.parent / "BENCHMARKS.md",
+        PACKAGE.parent / "benchmarks" / "HISTORY.md",
         *sorted((PACKAGE.parent / "docs").glob("*.md"))]
 
 

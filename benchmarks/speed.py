@@ -44,7 +44,7 @@ from noisystudent.config import StudentConfig, TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches  # noqa: E402
 from noisystudent.deploy.cost import count_flops  # noqa: E402
-from noisystudent.device import autocast, cpu_kind, resolve_precision  # noqa: E402
+from noisystudent.device import autocast, has_bf16_units, resolve_precision  # noqa: E402
 from noisystudent.models.inference import predict_logits  # noqa: E402
 from noisystudent.models.precision import training_precision  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402
@@ -245,7 +245,7 @@ def yardstick(device: torch.device) -> tuple[float, str]:
     """The fastest matrix product this machine has: fp32 always, bf16 where the hardware has
     bf16 units (a GPU; a CPU with AMX or AVX-512 BF16)."""
     dtypes = [torch.float32]
-    if device.type == "cuda" or cpu_kind() != "AVX2":
+    if device.type == "cuda" or has_bf16_units():
         dtypes.append(torch.bfloat16)
     peaks = {dtype: matmul_peak(device, dtype) for dtype in dtypes}
     best = max(peaks, key=peaks.get)

@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="noisystudent",
         description="Transfer learning, knowledge distillation and Noisy Student self-training.",
         epilog="Data-parallel on several processes or GPUs: torchrun --nproc_per_node=N -m "
-               "noisystudent COMMAND ... (batch_size is the global batch; README 'Scaling out').")
+               "noisystudent COMMAND ... (batch_size is the global batch; docs/scaling.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     try:
         from .config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "the run's model as ONNX, preprocessing included",
                      description=("uint8 images in, logits out; class names and the stored size "
                                   "in the metadata; dynamic batch. Needs pip install "
-                                  "'noisystudent[export]'."))
+                                  "-e '.[export]' in this checkout."))
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", default="onnx", choices=("onnx",))
     export.add_argument("--out", metavar="FILE.onnx", help="default: RUN_DIR/model.onnx")

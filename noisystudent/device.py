@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import platform
 from collections.abc import Callable
 
 import torch
@@ -24,14 +25,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The CPU kinds with bf16 units, where bf16 inference pays and training may.
+BF16_UNITS = ("AMX", "AVX-512 BF16")
+
+
 def cpu_kind() -> str:
     """What this CPU offers for bf16: "AMX" (Intel matrix tiles), "AVX-512 BF16" (bf16 dot
-    products, e.g. AMD Zen 4/5) or "AVX2" (neither: bf16 is emulated)."""
+    products, e.g. AMD Zen 4/5), "AVX2" (an x86 CPU with neither: bf16 is emulated), or
+    elsewhere the machine's name (e.g. "arm64" on Apple Silicon: bf16 is not measured there,
+    so it runs in fp32)."""
     if torch.cpu._is_amx_tile_supported():
         return "AMX"
     if torch.cpu._is_avx512_bf16_supported():
         return "AVX-512 BF16"
-    return "AVX2"
+    machine = platform.machine().lower()
+    return "AVX2" if machine in ("x86_64", "amd64", "i386", "i686", "") else machine
+
+
+def has_bf16_units() -> bool:
+    return cpu_kind() in BF16_UNITS
 
 
 def resolve_precision(precision: str, device: torch.device,
@@ -51,7 +63,7 @@ def resolve_precision(precision: str, device: torch.device,
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if training or cpu_kind() == "AVX2":
+    if training or not has_bf16_units():
         return None
     return torch.bfloat16
 

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,9 @@ def lock_run(run_dir: str | os.PathLike) -> None:
         return
     try:
         import fcntl
-    except ImportError:  # not POSIX: runs are not locked
+    except ImportError:  # not POSIX (Windows): said (once a place), then not locked
+        warnings.warn("this system has no fcntl: run directories are not locked, so two "
+                      "processes given one run directory would both write it", stacklevel=2)
         return
     path = Path(run_dir).resolve() / LOCK
     if path in _held_locks:

@@ -21,19 +21,21 @@ from .config import (
     TrainConfig,
     TrainSettings,
 )
+from .plan.rules import LARGE_SCRATCH_STUDENT, SCRATCH_STUDENT
 
 BEGIN, END = "<!-- settings -->", "<!-- /settings -->"
 
 # What the plan of a budgeted self-train sets where you leave it unset (``plan.set`` in
-# plan/rules.py, and the re-plan's changes to each student in plan/replan.py); a test reads
-# the plan's source for the keys it sets and fails on one missing here.
+# plan/rules.py, the from-scratch students' recipes, and the re-plan's changes to each student
+# in plan/replan.py); a test reads the plan's source for the keys it sets and fails on one
+# missing here.
 PLANNED = frozenset({
     "channels", "corruption_images", "corruptions", "iterations", "labels_per_class",
     "val_fraction", "pseudo_label.flip", "pseudo_label.max_images", "teacher.model",
-    "teacher.image_size", "teacher.epochs", "student.model", "student.pretrained",
-    "student.image_size", "student.in_chans", "student.passes", "student.warmup_epochs",
-    "student.minutes", "students",
-})
+    "teacher.image_size", "teacher.epochs", "teacher.minutes", "student.model",
+    "student.pretrained", "student.image_size", "student.in_chans", "student.passes",
+    "student.warmup_epochs", "student.minutes", "students",
+} | {f"student.{key}" for key in {**SCRATCH_STUDENT, **LARGE_SCRATCH_STUDENT}})
 
 HEADER = ("| setting | flag | default | planned | what it does |\n"
           "| --- | --- | --- | --- | --- |")

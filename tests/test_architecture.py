@@ -22,9 +22,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "noisystudent"
 # module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, set[str], str]] = [
     ("foundation", {"noisystudent", "errors", "distributed", "config", "runs", "device",
-                    "layout", "timings", "keep", "settings_page"},
-     "the run directory, its files and step keys, settings (and their page), devices and "
-     "processes: what every command stands on, knowing no image, model or label"),
+                    "layout", "timings", "keep"},
+     "the run directory, its files and step keys, settings, devices and processes: what "
+     "every command stands on, knowing no image, model or label"),
     ("data", {"data", "noise"},
      "images as uint8 rows, where they come from, and the student's input noise on them"),
     ("labels", {"labels"},
@@ -43,8 +43,9 @@ LAYERS: list[tuple[str, set[str], str]] = [
     ("stages", {"stages"},
      "the commands' steps, and the self-training loop that runs them with the plan and "
      "the report"),
-    ("cli", {"cli", "__main__", "api"},
-     "the noisystudent command and the Python API over the stages' functions"),
+    ("cli", {"cli", "__main__", "api", "settings_page"},
+     "the noisystudent command, the Python API over the stages' functions, and the settings "
+     "page written from both the settings and the plan"),
 ]
 
 

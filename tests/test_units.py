@@ -425,24 +425,40 @@ def test_concatenated_batches():
         assert (step["labels"][4:] == -1).all()
 
 
-def test_a_pace_fits_the_steps_to_the_seconds_at_the_end_of_the_warm_up():
+def test_a_pace_fits_the_steps_to_the_seconds_and_a_replay_repeats_its_rates():
     from noisystudent.training.pace import LEAST_MEASURED, SKIPPED_STEPS, Pace
 
     optimizer = _sgd_two_groups(0.1, 0.01)
     scheduler = cosine_with_warmup(optimizer, total_steps=100, warmup_steps=20)
-    pace = Pace(scheduler.lr_lambdas[0], seconds=10.0)
-    warm_up = [scheduler.lr_lambdas[0](s) for s in range(20)]
+    schedule = scheduler.lr_lambdas[0]
+    pace = Pace(schedule, seconds=10.0)
+    warm_up = [schedule(s) for s in range(20)]
     # The first steps are slow (allocation); then 20 steps a second.
     for step in range(1, 21):
         assert pace.step_done(step, 1.0 if step <= SKIPPED_STEPS else 0.05)
     # At step 20: 3.85 s spent, 6.15 s left at 20 steps/s: 123 more steps.
-    assert scheduler.lr_lambdas[0].total_steps == 20 + int((10 - 3 - 17 * 0.05) * 20)
-    assert [scheduler.lr_lambdas[0](s) for s in range(20)] == warm_up  # the warm-up unchanged
-    assert not pace.step_done(143, 0.05) and pace.step_done(142, 0.05)
-    # The fitted total lives in the scheduler's state, so a resumed stage keeps it.
-    again = cosine_with_warmup(_sgd_two_groups(0.1, 0.01), total_steps=100, warmup_steps=20)
-    again.load_state_dict(scheduler.state_dict())
-    assert again.lr_lambdas[0].total_steps == 143 and again.lr_lambdas[0].fitted
+    assert schedule.total_steps == 20 + int((10 - 3 - 17 * 0.05) * 20) == 143
+    assert [schedule(s) for s in range(20)] == warm_up  # the warm-up unchanged
+    # A neighbour leaves at step 60: steps take 0.03 s. The refits at a quarter, a half and
+    # three quarters of the decay follow the pace since the fit before, and the run ends with
+    # its seconds, the learning rate never jumping.
+    rates, step = [], 20
+    while True:
+        step += 1
+        rates.append(schedule(step - 1))
+        if not pace.step_done(step, 0.05 if step < 60 else 0.03):
+            break
+    assert pace.trained == pytest.approx(10.0, abs=0.1) and step == schedule.total_steps > 143
+    assert len(schedule.segments) == 4 and schedule(step) == 0.0
+    assert max(abs(b - a) for a, b in zip(rates, rates[1:])) < 0.03
+    # A replay given the steps and the pieces of the decay repeats every step's rate.
+    again = cosine_with_warmup(_sgd_two_groups(0.1, 0.01), schedule.total_steps, 20,
+                               schedule.segments).lr_lambdas[0]
+    assert [again(s) for s in range(step + 1)] == [schedule(s) for s in range(step + 1)]
+    # The fitted schedule lives in the scheduler's state, so a resumed stage keeps it.
+    resumed = cosine_with_warmup(_sgd_two_groups(0.1, 0.01), total_steps=100, warmup_steps=20)
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed.lr_lambdas[0].total_steps == step and resumed.lr_lambdas[0].fitted
     # A short warm-up is measured over LEAST_MEASURED steps after the skipped ones.
     short = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 100, 2).lr_lambdas[0], 5.0)
     assert short.fit_at == SKIPPED_STEPS + LEAST_MEASURED

@@ -84,7 +84,7 @@ def hf_datasets():
         import datasets
     except ImportError:
         raise UserError("Hugging Face datasets need the datasets package: "
-                        "pip install 'noisystudent[hf]'") from None
+                        "pip install -e '.[hf]' in a checkout") from None
     datasets.disable_progress_bars()
     return datasets
 

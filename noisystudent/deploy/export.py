@@ -5,7 +5,7 @@ run inside the graph. Class names, stored size and channels, the model's input s
 run's data settings are in the model's metadata. Batch size is dynamic.
 
 Needs the ``export`` extra (onnx, onnxscript for PyTorch's exporter, onnxruntime for the
-parity check): ``pip install 'noisystudent[export]'``.
+parity check): ``pip install -e '.[export]' in a checkout``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def require_export_extra() -> None:
             missing.append(module)
     if missing:
         raise UserError(f"ONNX export needs {', '.join(missing)}: "
-                        "pip install 'noisystudent[export]'")
+                        "pip install -e '.[export]' in a checkout")
 
 
 def export_onnx(run_dir: str | Path, out: str | Path | None = None, *,

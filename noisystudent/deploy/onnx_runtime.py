@@ -27,7 +27,7 @@ def onnxruntime_module():
         import onnxruntime
     except ImportError:
         raise UserError("running an .onnx model needs onnxruntime: pip install onnxruntime "
-                        "(or pip install 'noisystudent[export]')") from None
+                        "(or pip install -e '.[export]' in a checkout)") from None
     return onnxruntime
 
 

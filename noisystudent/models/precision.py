@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from noisystudent import distributed
-from noisystudent.device import cpu_kind, resolve_precision
+from noisystudent.device import has_bf16_units, resolve_precision
 
 from . import speed
 from .build import create_model, keep_spatial_map
@@ -81,7 +81,7 @@ def training_precision(config, device: torch.device) -> torch.dtype | None:
 def measures_training_dtype(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` picks the training dtype by measuring it: 'auto' on a CPU with
     bf16 instructions (where either dtype can be the faster one, by model)."""
-    return precision == "auto" and device.type == "cpu" and cpu_kind() != "AVX2"
+    return precision == "auto" and device.type == "cpu" and has_bf16_units()
 
 
 def auto_training_dtype(model: str, image_size: int, in_chans: int, options: dict | None,

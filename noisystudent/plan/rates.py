@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
-from noisystudent.device import cpu_kind, resolve_device
+from noisystudent.device import cpu_kind, has_bf16_units, resolve_device
 from noisystudent.models import speed
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Rates:
         name = f"timed on this CPU: {speed.cpu_name()}, {torch.get_num_threads()} threads, {kind}"
         if self.precision != "auto":
             return f"{name}, precision {self.precision} as set"
-        if kind == "AVX2":
+        if not has_bf16_units():
             return (f"{name}: no bf16 units, so everything trains in fp32 and the same budget "
                     "buys a lower rung of the teacher ladder and shorter students than on a CPU "
                     "with AVX-512 BF16 or AMX")

@@ -1,7 +1,7 @@
 """The rules: every value ``self-train`` plans where the user set none, each with its reason,
 from the data's facts (``survey.py``), this machine's measured speed (``rates.py``) and, when
 given, a time budget (``time_model.py``). The user's values are never changed. The rules and
-the measurements behind them (BENCHMARKS.md, "Recipes from the plan"):
+the measurements behind them (benchmarks/HISTORY.md, "Recipes from the plan"):
 
 - **Teacher**: the ImageNet-pretrained Lite0, at the images' stored size rounded up to a
   multiple of 32, never below 64 (at 32 px it lost 2.5 points on Fashion-MNIST) nor above
@@ -57,7 +57,7 @@ from .time_model import labeling_seconds as seconds_to_label
 log = logging.getLogger(__name__)
 
 # --- the thresholds ------------------------------------------------------------------------
-# From scratch or pretrained (BENCHMARKS.md, "Recipes from the plan"): on photos of 64-96 px
+# From scratch or pretrained (benchmarks/HISTORY.md, "Recipes from the plan"): on photos of 64-96 px
 # with 20 labels a class, at equal minutes, a from-scratch cifar_airbench_s at 32 px beat a
 # pretrained Lite0 at 64 px by 1.1 points on 20,000 unlabeled images and lost by 1.7 on 2,000.
 PHOTO_SIZE = 96         # px: stored at least this, the images are photos a 32 px student blurs
@@ -75,7 +75,7 @@ DEFAULT_HELD_OUT, MAX_HELD_OUT = 0.1, 0.3
 TEACHER_SHARE = 0.35    # of the budget: the teacher's training and its labeling
 # Passes past which a from-scratch student 1 gains nothing, so the minutes go to the teacher:
 # on one Lite0 @64 teacher (85.70%), student 1 reached 87.31% at 1.8 passes, 88.43% at 6.6
-# and 88.26% at 20.4 (BENCHMARKS.md, "The plan before the teacher ladder"); every student
+# and 88.26% at 20.4 (benchmarks/HISTORY.md, "The plan before the teacher ladder"); every student
 # ends 1-2 points above its labels, so the teacher's labels decide the end.
 ENOUGH_PASSES = 6.0
 # A small image's teacher upscales to at most this: on Fashion-MNIST (28 px) 64 -> 96 px gave
@@ -96,7 +96,7 @@ FAMILY_NAMES = {"scratch": "from scratch", "pretrained": "from pretrained weight
 SCRATCH_PASSES = (3.0, 4.0)  # the airbench CPU recipe's students (no budget)
 # Warm-up steps a from-scratch student gets at least: with 21 steps up to lr 0.8, a student
 # of 1.1 passes collapsed (46.5%, below its 81% teacher); with 63 it reached 84.6%
-# (BENCHMARKS.md, "A short student's warm-up").
+# (benchmarks/HISTORY.md, "A short student's warm-up").
 MIN_WARMUP_STEPS = 60
 CORRUPTED = CORRUPTION_TYPES * len(SEVERITIES)  # corrupted images per test image
 MIN_CORRUPTION_IMAGES = 200
@@ -608,10 +608,32 @@ def teacher_alone(plan: Plan, rates: Rates, passes: float, family: str) -> None:
     plan.seconds = {TEACHER_KEY: teacher_seconds(plan, rates, plan.teacher_size(),
                                                  plan.value("teacher.epochs")),
                     REPORT_KEY: report_seconds(plan, rates)}
+    fill_with_teacher(plan, rates)
     least = smallest_paying_budget(plan)
     log.warning("plan: no student pays in %g min on this machine: the teacher alone is "
                 "trained%s", plan.budget_minutes,
                 f"; a student pays from about {least:g} min" if least else "")
+
+
+def fill_with_teacher(plan: Plan, rates: Rates) -> None:
+    """The teacher alone, where its best rung leaves minutes over: its training given them
+    (``teacher.minutes``), its schedule stretched to what its own pace buys in them, so the
+    run uses its budget (the rung above did not fit)."""
+    if plan.teacher or plan.user_set("teacher.epochs") or plan.user_set("teacher.minutes"):
+        return
+    size, epochs = plan.teacher_size(), plan.value("teacher.epochs")
+    planned = plan.seconds[TEACHER_KEY]
+    left = plan.budget.usable - plan.seconds[REPORT_KEY] - (rates.spent if rates else 0.0)
+    if left <= planned:
+        return
+    longer = epochs * left / planned  # about the epochs the minutes buy
+    infer = rates.inference(plan.teacher_model(), size, 3)
+    fixed = step_seconds(evaluated_images(plan.facts.test, plan.facts.val, longer), infer)
+    plan.set("teacher.minutes", round((left - fixed) / 60, 2),
+             f"the teacher alone fills the budget: {epochs} epochs take "
+             f"{planned / 60:.1f} of {left / 60:.1f} min, so its schedule follows its own "
+             f"pace for the rest (about {longer:.0f} epochs)")
+    plan.seconds[TEACHER_KEY] = left
 
 
 def smallest_paying_budget(plan: Plan) -> float | None:

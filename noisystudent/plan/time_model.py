@@ -26,7 +26,8 @@ from typing import Any
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
 # A student's step against the bare step the plan measures (labeled and pseudo-labeled
 # batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
-# (Lite0) on the photo test bed, whose images stream (BENCHMARKS.md, "Recipes from the plan");
+# (Lite0) on the photo test bed, whose images stream (benchmarks/HISTORY.md, "Recipes from
+# the plan");
 # 0.91 on Fashion-MNIST in memory, where a one-core run's student 1 trained even faster than
 # its bare step measured just before. Where a student still ends early, the minutes it leaves
 # go to another iteration (``plan.worth_another``).

@@ -35,7 +35,7 @@ def mlflow_client(uri: str | None):
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise UserError("--mlflow needs the mlflow package: "
-                        "pip install 'noisystudent[mlflow]'") from None
+                        "pip install -e '.[mlflow]' in a checkout") from None
     import mlflow
 
     uri = uri or mlflow.get_tracking_uri()

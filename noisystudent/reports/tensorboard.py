@@ -30,7 +30,7 @@ class Scalars:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package: "
-                            "pip install 'noisystudent[tensorboard]'") from None
+                            "pip install -e '.[tensorboard]' in a checkout") from None
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / FOLDER))
 
     def add(self, group: str, values: dict, step: int) -> None:

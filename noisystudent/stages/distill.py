@@ -93,12 +93,12 @@ def distill(config: DistillConfig | None, out: str | Path, *, resume: bool = Fal
                        feature_weight=config.feature_weight, consistent=config.consistent,
                        teacher_dtype=stage.eval_dtype, label_smoothing=config.label_smoothing,
                        device=device)
-    trained = fit(task, loader, settings=config, stage=stage)
+    fitted = fit(task, loader, settings=config, stage=stage)
     metrics = stage.finish(task.final_model(), spec, {
         "teacher": str(config.teacher), "data_mode": config.data_mode,
         "labeled_images": len(labeled) if labeled else 0,
         "unlabeled_images": len(unlabeled) if unlabeled else 0,
-        "epochs": math.ceil(trained / len(loader)), "steps": trained})
+        "epochs": math.ceil(fitted.steps / len(loader)), "steps": fitted.steps})
     if distributed.is_main():  # measured once, in one process
         log.info(compression_report(stage.run_dir, config, metrics["test_top1"]))
     distributed.barrier()

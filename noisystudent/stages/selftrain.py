@@ -140,6 +140,8 @@ def write_replay(run: Path, config: SelfTrainConfig, layout: SelfTrainLayout) ->
     --out NEW`` runs it again exactly (same seed, nothing timed or planned)."""
     values = to_dict(config)
     values["budget"] = None
+    if values["teacher"].get("minutes") and not config.teacher_run:  # its fitted length
+        values["teacher"].update(_fitted_length(layout.teacher))
     students = []
     for k in range(1, config.iterations + 1):
         ran = runs.read_yaml(layout.student(k) / runs.CONFIG)
@@ -147,13 +149,20 @@ def write_replay(run: Path, config: SelfTrainConfig, layout: SelfTrainLayout) ->
             if values["students"] else {}
         entry.update({key: ran[key] for key in ("passes", "warmup_epochs") if key in ran})
         if ran.get("minutes"):  # the length its pace fitted to the minutes, as steps
-            entry.update(minutes=0.0, steps=runs.read_json(layout.student(k) / runs.METRICS)
-                         ["steps"])
+            entry.update(_fitted_length(layout.student(k)))
         students.append(entry)
     values["students"] = students
     runs.write_text(run / REPLAY, "# the run's values, each student's length included: "
                     f"noisystudent self-train {run}/{REPLAY} --out NEW_RUN\n"
                     + yaml.safe_dump(values, sort_keys=False))
+
+
+def _fitted_length(step: Path) -> dict:
+    """A step trained for minutes, replayed as what its pace fitted: its steps and the
+    pieces of its decay."""
+    metrics = runs.read_json(step / runs.METRICS)
+    return {"minutes": 0.0, "steps": metrics["steps"],
+            "decay_segments": metrics.get("decay_segments", [])}
 
 
 def kept_after(config: SelfTrainConfig, layout: SelfTrainLayout, k: int) -> int:

@@ -77,11 +77,13 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
                             consistency_threshold=config.consistency_threshold,
                             weak_augment=make_augment(config.model_copy(
                                 update={"augment": "light"})), device=device)
-    trained = fit(task, loader, settings=config, stage=stage)
+    fitted = fit(task, loader, settings=config, stage=stage)
     return stage.finish(task.final_model(), spec, {
         "pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
-        "pseudo_labeled_images": summary["kept"], "epochs": math.ceil(trained / len(loader)),
-        "steps": trained, "passes": trained * pseudo_batch / summary["kept"]})
+        "pseudo_labeled_images": summary["kept"],
+        "epochs": math.ceil(fitted.steps / len(loader)), "steps": fitted.steps,
+        "passes": fitted.steps * pseudo_batch / summary["kept"],
+        "decay_segments": fitted.decay_segments})
 
 
 def steps_per_epoch(config: StudentConfig, pseudo_labeled: int) -> int:

@@ -35,7 +35,8 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
         measured = stage.val_metrics(task.final_model(), spec)
         return {"val_top1": measured["val_top1"]} if measured else {}
 
-    trained = fit(task, loader, settings=config, stage=stage, on_epoch_end=validate)
+    fitted = fit(task, loader, settings=config, stage=stage, on_epoch_end=validate)
     return stage.finish(task.final_model(), spec, {
         "pretrained": config.pretrained, "labeled_images": len(labeled),
-        "epochs": math.ceil(trained / len(loader)), "steps": trained})
+        "epochs": math.ceil(fitted.steps / len(loader)), "steps": fitted.steps,
+        "decay_segments": fitted.decay_segments})

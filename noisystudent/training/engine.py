@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -131,13 +131,21 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
     return metrics
 
 
+class Fitted(NamedTuple):
+    """What ``fit`` trained: its steps in all and, where its length was fitted, the pieces of
+    its decay (what a replay sets to repeat its learning rates)."""
+
+    steps: int
+    decay_segments: list
+
+
 def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
-        on_epoch_end: Callable[[int], dict] | None = None) -> int:
+        on_epoch_end: Callable[[int], dict] | None = None) -> Fitted:
     """Train ``task`` over ``loader`` for ``settings.epochs``, or ``settings.steps``, or as
     many steps as ``settings.minutes`` buy at the measured pace (``pace.py``), checkpointing
     after each epoch into ``stage.run_dir`` (resuming from the last checkpoint when
-    ``stage.resume``); returns the steps trained in all. ``on_epoch_end(epoch)`` adds metrics
-    (e.g. validation)."""
+    ``stage.resume``); returns what it trained. ``on_epoch_end(epoch)`` adds metrics (e.g.
+    validation)."""
     device, dtype, run_dir = stage.device, stage.dtype, stage.run_dir
     if settings.ema_decay > 0:
         # Warmup (decay 1 - (1 + step)^(-2/3), capped at ema_decay): without it, a short run's
@@ -204,7 +212,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         epoch_bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         epoch += 1
     epoch_bar.close()
-    return scheduler.last_epoch
+    return Fitted(scheduler.last_epoch, pace.schedule.segments)
 
 
 def _valid_checkpoint(path: Path) -> dict | None:

@@ -73,12 +73,12 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,
-                       warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+                       warmup_steps: int, segments=()) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup then cosine to zero, stepped per batch (its factor, ``lr_lambdas[0]``, a
     CosineWithWarmup whose total a Pace can fit). LambdaLR scales each group's own initial
     lr, so layer-wise lr scales survive."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineWithWarmup(total_steps,
-                                                                         warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, CosineWithWarmup(total_steps, warmup_steps, segments))
 
 
 def build_optimizer(module: torch.nn.Module, settings, steps_per_epoch: int):
@@ -91,4 +91,4 @@ def build_optimizer(module: torch.nn.Module, settings, steps_per_epoch: int):
     optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
     total = settings.steps or settings.epochs * steps_per_epoch
     warmup = min(total, round(settings.warmup_epochs * steps_per_epoch))
-    return optimizer, cosine_with_warmup(optimizer, total, warmup)
+    return optimizer, cosine_with_warmup(optimizer, total, warmup, settings.decay_segments)

@@ -24,6 +24,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
+# A student's step, whose minutes its pace trains (training/pace.py): outside its training and
+# evaluation it spent 2-5 s in each of 14 one-core runs (Fashion-MNIST, photos, the odd
+# folder; 2026-12-07), where STEP_OVERHEAD left each run 9 s short a student.
+STUDENT_OVERHEAD = 3.0
 # A student's step against the bare step the plan measures (labeled and pseudo-labeled
 # batches, batched RandAugment, the EMA), decoding aside: 0.73 (cifar_airbench_s) and 0.75
 # (Lite0) on the photo test bed, whose images stream (benchmarks/HISTORY.md, "Recipes from
@@ -107,7 +111,7 @@ def passes_in(seconds_left: float, weights: list[float], per_pass: float) -> lis
 @dataclass(frozen=True)
 class StudentPrices:
     """What a student costs, in seconds: a pass over its pile (training, and decoding where
-    its images stream), its fixed part (STEP_OVERHEAD and its evaluations), and a labeling of
+    its images stream), its fixed part (STUDENT_OVERHEAD and its evaluations), and a labeling of
     the pile by it (every view, and decoding)."""
 
     per_pass: float
@@ -123,7 +127,7 @@ class StudentPrices:
         decodes the pile again where it ``streams`` from files)."""
         per_pass = trained_per_pass(pile, unlabeled_ratio) / train_rate
         return cls(per_pass=per_pass + (pile * decode if streams else 0.0),
-                   fixed=step_seconds(evaluated, infer_rate),
+                   fixed=STUDENT_OVERHEAD + evaluated / infer_rate,
                    labeling=labeling_seconds(labeled, views, infer_rate, decode))
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data browser clean
+.PHONY: demo test test-all lint data browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ DEMO_BUDGET ?= 8m
 demo: $(STAMP) data
 	$(BIN)/noisystudent self-train --budget $(DEMO_BUDGET) --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
+# The fast tier: every test but the end-to-end runs marked slow (a contributor's check).
 test: $(STAMP) data browser
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every test, the slow ones included: what CI runs (.ci/run).
+test-all: $(STAMP) data browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -25,6 +25,9 @@ from .time_model import StudentShape
 
 log = logging.getLogger(__name__)
 
+# A student whose labels are made is dropped only under this share of its minimum passes.
+DROP_UNDER = 0.5
+
 PLAN_YAML, PLAN_JSON = runs.PLAN_FILES
 
 
@@ -43,14 +46,23 @@ def save(run: Path, plan: Plan, config) -> None:
 def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
     """Student ``k``'s length from the time the budget has left, once its pseudo-labels are
     made (a run whose plan set the students' passes): the changes to its config; None where
-    the time left would give it fewer passes than it needs (the iteration is dropped)."""
+    the time left would give it under half the passes it needs (the iteration is dropped).
+    Between half and all of them it trains the minutes left: its labels are made, its pace
+    measures what the minutes buy, and one that trains fewer passes than it needs must lead
+    its teacher to be kept (keep.py), where dropping it would leave the minutes unused."""
     info = timings.planned(run)
     if not _plans_students(info):
         return {}
     passes, seconds, speed, fixed = _fitted_student(config, run, k, info, labeled=True)
-    if passes < _min_passes(config, k):
-        _drop(run, info, k, passes, _min_passes(config, k))
+    least = _min_passes(config, k)
+    if passes < DROP_UNDER * least:
+        _drop(run, info, k, passes, least)
         return None
+    if passes < least:
+        log.warning("plan: student %d gets %.2f passes at the speed measured so far, under the "
+                    "%g it needs: it trains the minutes left, its own pace decides its passes, "
+                    "and one short of %g must lead its teacher to be kept", k, passes, least,
+                    least)
     info["seconds"][student_key(k)] = seconds
     # What its pace must reach for the student to be trusted as planned (keep.py).
     info.setdefault("least_passes", {})[student_key(k)] = _min_passes(config, k)
@@ -120,10 +132,11 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     else:  # nothing labeled yet: the plan's pile
         pile = labeled_images = max(1, facts.get("pile", 1))
     speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None
-    # Without a finished student's speed, the rates are measured again before a student
-    # starts: a cached one can be hours old, and a shared machine drifts (its students ran at
-    # 470 and at 630 images/s in two sessions on one CPU). The seconds count toward the budget.
-    rates = Rates(config.device, config.precision, fresh=speed is None and labeled)
+    # Without a finished student's speed, the plan's (cached) rates: the student's pace fits
+    # its length to its own steps (training/pace.py), so measuring again before it starts
+    # bought nothing but a noisy number (one core of a Xeon: 1,034 and 1,791 images/s for one
+    # model in two runs) that dropped students whose labels were made.
+    rates = Rates(config.device, config.precision)
     views = 2 if config.pseudo_label_config().flip else 1
     decode = _decode_seconds(config, run, last, rates, views=views, facts=facts)
     prices = time_model.StudentPrices.of(

@@ -84,9 +84,6 @@ ENOUGH_PASSES = 6.0
 TEACHER_UPSCALE = 96
 REPORT_SHARE = 0.08     # of the budget: the corruption test
 MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
-# Seconds the re-plan spends timing the student's model again before student 1 (a cached rate
-# can be hours old): 8.9 s for two models on one core of a Xeon.
-RETIMING = 12.0
 # Student 1's passes the pile is sized for, and the smallest pile it is cut to: a labeling of
 # an image costs about one pass of a small student over it, and a from-scratch student pays
 # only on a large pile (LARGE_PILE), where 2 passes are its minimum and 6 gain all it can.
@@ -463,9 +460,8 @@ def _students_seconds(trial: Plan, rates: Rates, rung: TeacherRung) -> float:
 
 
 def timing_seconds(rates: Rates | None) -> float:
-    """The budget's seconds spent timing this machine: what the plan measured, and the
-    re-timing before student 1 (RETIMING)."""
-    return RETIMING + (rates.spent if rates is not None else 0.0)
+    """The budget's seconds spent timing this machine: what the plan measured."""
+    return rates.spent if rates is not None else 0.0
 
 
 def scratch(plan: Plan) -> bool:

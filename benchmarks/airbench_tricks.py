@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, write_section  # noqa: E402
 
-from noisystudent import runs  # noqa: E402
-from noisystudent.config import TrainConfig  # noqa: E402
+from noisystudent.core import runs  # noqa: E402
+from noisystudent.core.config import TrainConfig  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
 from noisystudent.models.inference import predict_logits  # noqa: E402

@@ -36,7 +36,7 @@ _MEASURE = ("import json,resource,subprocess,sys,time;t=time.perf_counter();"
 def machine() -> str:
     import torch
 
-    from noisystudent.device import cpu_kind
+    from noisystudent.core.device import cpu_kind
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -69,7 +69,7 @@ def run(argv: list[str], env: dict | None = None) -> dict:
 def config_teacher(config: Path, out: Path, seed: int) -> Path:
     """A self-training config's teacher alone (iteration 0), trained once into ``out`` and
     resumed if it was interrupted; returns the teacher's run directory."""
-    from noisystudent.layout import SelfTrainLayout
+    from noisystudent.core.layout import SelfTrainLayout
 
     if not (out / "report.json").is_file():
         resume = ["--resume"] if (out / "config.yaml").is_file() else []

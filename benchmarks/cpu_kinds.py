@@ -25,8 +25,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
-from noisystudent.config import TrainConfig  # noqa: E402
-from noisystudent.device import autocast, cpu_kind  # noqa: E402
+from noisystudent.core.config import TrainConfig  # noqa: E402
+from noisystudent.core.device import autocast, cpu_kind  # noqa: E402
 from noisystudent.models.build import create_model  # noqa: E402
 from noisystudent.models.precision import training_precision  # noqa: E402
 from noisystudent.models.speed import training_rate  # noqa: E402

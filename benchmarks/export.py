@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, WORK, write_section  # noqa: E402
 
+from noisystudent.core.device import resolve_precision  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
 from noisystudent.deploy.cost import cpu_latency_ms, onnx_latency_ms  # noqa: E402
 from noisystudent.deploy.export import export_onnx  # noqa: E402
 from noisystudent.deploy.onnx_runtime import OnnxModel  # noqa: E402
-from noisystudent.device import resolve_precision  # noqa: E402
 from noisystudent.models.inference import predict_logits  # noqa: E402
 from noisystudent.models.saved import load_trained  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402

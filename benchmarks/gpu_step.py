@@ -26,10 +26,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
-from noisystudent.config import StudentConfig  # noqa: E402
+from noisystudent.core.config import StudentConfig  # noqa: E402
+from noisystudent.core.device import autocast  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches  # noqa: E402
-from noisystudent.device import autocast  # noqa: E402
 from noisystudent.noise import make_augment  # noqa: E402
 from noisystudent.noise.randaugment import BatchedRandAugment  # noqa: E402
 from noisystudent.stages.stage import build_model  # noqa: E402

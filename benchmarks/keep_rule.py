@@ -7,7 +7,7 @@ regression caught)?
 Each step of each finished self-train RUN is evaluated once on the whole test set, image by
 image (cached in runs/bench/). A validation set of N images is then drawn from those test
 images, many times; on each draw the rule compares two steps as a run would (the paired sign
-test of noisystudent/keep.py), beside the older rule (the better top-1 on validation, a tie to
+test of noisystudent/core/keep.py), beside the older rule (the better top-1 on validation, a tie to
 the later step). Every pair of steps is compared in its real order (the later step better on
 test: the rule should keep it) and reversed, as a forced regression (the later step worse on
 test by the same margin: the rule should refuse it).
@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, write_section  # noqa: E402
 
-from noisystudent import keep, runs  # noqa: E402
+from noisystudent.core import keep, runs  # noqa: E402
+from noisystudent.core.layout import SelfTrainLayout  # noqa: E402
 from noisystudent.data.loaders import ImageBatches  # noqa: E402
-from noisystudent.layout import SelfTrainLayout  # noqa: E402
 from noisystudent.models.inference import predict_logits  # noqa: E402
 from noisystudent.models.saved import load_trained  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402

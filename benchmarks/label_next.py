@@ -24,7 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
-from noisystudent import runs  # noqa: E402
+from noisystudent.core import runs  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.splits import load_split  # noqa: E402
 from noisystudent.labels.to_label import TO_LABEL_CSV  # noqa: E402

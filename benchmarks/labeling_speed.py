@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
+from noisystudent.core.device import autocast, cpu_kind  # noqa: E402
 from noisystudent.deploy.export import export_onnx  # noqa: E402
 from noisystudent.deploy.onnx_runtime import onnxruntime_module  # noqa: E402
-from noisystudent.device import autocast, cpu_kind  # noqa: E402
 from noisystudent.models.saved import load_trained  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402
 

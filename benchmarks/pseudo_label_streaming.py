@@ -42,8 +42,7 @@ def thousand_class_teacher(base: Path) -> Path:
     """The teacher with a random 1,000-class head."""
     import torch
 
-    from noisystudent import runs
-
+    from noisystudent.core import runs
     out = WORK / "streaming-teacher-1000"
     if (out / runs.MODEL).is_file():
         return out

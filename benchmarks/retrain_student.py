@@ -18,11 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from noisystudent import runs
-from noisystudent.config import SelfTrainConfig, StudentConfig
+from noisystudent.core import runs
+from noisystudent.core.config import SelfTrainConfig, StudentConfig
+from noisystudent.core.layout import SelfTrainLayout
 from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
-from noisystudent.layout import SelfTrainLayout
 from noisystudent.stages.stage import share_split
 from noisystudent.stages.student import train_student
 

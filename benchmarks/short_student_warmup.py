@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from noisystudent.config import StudentConfig
+from noisystudent.core.config import StudentConfig
 from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import unlabeled_split
 from noisystudent.stages.stage import share_split

@@ -40,11 +40,11 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_section  # noqa: E402
 
-from noisystudent.config import StudentConfig, TrainConfig  # noqa: E402
+from noisystudent.core.config import StudentConfig, TrainConfig  # noqa: E402
+from noisystudent.core.device import autocast, has_bf16_units, resolve_precision  # noqa: E402
 from noisystudent.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches  # noqa: E402
 from noisystudent.deploy.cost import count_flops  # noqa: E402
-from noisystudent.device import autocast, has_bf16_units, resolve_precision  # noqa: E402
 from noisystudent.models.inference import predict_logits  # noqa: E402
 from noisystudent.models.precision import training_precision  # noqa: E402
 from noisystudent.models.transforms import CleanPipeline  # noqa: E402

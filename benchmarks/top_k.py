@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLI, ROOT, WORK, config_teacher, run, write_section  # noqa: E402
 
-from noisystudent.layout import SelfTrainLayout  # noqa: E402
+from noisystudent.core.layout import SelfTrainLayout  # noqa: E402
 
 DEMO = ROOT / "configs" / "demo.yaml"
 

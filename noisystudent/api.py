@@ -2,7 +2,8 @@
 user's imports do not follow the package's layout (`from noisystudent.api import self_train`).
 """
 
-from .config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig, load_config
+from .core.config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig
+from .core.settings_io import load_config
 from .deploy.export import export_onnx
 from .deploy.onnx_runtime import predict_onnx
 from .deploy.predict import predict

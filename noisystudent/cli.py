@@ -12,8 +12,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .core.errors import UserError
 from .deploy.cli import add_prediction_arguments
-from .errors import UserError
 
 EXIT_USAGE = 2
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def resolve_config(args: argparse.Namespace, config_cls: type, planner: Callable
     saved config.yaml (None: the run reopens it). --print-config prints it instead.
     ``planner(values)`` (self-train) fills the unset values: (config, the plan), and
     ``args.plan`` keeps the plan."""
-    from .config import apply_overrides, build, load_config, read_yaml, to_dict
-
+    from .core.settings_io import apply_overrides, build, load_config, read_yaml, to_dict
     overrides = config_overrides(args)
     if args.out is None and (getattr(args, "resume", False) or not args.print_config):
         raise UserError("the following argument is required: --out RUN_DIR "
@@ -160,7 +159,7 @@ def run_training(args: argparse.Namespace, config_cls: type, function: Callable)
 def cmd_train(args: argparse.Namespace) -> None:
     from noisystudent.stages.train import train
 
-    from .config import TrainConfig
+    from .core.config import TrainConfig
 
     run_training(args, TrainConfig, train)
 
@@ -168,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from noisystudent.stages.distill import distill
 
-    from .config import DistillConfig
+    from .core.config import DistillConfig
 
     run_training(args, DistillConfig, distill)
 
@@ -217,7 +216,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     from noisystudent.labels.to_label import TO_LABEL_CSV
     from noisystudent.stages.pseudo_label import pseudo_label
 
-    from .config import PseudoLabelConfig
+    from .core.config import PseudoLabelConfig
 
     config = resolve_config(args, PseudoLabelConfig)
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
@@ -236,7 +235,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 def cmd_self_train(args: argparse.Namespace) -> None:
     from noisystudent.stages.selftrain import self_train
 
-    from .config import SelfTrainConfig
+    from .core.config import SelfTrainConfig
     from .plan import planned_config
 
     config = resolve_config(args, SelfTrainConfig, planned_config)
@@ -286,14 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
                "noisystudent COMMAND ... (batch_size is the global batch; docs/scaling.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     try:
-        from .config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig
+        from .core.config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig
     except ImportError:  # an install for predictions from .onnx files only (no pydantic)
         DistillConfig = PseudoLabelConfig = SelfTrainConfig = TrainConfig = None
 
-    train = command(sub, "train", cmd_train, TrainConfig,
+    add_training_commands(sub, TrainConfig, DistillConfig, PseudoLabelConfig, SelfTrainConfig)
+    add_model_commands(sub)
+    return parser
+
+
+def add_training_commands(sub, train_config, distill_config, label_config,
+                          selftrain_config) -> None:
+    """train, distill, pseudo-label and self-train: the commands that write a run (their
+    settings' classes, or None where pydantic is missing)."""
+    train = command(sub, "train", cmd_train, train_config,
                     "fine-tune a pretrained model on a few labels",
                     description="Supervised transfer learning into a run directory.")
-    distill = command(sub, "distill", cmd_distill, DistillConfig,
+    distill = command(sub, "distill", cmd_distill, distill_config,
                       "train a student to mimic a trained teacher",
                       description=("Knowledge distillation: KL to the teacher's softened outputs "
                                    "(x T^2) plus cross-entropy on true labels, on labeled, "
@@ -304,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--resume", action="store_true",
                          help="continue an interrupted run in --out from its last checkpoint")
 
-    label = command(sub, "pseudo-label", cmd_pseudo_label, PseudoLabelConfig,
+    label = command(sub, "pseudo-label", cmd_pseudo_label, label_config,
                     "a clean teacher labels unlabeled images",
                     description=("Teacher inference on clean views: soft or hard labels, a "
                                  "confidence threshold and per-class balancing."))
@@ -318,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "teacher run's unlabeled split")
     label.add_argument("--config", metavar="FILE.yaml", help="YAML settings (plain data)")
 
-    selftrain = command(sub, "self-train", cmd_self_train, SelfTrainConfig,
+    selftrain = command(sub, "self-train", cmd_self_train, selftrain_config,
                         "the Noisy Student loop: --budget plans it, a YAML config optional",
                         description=("Teacher -> pseudo-labels -> noised student -> student "
                                      "becomes teacher, for K iterations; resumable. Each "
@@ -330,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     selftrain.add_argument("--resume", action="store_true",
                            help="continue an interrupted run; finished steps are not redone")
 
+
+
+def add_model_commands(sub) -> None:
+    """evaluate, review, pack, predict and export: the commands that read a finished run or
+    its model."""
     evaluate = command(sub, "evaluate", cmd_evaluate, None,
                        "test accuracy, confusion matrix, calibration",
                        description=("Evaluate a run directory, or an exported .onnx file (through "
@@ -379,7 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", default="onnx", choices=("onnx",))
     export.add_argument("--out", metavar="FILE.onnx", help="default: RUN_DIR/model.onnx")
-    return parser
 
 
 def command(sub, name: str, func: Callable, config_cls: type | None, summary: str, *,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import (
+from .core.config import (
     DistillConfig,
     PseudoLabelSettings,
     SelfTrainConfig,
@@ -21,14 +21,14 @@ from .config import (
     TrainConfig,
     TrainSettings,
 )
-from .plan.rules import LARGE_SCRATCH_STUDENT, SCRATCH_STUDENT
+from .plan.recipes import LARGE_SCRATCH_STUDENT, SCRATCH_STUDENT
 
 BEGIN, END = "<!-- settings -->", "<!-- /settings -->"
 
 # What the plan of a budgeted self-train sets where you leave it unset (``plan.set`` in
-# plan/rules.py, the from-scratch students' recipes, and the re-plan's changes to each student
-# in plan/replan.py); a test reads the plan's source for the keys it sets and fails on one
-# missing here.
+# noisystudent/plan/, the from-scratch students' recipes, and the re-plan's changes to each
+# student in plan/replan.py); a test reads the plan's source for the keys it sets and fails on
+# one missing here.
 PLANNED = frozenset({
     "channels", "corruption_images", "corruptions", "iterations", "labels_per_class",
     "val_fraction", "pseudo_label.flip", "pseudo_label.max_images", "teacher.model",
@@ -44,8 +44,8 @@ HEADER = ("| setting | flag | default | planned | what it does |\n"
 def page_section() -> str:
     """The generated part of docs/settings.md, markers included."""
     parts = [BEGIN, "",
-             "Written from `noisystudent/config.py` by `noisystudent/settings_page.py` (a test "
-             "fails when they differ). The flag of a `self-train` section's setting is "
+             "Written from `noisystudent/core/config.py` by `noisystudent/settings_page.py` "
+             "(a test fails when they differ). The flag of a `self-train` section's setting is "
              "`--SECTION.FLAG` (e.g. `--student.passes`). \"planned\": under `self-train "
              "--budget`, a value you leave unset is chosen by the plan "
              "([The plan](plan.md)); `--print-config` shows it with its reason.", ""]

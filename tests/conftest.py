@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noisystudent.config import TrainConfig
+from noisystudent.core.config import TrainConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
-from noisystudent.errors import UserError
 
 
 def fashion_mnist_available() -> bool:

@@ -6,16 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from noisystudent.config import (
-    DistillConfig,
-    SelfTrainConfig,
-    StudentConfig,
-    TrainConfig,
-    build,
-    load_config,
-    to_dict,
-)
-from noisystudent.errors import UserError
+from noisystudent.core.config import DistillConfig, SelfTrainConfig, StudentConfig, TrainConfig
+from noisystudent.core.errors import UserError
+from noisystudent.core.settings_io import build, load_config, to_dict
 
 BEFORE = Path(__file__).parent / "data" / "configs-before-pydantic"
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from noisystudent.core.errors import UserError
 from noisystudent.data import fashion_mnist as fm
 from noisystudent.data.arrays import NpyImages
 from noisystudent.data.decode import UnreadableImage, open_image
@@ -20,7 +21,6 @@ from noisystudent.data.idx import read_idx
 from noisystudent.data.images import load_image_folder, load_manifest, load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.splits import load_split, make_split, save_split
-from noisystudent.errors import UserError
 
 # ---------------------------------------------------------------- IDX
 

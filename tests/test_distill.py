@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from noisystudent import runs
-from noisystudent.config import DistillConfig, build
+from noisystudent.core import runs
+from noisystudent.core.config import DistillConfig
+from noisystudent.core.errors import UserError
+from noisystudent.core.settings_io import build
 from noisystudent.data.imageset import ImageSet
-from noisystudent.errors import UserError
 from noisystudent.reports.compression import COMPRESSION_JSON, COMPRESSION_MD
 from noisystudent.reports.evaluate import evaluate
 from noisystudent.stages.distill import (
@@ -51,6 +52,7 @@ def test_student_pools_hide_labels_and_both_mixes_every_batch():
     assert all((b["labels"] >= 0).sum() == 2 and (b["labels"] == -1).sum() == 6 for b in batches)
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 @pytest.mark.parametrize("mode", ["both"])
 def test_distill_smoke_with_compression_report(tmp_path, teacher_run, mode):

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from noisystudent import runs
-from noisystudent.config import PseudoLabelConfig
+from noisystudent.core import runs
+from noisystudent.core.config import PseudoLabelConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data.arrays import NpyImages, pack_folder
-from noisystudent.errors import UserError
 from noisystudent.labels.directory import read_pseudo_labels
 from noisystudent.stages.pseudo_label import pseudo_label
 
@@ -182,8 +182,7 @@ def test_one_process_torchrun_goes_through_the_collectives(monkeypatch):
 
     import torch.distributed as dist
 
-    from noisystudent import distributed
-
+    from noisystudent.core import distributed
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -213,8 +212,7 @@ def test_one_process_torchrun_goes_through_the_collectives(monkeypatch):
 def test_collective_tensors_live_on_the_backends_device(monkeypatch):
     import torch.distributed as dist
 
-    from noisystudent import distributed
-
+    from noisystudent.core import distributed
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setattr(dist, "get_backend", lambda: "nccl")

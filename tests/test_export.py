@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from noisystudent.cli import main
+from noisystudent.core.errors import UserError
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.deploy.export import export_onnx
 from noisystudent.deploy.onnx_runtime import OnnxModel
-from noisystudent.errors import UserError
 from noisystudent.models.inference import predict_logits
 from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import CleanPipeline
@@ -105,7 +105,7 @@ def test_export_errors_are_one_line(tiny_teacher, tmp_path, monkeypatch, capsys)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_onnxscript)
-    with pytest.raises(UserError, match=r"pip install 'noisystudent\[export\]'"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[export\]'"):
         export_onnx(tiny_teacher, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisystudent import runs
-from noisystudent.config import SelfTrainConfig, SharedSettings
+from noisystudent.core import runs
+from noisystudent.core.config import SelfTrainConfig, SharedSettings
+from noisystudent.core.errors import UserError
 from noisystudent.data import hf, shards
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.sources import load_labeled, load_test_set
 from noisystudent.data.unlabeled import teacher_run_unlabeled
-from noisystudent.errors import UserError
 from noisystudent.labels.kept_shards import kept_shards
 from noisystudent.stages.pseudo_label import pseudo_label
 

@@ -10,13 +10,13 @@ import json
 import pytest
 import torch
 
-from noisystudent import runs
-from noisystudent.config import PseudoLabelConfig
+from noisystudent.core import runs
+from noisystudent.core.config import PseudoLabelConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.label_studio import IMPORT_FILE, INTERFACE_FILE, local_path
 from noisystudent.data.sources import load_extra_labeled
 from noisystudent.data.splits import load_split
-from noisystudent.errors import UserError
 from noisystudent.labels.to_label import TO_LABEL_CSV
 from noisystudent.stages.pseudo_label import pseudo_label
 from noisystudent.stages.train import train

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from noisystudent import plan
-from noisystudent.config import SelfTrainConfig, build
-from noisystudent.plan import replan, rules
-from noisystudent.runs import write_json
-from noisystudent.timings import Budget
+from noisystudent.core.config import SelfTrainConfig
+from noisystudent.core.runs import write_json
+from noisystudent.core.settings_io import build
+from noisystudent.core.timings import Budget
+from noisystudent.plan import prices, recipes, replan
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plan.md"
 BUDGETS = (5, 8, 10, 30, 60)
@@ -92,10 +93,10 @@ def test_every_machine_gets_a_plan_that_keeps_the_invariants(machine):
         count = planned.value("iterations")
         if count:  # students fill the budget; a teacher alone has nothing to fill it with
             assert total >= 0.95 * Budget(minutes).seconds, (minutes, total)
-            family = "scratch" if rules.scratch(planned) else "pretrained"
+            family = "scratch" if prices.scratch(planned) else "pretrained"
             passes = [planned.value("student.passes")] + [
                 s["passes"] for s in (planned.value("students") or [])[1:]]
-            assert min(passes[:count]) >= rules.MIN_PASSES[family], (minutes, passes)
+            assert min(passes[:count]) >= recipes.MIN_PASSES[family], (minutes, passes)
         teachers.append((planned.teacher_size(), planned.value("teacher.epochs"),
                          bool(planned.value("pseudo_label.flip"))))
     assert teachers == sorted(teachers), teachers  # never a smaller teacher for more time

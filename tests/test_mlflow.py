@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from noisystudent import runs
-from noisystudent.config import SelfTrainConfig
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.config import SelfTrainConfig
+from noisystudent.core.errors import UserError
 from noisystudent.reports.mlflow_tracking import RECORD, flat_params, open_mlflow
 
 from .conftest import interrupt_on_call, needs_fashion_mnist, quick_config, without_package
@@ -75,7 +75,7 @@ def test_a_resumed_run_logs_no_step_twice(tmp_path):
 
 def test_a_missing_mlflow_names_the_extra(tmp_path, monkeypatch):
     without_package(monkeypatch, "mlflow")
-    with pytest.raises(UserError, match=r"pip install 'noisystudent\[mlflow\]'"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[mlflow\]'"):
         open_mlflow(tmp_path / "run", True, None, {})
 
 

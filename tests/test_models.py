@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 from noisystudent.models import build as models
 from noisystudent.models.build import (
     OFFLINE_WEIGHTS,

@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from noisystudent.config import StudentConfig
+from noisystudent.core.config import StudentConfig
 from noisystudent.noise import BatchedNoise, make_augment, no_augment
 from noisystudent.noise.crop import crop_flip, translate_flip
 from noisystudent.noise.cutout import cutout, cutout_at

@@ -4,16 +4,21 @@ reason; the user's values win; a budgeted run plans its students again from the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from noisystudent import plan, runs, timings
+from noisystudent import plan
 from noisystudent.cli import main
-from noisystudent.config import SelfTrainConfig, build, parse_minutes, to_dict
-from noisystudent.errors import UserError
-from noisystudent.plan import rates, replan, rules
-from noisystudent.timings import Budget
+from noisystudent.core import runs, timings
+from noisystudent.core.config import SelfTrainConfig
+from noisystudent.core.errors import UserError
+from noisystudent.core.setting_types import parse_minutes
+from noisystudent.core.settings_io import build, to_dict
+from noisystudent.core.timings import Budget
+from noisystudent.plan import prices, rates, recipes, replan, students
+from noisystudent.plan import teacher as teacher_rules
 
 from .conftest import needs_fashion_mnist, write_image_tree
 
@@ -109,8 +114,7 @@ def test_the_users_values_win_and_are_marked():
 def test_shipped_configs_are_unchanged_by_the_plan():
     from pathlib import Path
 
-    from noisystudent.config import load_config, read_yaml
-
+    from noisystudent.core.settings_io import load_config, read_yaml
     for path in sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")):
         config, _ = plan.planned_config(read_yaml(path))
         assert to_dict(config) == to_dict(load_config(SelfTrainConfig, path)), path.name
@@ -150,10 +154,10 @@ def test_a_short_from_scratch_student_gets_at_least_60_warmup_steps():
     long = plan.make_plan({}, FixedRates(RATES))  # 3 passes: about the recipe's 0.5 epochs
     assert 0.5 <= long.values["student.warmup_epochs"] <= 0.55
     short = {"batch_size": 128, "unlabeled_ratio": 3, "epochs": 4, "warmup_epochs": 0.5}
-    warmup = rules.warmup_epochs(short, 4, 20_000)
+    warmup = students.warmup_epochs(short, 4, 20_000)
     steps = 4 * 20_000 / (128 * 3)
-    assert warmup / 4 * steps == pytest.approx(rules.MIN_WARMUP_STEPS, abs=1)
-    assert rules.warmup_epochs(short, 0.1, 20_000) == 2  # half the epochs: the decay keeps half
+    assert warmup / 4 * steps == pytest.approx(recipes.MIN_WARMUP_STEPS, abs=1)
+    assert students.warmup_epochs(short, 0.1, 20_000) == 2  # half the epochs: the decay keeps half
     given = plan.make_plan({"budget": "8m", "student": {"warmup_epochs": 0.25}},
                            FixedRates(RATES))
     assert "student.warmup_epochs" not in given.values
@@ -164,12 +168,12 @@ def test_a_budget_lowers_the_teachers_size_to_fit():
     big = {"data": "fashion-mnist", "budget": "10h"}
     facts = plan.DataFacts(labeled=900, val=100, test=10_000, classes=10, pile=59_000,
                            stored_size=150, grayscale=False)
-    sizes = rules.teacher_sizes(facts)
+    sizes = teacher_rules.teacher_sizes(facts)
     assert sizes == [160, 128, 96, 64]
-    assert rules.teacher_sizes(facts, upscale=rules.TEACHER_UPSCALE) == [160, 128, 96, 64]
+    assert teacher_rules.teacher_sizes(facts, upscale=recipes.TEACHER_UPSCALE) == [160, 128, 96, 64]
     planned = plan.make_plan(big, rates)
     # 28 px images, upscaled as far as the ladder goes, labels averaged over the mirror.
-    assert planned.values["teacher.image_size"] == rules.TEACHER_UPSCALE
+    assert planned.values["teacher.image_size"] == recipes.TEACHER_UPSCALE
     assert planned.values["pseudo_label.flip"] is True
     assert "flip" not in plan.make_plan({**big, "teacher": {"augment": "none"}},
                                         rates).values
@@ -193,7 +197,7 @@ def test_a_budget_long_enough_grows_the_student():
     assert short.values["student.model"] == "cifar_airbench_s"
     assert "target_temperature" not in short.values["students"][1]
     assert long.values["student.model"] == "cifar_resnet20"
-    assert long.values["student.passes"] >= rules.LARGE_STUDENT_PASSES
+    assert long.values["student.passes"] >= recipes.LARGE_STUDENT_PASSES
     assert long.values["student.lr"] == 0.1 and long.values["student.model_options"] == {}
     assert long.values["students"][1]["target_temperature"] == 0.5
     assert "passes (>= 8)" in long.reasons["student.model"]
@@ -217,11 +221,13 @@ def test_print_config_shows_the_plan_without_out(capsys):
                                          ("AVX-512 BF16", "faster of fp32 and bf16")])
 def test_the_plan_names_the_cpu_kind_it_was_timed_on(kind, says, monkeypatch):
     monkeypatch.setattr(rates, "cpu_kind", lambda: kind)
+    monkeypatch.setattr(rates, "has_bf16_units", lambda: kind in ("AMX", "AVX-512 BF16"))
     planned = plan.make_plan({"budget": "30m"}, FixedRates(RATES))
     header = plan.annotated_yaml(to_dict(build(SelfTrainConfig, planned.merged())), planned)
     assert "# plan: timed on this CPU: " in header and f", {kind}" in header and says in header
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_a_budgeted_run_plans_again_and_reports_planned_and_used_minutes(tmp_path, monkeypatch):
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path / "cache"))
@@ -381,7 +387,7 @@ def test_the_plan_times_a_step_in_the_dtype_precision_auto_trains_in(tmp_path, m
     from noisystudent.models import precision, speed
 
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
-    monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX-512 BF16")
+    monkeypatch.setattr(precision, "has_bf16_units", lambda: True)
     timed = []
 
     def rate(model, shape, dtype, **_):
@@ -411,12 +417,12 @@ def test_the_teacher_takes_the_minutes_a_fast_student_would_not_use():
 
     def teacher_and_labels(planned):
         size, flip = planned.values["teacher.image_size"], planned.values["pseudo_label.flip"]
-        return rules.teacher_seconds(planned, rates, size, planned.value("teacher.epochs")) \
-            + rules.pile_seconds(planned, rates, size, flip)
+        return prices.teacher_seconds(planned, rates, size, planned.value("teacher.epochs")) \
+            + prices.pile_seconds(planned, rates, size, flip)
 
-    for budget, least in (("20m", rules.ENOUGH_PASSES), ("6m", rules.MIN_PASSES["scratch"])):
+    for budget, least in (("20m", recipes.ENOUGH_PASSES), ("6m", recipes.MIN_PASSES["scratch"])):
         grown = plan.make_plan({"budget": budget}, rates)
-        share = rules.TEACHER_SHARE * Budget(grown.budget_minutes).usable
+        share = recipes.TEACHER_SHARE * Budget(grown.budget_minutes).usable
         assert teacher_and_labels(grown) > share  # past the share ...
         assert grown.values["student.passes"] >= least  # ... where the student keeps its passes
         assert "past 35% of the budget" in grown.reasons["teacher.image_size"]
@@ -453,3 +459,21 @@ def test_bad_input_fails_in_one_line_before_any_model_is_timed(tmp_path, monkeyp
     for message, given in cases.items():
         with pytest.raises(UserError, match=message):
             plan.make_plan({**given, "budget": given.get("budget", "5m")})
+
+
+@pytest.mark.parametrize("recipe, yaml_file", [
+    ("SCRATCH_STUDENT", "fashion-mnist-1000-airbench-cpu.yaml"),
+    ("LARGE_SCRATCH_STUDENT", "fashion-mnist-1000-cpu.yaml")])
+def test_the_plans_student_recipes_are_the_yaml_recipes_they_restate(recipe, yaml_file):
+    """The plan's from-scratch students (plan/recipes.py) restate the measured YAML recipes in
+    configs/: every setting they share must agree, so that the plan's numbers are the ones
+    BENCHMARKS.md measured with the YAML."""
+    from noisystudent.core.config import StudentSettings
+    from noisystudent.core.settings_io import load_config
+
+    config = load_config(SelfTrainConfig, str(Path(__file__).resolve().parents[1] / "configs" /
+                                              yaml_file))
+    student = config.student_config(1, "pending")
+    for key, value in getattr(recipes, recipe).items():
+        assert key in StudentSettings.model_fields, key
+        assert getattr(student, key) == value, (recipe, key, getattr(student, key), value)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from noisystudent.config import StudentConfig, TrainConfig
+from noisystudent.core.config import StudentConfig, TrainConfig
 from noisystudent.models import precision, speed
 from noisystudent.models.build import create_model
 
@@ -16,7 +16,7 @@ from noisystudent.models.build import create_model
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path))
-    monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX-512 BF16")
+    monkeypatch.setattr(precision, "has_bf16_units", lambda: True)
     return tmp_path / precision.CACHE_FILE
 
 
@@ -80,9 +80,9 @@ def test_a_student_is_measured_at_its_whole_step_capped(cache, monkeypatch):
 def test_no_measurement_without_bf16_hardware_or_when_a_dtype_is_named(cache, monkeypatch):
     calls = fake_rates(monkeypatch, fp32=1.0, bf16=2.0)
     config = TrainConfig(model="cifar_resnet20", pretrained="none")
-    monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX2")
+    monkeypatch.setattr(precision, "has_bf16_units", lambda: False)
     assert precision.training_precision(config, CPU) is None  # bf16 is emulated there
-    monkeypatch.setattr(precision, "cpu_kind", lambda: "AVX-512 BF16")
+    monkeypatch.setattr(precision, "has_bf16_units", lambda: True)
     config.precision = "fp32"
     assert precision.training_precision(config, CPU) is None
     config.precision = "bf16"

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from noisystudent import distributed, runs
-from noisystudent.config import PseudoLabelConfig
+from noisystudent.core import distributed, runs
+from noisystudent.core.config import PseudoLabelConfig
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.shards import spread
 from noisystudent.data.splits import load_split

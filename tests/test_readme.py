@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 
 from noisystudent import cli
-from noisystudent.config import (
-    DistillConfig,
-    PseudoLabelConfig,
-    SelfTrainConfig,
-    TrainConfig,
-    apply_overrides,
-    build,
-    read_yaml,
-)
-from noisystudent.errors import UserError
+from noisystudent.core.config import DistillConfig, PseudoLabelConfig, SelfTrainConfig, TrainConfig
+from noisystudent.core.errors import UserError
+from noisystudent.core.settings_io import apply_overrides, build, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -20,18 +20,18 @@ import pytest
 import torch
 from PIL import Image
 
-from noisystudent import runs
-from noisystudent.config import (
+from noisystudent.core import runs
+from noisystudent.core.config import (
     DistillConfig,
     PseudoLabelConfig,
     SelfTrainConfig,
     StudentConfig,
-    load_config,
 )
+from noisystudent.core.errors import CorruptFile, UserError
+from noisystudent.core.settings_io import load_config
 from noisystudent.data.images import load_image_folder
 from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import teacher_run_unlabeled
-from noisystudent.errors import CorruptFile, UserError
 from noisystudent.labels.directory import pseudo_labels_complete, read_pseudo_labels
 from noisystudent.models.transforms import InputSpec
 from noisystudent.stages.distill import distill
@@ -148,6 +148,7 @@ def test_torn_or_corrupt_weights_are_detected(tmp_path):
         runs.load_weights(path)
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_resume_from_a_corrupt_checkpoint_starts_the_step_over(tmp_path):
     config = quick_config(epochs=2, labels_per_class=2)
@@ -352,7 +353,7 @@ def test_a_start_killed_while_writing_its_config_leaves_no_temporary(tmp_path):
 def test_a_run_in_use_is_locked_until_its_process_ends(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from noisystudent import runs; "
+        [sys.executable, "-c", "import sys, time; from noisystudent.core import runs; "
          "runs.lock_run(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(run)],
         stdout=subprocess.PIPE, text=True)
     try:

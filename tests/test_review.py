@@ -15,20 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from noisystudent import runs
-from noisystudent.config import PseudoLabelConfig
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.config import PseudoLabelConfig
+from noisystudent.core.errors import UserError
 from noisystudent.labels.directory import selection_parts
 from noisystudent.labels.selection import Part
-from noisystudent.reports.review import (
-    MAX_CLASSES,
-    MAX_SHOWN,
-    REPORT_HTML,
-    EarlierLabels,
-    LabelingView,
-    confusion_html,
-    review,
-)
+from noisystudent.reports.html import MAX_CLASSES, MAX_SHOWN, confusion_html
+from noisystudent.reports.review import REPORT_HTML, EarlierLabels, LabelingView, review
 from noisystudent.stages.pseudo_label import pseudo_label
 from noisystudent.stages.train import train
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 from noisystudent.reports import robustness
 from noisystudent.reports.evaluate import CORRUPTIONS, evaluate_corruptions
 from noisystudent.reports.robustness import corrupted_sets, corruption_names, mean_corruption_error
@@ -98,9 +98,10 @@ def test_mce_against_hand_computed_errors():
         mean_corruption_error({**model, "images": 20}, baseline)
 
 
+@pytest.mark.slow
 def test_evaluate_corruptions_on_a_run(tiny_teacher, tmp_path, monkeypatch):
+    from noisystudent.core.device import autocast, resolve_precision
     from noisystudent.data.fashion_mnist import load_fashion_mnist
-    from noisystudent.device import autocast, resolve_precision
     from noisystudent.models.saved import load_trained
     from noisystudent.models.transforms import to_model_input
     from noisystudent.reports import evaluate as evaluate_module

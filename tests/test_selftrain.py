@@ -8,11 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisystudent import runs
-from noisystudent.config import SelfTrainConfig, build, load_config, to_dict
-from noisystudent.errors import UserError
-from noisystudent.keep import AGAINST_TEACHER, AHEAD_OF_TEACHER, STRICT, kept_step, worse_by_chance
-from noisystudent.layout import kept_model
+from noisystudent.core import runs
+from noisystudent.core.config import SelfTrainConfig
+from noisystudent.core.errors import UserError
+from noisystudent.core.keep import (
+    AGAINST_TEACHER,
+    AHEAD_OF_TEACHER,
+    STRICT,
+    kept_step,
+    worse_by_chance,
+)
+from noisystudent.core.layout import kept_model
+from noisystudent.core.settings_io import build, load_config, to_dict
 from noisystudent.models.saved import load_trained
 from noisystudent.reports.report import (
     ACCURACY_PNG,
@@ -169,7 +176,8 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
 
 
 def test_student_length_in_passes_and_the_size_check(tmp_path, tiny_teacher):
-    from noisystudent.config import StudentConfig, build
+    from noisystudent.core.config import StudentConfig
+    from noisystudent.core.settings_io import build
     from noisystudent.models.build import create_model
     from noisystudent.models.transforms import InputSpec
     from noisystudent.stages.student import check_student_size, steps_per_epoch
@@ -308,7 +316,7 @@ def test_a_collapsed_student_is_not_kept_at_any_label_count(per_class):
     the validation images the plan holds out of ``per_class`` labels a class."""
     import numpy as np
 
-    from noisystudent.plan.rules import validation_per_class
+    from noisystudent.plan.checks import validation_per_class
 
     images = 10 * validation_per_class(per_class)
     rng = np.random.default_rng(per_class)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from noisystudent import settings_page
-from noisystudent.config import StudentSettings, TrainSettings
+from noisystudent.core.config import StudentSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "settings.md"
@@ -40,9 +40,11 @@ def test_a_renamed_setting_fails_the_page(monkeypatch):
 
 
 def test_every_value_the_plan_sets_is_marked_planned():
-    """The keys plan/rules.py sets (``plan.set("KEY", ...)``) and the student settings the
-    re-plan changes (plan/replan.py: passes, minutes, warm-up) are all in PLANNED."""
-    source = (ROOT / "noisystudent" / "plan" / "rules.py").read_text(encoding="utf-8")
+    """The keys the plan sets (``plan.set("KEY", ...)`` in noisystudent/plan/) and the student
+    settings the re-plan changes (plan/replan.py: passes, minutes, warm-up) are all in
+    PLANNED."""
+    source = "".join(path.read_text(encoding="utf-8")
+                     for path in (ROOT / "noisystudent" / "plan").glob("*.py"))
     planned = set(re.findall(r"\.set\(\s*\"([a-z_.]+)\"", source))
     replan = (ROOT / "noisystudent" / "plan" / "replan.py").read_text(encoding="utf-8")
     changes = set(re.findall(r"\"(passes|minutes|warmup_epochs)\": ", replan))

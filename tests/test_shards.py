@@ -15,12 +15,12 @@ from PIL import Image
 from webdataset import TarWriter
 from webdataset.tariterators import tarfile_samples
 
-from noisystudent import runs
-from noisystudent.config import PseudoLabelConfig, SelfTrainConfig
+from noisystudent.core import runs
+from noisystudent.core.config import PseudoLabelConfig, SelfTrainConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data import shards
 from noisystudent.data.images import load_manifest
 from noisystudent.data.unlabeled import teacher_run_unlabeled
-from noisystudent.errors import UserError
 from noisystudent.labels.directory import pseudo_labels_complete, read_pseudo_labels
 from noisystudent.labels.kept_shards import KeptShardBatches, KeptStream, kept_shards
 from noisystudent.labels.selection import select_and_balance

@@ -8,7 +8,7 @@ import timm
 import torch
 from timm.layers import DropPath
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 from noisystudent.models.build import (
     configure_finetune,
     count_parameters,
@@ -203,7 +203,7 @@ def test_model_options_errors_are_one_line():
 
 
 def test_model_options_from_the_command_line_are_typed():
-    from noisystudent.config import TrainConfig
+    from noisystudent.core.config import TrainConfig
 
     config = TrainConfig(model="cifar_airbench_s",
                          model_options="flip_tta=true,bn_momentum=0.2,global_pool=avg")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from noisystudent import runs
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 from noisystudent.reports.tensorboard import FOLDER, Scalars
 
 from .conftest import needs_fashion_mnist, quick_config, without_package
@@ -50,6 +50,6 @@ def test_without_the_flag_nothing_is_written(tmp_path):
 
 def test_a_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
     without_package(monkeypatch, "torch.utils.tensorboard")
-    with pytest.raises(UserError, match=r"pip install 'noisystudent\[tensorboard\]'"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[tensorboard\]'"):
         Scalars(tmp_path, enabled=True)
     Scalars(tmp_path, enabled=False).add("x", {"y": 1.0}, 1)  # off: needs nothing

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from noisystudent import runs
-from noisystudent.config import PseudoLabelConfig
+from noisystudent.core import runs
+from noisystudent.core.config import PseudoLabelConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.images import load_manifest
 from noisystudent.data.splits import load_split
 from noisystudent.data.unlabeled import teacher_run_unlabeled
-from noisystudent.errors import UserError
 from noisystudent.labels import to_label
 from noisystudent.labels.selection import Part
 from noisystudent.labels.to_label import TO_LABEL_CSV, LowestMargins, margins

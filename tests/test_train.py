@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import noisystudent.reports.evaluate as evaluation
-from noisystudent import runs
+from noisystudent.core import runs
+from noisystudent.core.device import resolve_device
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.splits import load_split
 from noisystudent.deploy.predict import predict
-from noisystudent.device import resolve_device
 from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import CleanPipeline
 from noisystudent.reports.evaluate import evaluate
@@ -82,6 +82,7 @@ def test_image_folder_run_with_validation(tmp_path, image_tree):
     assert "val_top1" in json.loads(lines[-1])
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch):
     config = quick_config(epochs=3, labels_per_class=2, drop_rate=0.2)
@@ -124,6 +125,7 @@ def test_ema_warmup_follows_a_short_run():
     assert task.final_model().weight.mean().item() > 0.95
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_steps_cut_the_last_epoch_and_minutes_fit_the_steps_to_the_pace(tmp_path):
     # 40 labels in batches of 8: 5 steps an epoch; 12 steps are 3 epochs, the last cut at 2.

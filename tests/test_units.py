@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from noisystudent import distributed
+from noisystudent.core import distributed
+from noisystudent.core.errors import UserError
 from noisystudent.data.arrays import NpyImages
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches, LabeledAndPseudoBatches
-from noisystudent.errors import UserError
 from noisystudent.noise import BatchedNoise
 from noisystudent.noise.crop import crop_flip
 from noisystudent.noise.randaugment import BatchedRandAugment

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent import runs
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 
 from .decode import UnreadableImage, decode_image
 from .files import check_dir, find_images

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 from .idx import read_idx
 from .imageset import ImageSet

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 IMAGE_EXTENSIONS = (
     ".jpg",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 from .images import decode_images
 from .imageset import ImageSet

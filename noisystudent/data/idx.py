@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 # IDX type code -> big-endian numpy dtype.
 _IDX_DTYPES = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 from .arrays import NpyImages
 from .decode import UnreadableImage, decode_image

@@ -18,8 +18,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlparse
 from xml.sax.saxutils import quoteattr
 
-from noisystudent import runs
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 
 IMPORT_FILE = "to-label.label-studio.json"
 INTERFACE_FILE = "label-studio.xml"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from noisystudent import distributed
+from noisystudent.core import distributed
 
 from .arrays import Images, rows_of
 

@@ -25,7 +25,7 @@ import torch
 from braceexpand import braceexpand
 from webdataset.tariterators import tarfile_samples
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 from .decode import UnreadableImage, decode_image
 from .files import IMAGE_EXTENSIONS, find_images

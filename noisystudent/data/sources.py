@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from noisystudent.config import SharedSettings
-from noisystudent.errors import UserError
+from noisystudent.core.config import SharedSettings
+from noisystudent.core.errors import UserError
 
 from .fashion_mnist import FASHION_MNIST, load_fashion_mnist
 from .hf import dataset_spec, load_dataset_labeled

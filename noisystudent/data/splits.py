@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent import runs
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 
 SPLIT_KEYS = ("labeled", "val", "unlabeled")
 

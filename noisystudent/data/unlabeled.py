@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noisystudent import runs
-from noisystudent.config import SelfTrainConfig, shared_settings_of
-from noisystudent.errors import UserError
-from noisystudent.layout import SelfTrainLayout
+from noisystudent.core import runs
+from noisystudent.core.config import SelfTrainConfig, shared_settings_of
+from noisystudent.core.errors import UserError
+from noisystudent.core.layout import SelfTrainLayout
 
 from .images import load_npy_images
 from .imageset import ImageSet

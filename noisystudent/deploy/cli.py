@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 
 def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from noisystudent.device import autocast
-from noisystudent.errors import UserError
+from noisystudent.core.device import autocast
+from noisystudent.core.errors import UserError
 from noisystudent.models.transforms import InputSpec
 
 

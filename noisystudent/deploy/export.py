@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisystudent import __version__, runs
-from noisystudent.config import shared_settings, shared_settings_of
-from noisystudent.errors import UserError
+from noisystudent import __version__
+from noisystudent.core import runs
+from noisystudent.core.config import shared_settings, shared_settings_of
+from noisystudent.core.errors import UserError
 from noisystudent.models.saved import TrainedModel, load_trained
 from noisystudent.models.transforms import InputSpec, to_model_input
 

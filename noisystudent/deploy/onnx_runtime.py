@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from noisystudent.core.errors import UserError
 from noisystudent.data.decode import read_image
-from noisystudent.errors import UserError
 
 # Metadata keys written by ``noisystudent export`` (deploy/export.py).
 CLASSES, STORED_SIZE, STORED_CHANNELS = "classes", "stored_size", "stored_channels"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisystudent.core.device import resolve_device
 from noisystudent.data.decode import read_image
-from noisystudent.device import resolve_device
 from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import CleanPipeline
 

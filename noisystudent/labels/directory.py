@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from noisystudent import runs
-from noisystudent.device import release_free_heap
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.device import release_free_heap
+from noisystudent.core.errors import UserError
 
 from .kept_shards import check_kept_shards
 from .selection import Part

@@ -25,10 +25,10 @@ from webdataset import TarWriter
 from webdataset.filters import shuffle
 from webdataset.tariterators import tarfile_samples
 
-from noisystudent import distributed, runs
+from noisystudent.core import distributed, runs
+from noisystudent.core.errors import CorruptFile
 from noisystudent.data.decode import UnreadableImage, decode_image
 from noisystudent.data.shards import IMAGE_KEYS, StreamedSource, image_index
-from noisystudent.errors import CorruptFile
 
 from .store import KEPT_SHARDS, SoftTargets
 

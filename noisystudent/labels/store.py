@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from noisystudent import runs
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 from noisystudent.data.shards import image_index
-from noisystudent.errors import UserError
 
 PART_BYTES = 8 << 20  # a part in memory and on disk, whatever each image's row holds
 FULL_UP_TO = 100  # classes up to which the default top_k keeps every class

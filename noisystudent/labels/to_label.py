@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from noisystudent import runs
+from noisystudent.core import runs
 from noisystudent.data.arrays import Images, rows_of
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.label_studio import copy_import, task, write_import

@@ -12,8 +12,8 @@ from timm.data import resolve_model_data_config
 from timm.models import group_parameters
 from torch import nn
 
-from noisystudent import runs
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 
 from . import airbench, small_models
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from noisystudent.device import autocast, release_free_heap
+from noisystudent.core.device import autocast, release_free_heap
 
 
 def predict_logits(model: torch.nn.Module, pipeline: Callable, loader: Iterable[dict], *,

@@ -20,8 +20,8 @@ import logging
 import torch
 from torch import nn
 
-from noisystudent import distributed
-from noisystudent.device import has_bf16_units, resolve_precision
+from noisystudent.core import distributed
+from noisystudent.core.device import has_bf16_units, resolve_precision
 
 from . import speed
 from .build import create_model, keep_spatial_map

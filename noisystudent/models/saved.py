@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from noisystudent import runs
-from noisystudent.errors import UserError
-from noisystudent.layout import kept_model
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
+from noisystudent.core.layout import kept_model
 
 from .build import create_model, keep_spatial_map
 from .transforms import InputSpec

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisystudent import runs
-from noisystudent.device import autocast
-from noisystudent.errors import UserError
+from noisystudent.core import runs
+from noisystudent.core.device import autocast
+from noisystudent.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .rules import Plan
+from .values import Plan
 
 # The config's sections, whose keys the notes name dotted (``teacher.image_size``).
 SECTIONS = ("teacher", "student", "pseudo_label", "finetune")

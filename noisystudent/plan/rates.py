@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
-from noisystudent.device import cpu_kind, has_bf16_units, resolve_device
+from noisystudent.core.device import cpu_kind, has_bf16_units, resolve_device
 from noisystudent.models import speed
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def measure(model_name: str, size: int, in_chans: int, *, batch: int, options: d
     a second (at most the stage's ``batch``: ``speed.sized_rate``)."""
     import torch
 
-    from noisystudent.device import resolve_precision
+    from noisystudent.core.device import resolve_precision
     from noisystudent.models.build import create_model
     from noisystudent.models.precision import auto_training_dtype, measures_training_dtype
 

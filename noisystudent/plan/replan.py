@@ -12,16 +12,18 @@ import logging
 import statistics
 from pathlib import Path
 
-from noisystudent import runs, timings
-from noisystudent.config import to_dict
+from noisystudent.core import runs, timings
+from noisystudent.core.layout import PLAN_KEY, REPORT_KEY, SelfTrainLayout, student_key
+from noisystudent.core.settings_io import to_dict
 from noisystudent.labels.directory import read_summary
-from noisystudent.layout import PLAN_KEY, REPORT_KEY, SelfTrainLayout, student_key
 
 from . import time_model
 from .notes import annotated_yaml
 from .rates import Rates
-from .rules import MIN_CORRUPTION_IMAGES, MIN_PASSES, SCRATCH_STUDENT, Plan, warmup_epochs
+from .recipes import MIN_CORRUPTION_IMAGES, MIN_PASSES, SCRATCH_STUDENT
+from .students import warmup_epochs
 from .time_model import StudentShape
+from .values import Plan
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from noisystudent.core.errors import UserError
 from noisystudent.data.fashion_mnist import (
     FASHION_MNIST,
     FASHION_MNIST_CLASSES,
@@ -20,7 +21,6 @@ from noisystudent.data.fashion_mnist import (
 )
 from noisystudent.data.files import find_images, is_image_file
 from noisystudent.data.splits import held_out
-from noisystudent.errors import UserError
 
 SAMPLED_IMAGES = 32     # files opened to learn the images' size and colour
 COUNT_LIMIT = 1_000_000  # files counted in an unlabeled folder before calling it large

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from noisystudent import runs
-from noisystudent.config import DistillConfig
+from noisystudent.core import runs
+from noisystudent.core.config import DistillConfig
+from noisystudent.core.device import resolve_precision
 from noisystudent.deploy.cost import count_flops, cpu_latency_ms, onnx_latency_ms
-from noisystudent.device import resolve_precision
 from noisystudent.models.build import count_parameters
 from noisystudent.models.saved import TrainedModel, load_trained
 

@@ -8,13 +8,13 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: files only, no display needed
 from tqdm.auto import tqdm
 
-from noisystudent import runs
-from noisystudent.config import shared_settings_of
+from noisystudent.core import runs
+from noisystudent.core.config import shared_settings_of
+from noisystudent.core.device import resolve_device, resolve_precision
+from noisystudent.core.errors import UserError
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.sources import load_test_set
-from noisystudent.device import resolve_device, resolve_precision
-from noisystudent.errors import UserError
 from noisystudent.models.inference import predict_logits
 from noisystudent.models.saved import TrainedModel, load_trained
 from noisystudent.models.transforms import CleanPipeline

@@ -22,8 +22,8 @@ import os
 import time
 from pathlib import Path
 
-from noisystudent import distributed, runs
-from noisystudent.errors import UserError
+from noisystudent.core import distributed, runs
+from noisystudent.core.errors import UserError
 
 RECORD = "mlflow.json"
 EXPERIMENT = "noisystudent"

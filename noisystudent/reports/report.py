@@ -8,12 +8,12 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from noisystudent import runs, timings
+from noisystudent.core import runs, timings
+from noisystudent.core.device import resolve_device
+from noisystudent.core.keep import Comparison, as_dicts, kept_step, untrusted_steps
+from noisystudent.core.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.data.imageset import ImageSet
-from noisystudent.device import resolve_device
-from noisystudent.keep import Comparison, as_dicts, kept_step, untrusted_steps
 from noisystudent.labels.directory import SUMMARY
-from noisystudent.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.models.build import saved_parameter_count
 
 from .evaluate import evaluate_corruptions

@@ -17,9 +17,7 @@ each picture is the stored pixels at most ``THUMB`` px a side.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import logging
 import time
@@ -29,72 +27,47 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from noisystudent import runs
-from noisystudent.config import SelfTrainConfig
+from noisystudent.core import runs
+from noisystudent.core.config import SelfTrainConfig
+from noisystudent.core.errors import UserError
+from noisystudent.core.keep import Comparison
+from noisystudent.core.layout import REPORT_JSON, SelfTrainLayout, kept_model, role
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
 from noisystudent.data.unlabeled import Unlabeled, self_train_images, teacher_run_unlabeled
-from noisystudent.errors import UserError
-from noisystudent.keep import Comparison
 from noisystudent.labels.directory import SUMMARY, selection_parts
 from noisystudent.labels.selection import Part
 from noisystudent.labels.store import kept_part, label_parts
 from noisystudent.labels.to_label import TO_LABEL_CSV, Highest, Lowest, stored_pictures
-from noisystudent.layout import REPORT_JSON, SelfTrainLayout, kept_model, role
 
 from .format import percent
+from .html import (
+    MAX_CLASSES,
+    MAX_SHOWN,
+    bytes_uri,
+    confusion_html,
+    data_uri,
+    esc,
+    figure,
+    file_uri,
+    grid,
+    table,
+    write_page,
+)
 from .metrics import dense_confusion
 
 log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
-MAX_CLASSES = 20
 PER_ROW = 8
-MAX_SHOWN = 24
-THUMB = 64
 # Streamed shards are read again for their pictures, so the grids draw from at most this
 # many shards, evenly spread (the counts and matrices still cover every shard).
 SAMPLED_SHARDS = 8
 CORRUPTED_SHOWN = 3
 SHOWN_SEVERITY = 3
 
-STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
-h2{border-bottom:1px solid #ccc;margin-top:2em}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 6px;
-text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0 10px}
-figure{margin:0;width:66px;text-align:center;font-size:11px;line-height:1.2}
-figure img{width:60px;height:60px;object-fit:contain;image-rendering:pixelated;
-background:#eee;border:2px solid transparent}
-figure.wrong img{border-color:#d33}.missing{display:inline-block;width:60px;height:60px;
-background:#eee;font-size:10px}.row{display:flex;gap:12px;align-items:flex-start}
-.note{color:#666}.warn{color:#a40}.plots{display:flex;gap:8px;flex-wrap:wrap}
-.plots img{height:300px;max-width:100%}h4{margin:8px 0 0}
-.row small{display:block;color:#666}
-"""
-
 
 # -- pictures ----------------------------------------------------------------------------------
-
-def bytes_uri(data: bytes, kind: str = "png") -> str:
-    """An encoded image embedded in the page: the one way every picture gets there."""
-    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
-
-
-def data_uri(picture: Image.Image) -> str:
-    """A small PNG (grayscale or tiny) or JPEG of the picture, at most THUMB px a side."""
-    picture = picture.convert("L" if picture.mode in ("L", "I;16", "I", "1") else "RGB")
-    picture.thumbnail((THUMB, THUMB))
-    kind = "png" if picture.mode == "L" or max(picture.size) <= 32 else "jpeg"
-    buffer = io.BytesIO()
-    picture.save(buffer, format=kind.upper(), **({"quality": 85} if kind == "jpeg" else {}))
-    return bytes_uri(buffer.getvalue(), kind)
-
-
-def file_uri(path: Path) -> str:
-    """A PNG file (the run's plots), as it is."""
-    return bytes_uri(path.read_bytes())
 
 
 def pictures(images: Unlabeled | None, indices: list[int]) -> dict[int, str]:
@@ -112,54 +85,6 @@ def pictures(images: Unlabeled | None, indices: list[int]) -> dict[int, str]:
         return found
     return {i: data_uri(p) for i, p in zip(indices, stored_pictures(images.images, indices))}
 
-
-# -- html --------------------------------------------------------------------------------------
-
-def esc(value) -> str:
-    return html.escape(str(value))
-
-
-def figure(uri: str | None, caption: str, wrong: bool = False) -> str:
-    image = (f'<img src="{uri}" alt="{esc(caption)}">' if uri else
-             '<span class="missing">not at hand</span>')
-    return (f'<figure{" class=wrong" if wrong else ""}>{image}'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
-
-
-def grid(figures: list[str]) -> str:
-    return f'<div class="grid">{"".join(figures)}</div>' if figures else \
-        '<p class="note">none</p>'
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def confusion_html(matrix: torch.Tensor, classes: list[str], caption: str) -> str:
-    """A row-normalized matrix with shaded cells for a few classes; above MAX_CLASSES, the
-    most frequent confusions as a list."""
-    if len(classes) > MAX_CLASSES:
-        off = matrix.clone()
-        off.fill_diagonal_(0)
-        counts, cells = off.flatten().topk(min(MAX_SHOWN, off.numel()))
-        rows = [[classes[c // len(classes)], classes[c % len(classes)], int(n)]
-                for n, c in zip(counts.tolist(), cells.tolist()) if n > 0]
-        return (f"<p>{esc(caption)}: the {len(rows)} most frequent confusions of "
-                f"{len(classes)} classes</p>" + table(["true", "called", "images"], rows))
-    totals = matrix.sum(1, keepdim=True).clamp(min=1)
-    share = matrix.float() / totals
-    head = "".join(f"<th>{esc(c)}</th>" for c in classes)
-    body = []
-    for i, name in enumerate(classes):
-        cells = "".join(
-            f'<td style="background:rgba({"40,110,200" if i == j else "210,60,40"},'
-            f'{min(1.0, float(share[i, j])) * 0.85:.2f})">{int(matrix[i, j])}</td>'
-            for j in range(len(classes)))
-        body.append(f"<tr><th>{esc(name)}</th>{cells}</tr>")
-    return (f"<p>{esc(caption)} (rows: true class, columns: predicted; shaded by the row's "
-            f"share)</p><table><tr><th></th>{head}</tr>{''.join(body)}</table>")
 
 
 # -- one labeling ------------------------------------------------------------------------------
@@ -348,8 +273,8 @@ def corruptions_html(model_dir: Path, rows: list[dict], kept: dict, test_set: Im
                      device: str) -> str:
     """A few test images under each corruption (severity SHOWN_SEVERITY), with the kept
     model's call on each and its error on that corruption against the teacher's."""
+    from noisystudent.core.device import resolve_device, resolve_precision
     from noisystudent.data.loaders import ImageBatches
-    from noisystudent.device import resolve_device, resolve_precision
     from noisystudent.models.inference import predict_logits
     from noisystudent.models.saved import load_trained
     from noisystudent.models.transforms import CleanPipeline
@@ -448,13 +373,6 @@ def curve_html(model_dir: Path) -> str:
 
 
 # -- pages -------------------------------------------------------------------------------------
-
-def write_page(out: Path, title: str, sections: list[str]) -> Path:
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>\n"
-            + "\n".join(s for s in sections if s) + "\n</body></html>\n")
-    runs.write_text(out, page)
-    return out
 
 
 def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from noisystudent import runs
+from noisystudent.core import runs
+from noisystudent.core.errors import UserError
 from noisystudent.data.loaders import ImageBatches
-from noisystudent.errors import UserError
 from noisystudent.models.inference import predict_logits
 from noisystudent.models.saved import TrainedModel
 from noisystudent.models.transforms import CleanPipeline

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from noisystudent import distributed
-from noisystudent.errors import UserError
+from noisystudent.core import distributed
+from noisystudent.core.errors import UserError
 
 from .mlflow_tracking import MlflowRun
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from noisystudent import distributed, runs
-from noisystudent.config import DistillConfig
+from noisystudent.core import distributed, runs
+from noisystudent.core.config import DistillConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data.images import load_unlabeled_folder
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ConcatenatedBatches, ImageBatches
-from noisystudent.errors import UserError
 from noisystudent.models.saved import load_trained
 from noisystudent.noise import make_augment
 from noisystudent.reports.compression import compression_report

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import torch
 
-from noisystudent import distributed, runs, timings
-from noisystudent.config import PseudoLabelConfig, to_dict
+from noisystudent.core import distributed, runs, timings
+from noisystudent.core.config import PseudoLabelConfig
+from noisystudent.core.device import resolve_device, resolve_precision
+from noisystudent.core.errors import UserError
+from noisystudent.core.settings_io import to_dict
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.shards import StreamedSource, labeling_batches, shard_of
 from noisystudent.data.unlabeled import Unlabeled, first, teacher_run_unlabeled
-from noisystudent.device import resolve_device, resolve_precision
-from noisystudent.errors import UserError
 from noisystudent.labels.directory import SUMMARY, remove_parts, selection_parts, stored_bytes
 from noisystudent.labels.kept_shards import write_kept_shard
 from noisystudent.labels.selection import Part, StreamedSelection
@@ -100,19 +101,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
                         f"(highest {highest:.3f}); lower --threshold")
 
     # 3. Write each part's copies beside it (and the kept images of a shard), and count.
-    kept = KeptCounts.zeros(num_classes)
-    shard_sizes: dict[str, int] = {}
-    for path, (part, copies) in zip(label_parts(out, distributed.rank()),
-                                    selection.chosen_copies()):
-        runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
-        if streamed:
-            shard = shard_of(part.start)
-            name = KEPT_SHARDS.name(distributed.rank(), shard)
-            if write_kept_shard(out / name, images, shard, part.stored, copies):
-                shard_sizes[name] = (out / name).stat().st_size
-            kept.add(copies, part, torch.full((len(copies),), -1))
-        else:
-            kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
+    kept, shard_sizes = write_kept(out, selection, images, num_classes)
     distributed.barrier()  # every part is on disk before the summary marks the pass done
     to_label = write_to_label(out, selection_parts(out, None), images, teacher.classes,
                               config.to_label) if config.to_label and distributed.is_main() else 0
@@ -131,6 +120,28 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     runs.write_json(out / SUMMARY, summary)
     distributed.barrier()
     return summary
+
+
+def write_kept(out: Path, selection: StreamedSelection, images,
+               num_classes: int) -> tuple[KeptCounts, dict[str, int]]:
+    """Each of this rank's label parts gets the copies selection chose beside it (and, for
+    streamed images, the kept images of its shard as a tar shard); returns the counts of what
+    was kept and each written shard's size."""
+    streamed = isinstance(images, StreamedSource)
+    kept = KeptCounts.zeros(num_classes)
+    shard_sizes: dict[str, int] = {}
+    for path, (part, copies) in zip(label_parts(out, distributed.rank()),
+                                    selection.chosen_copies()):
+        runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
+        if streamed:
+            shard = shard_of(part.start)
+            name = KEPT_SHARDS.name(distributed.rank(), shard)
+            if write_kept_shard(out / name, images, shard, part.stored, copies):
+                shard_sizes[name] = (out / name).stat().st_size
+            kept.add(copies, part, torch.full((len(copies),), -1))
+        else:
+            kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
+    return kept, shard_sizes
 
 
 class Labeling:

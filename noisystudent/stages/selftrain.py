@@ -22,21 +22,23 @@ from pathlib import Path
 
 import yaml
 
-from noisystudent import distributed, plan, runs, timings
-from noisystudent.config import SelfTrainConfig, to_dict
+from noisystudent import plan
+from noisystudent.core import distributed, runs, timings
+from noisystudent.core.config import SelfTrainConfig
+from noisystudent.core.errors import CorruptFile, UserError
+from noisystudent.core.keep import kept_step, untrusted_steps
+from noisystudent.core.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout, role
+from noisystudent.core.settings_io import to_dict
+from noisystudent.core.timings import timed
 from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
 from noisystudent.deploy.export import export_onnx
-from noisystudent.errors import CorruptFile, UserError
-from noisystudent.keep import kept_step, untrusted_steps
 from noisystudent.labels.directory import SUMMARY, pseudo_labels_complete
 from noisystudent.labels.to_label import copy_to_run
-from noisystudent.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout, role
 from noisystudent.reports.mlflow_tracking import MlflowRun, log_step, open_mlflow
 from noisystudent.reports.report import REPORT_MD, add_time_section, write_report
 from noisystudent.reports.review import REPORT_HTML, review_self_train
 from noisystudent.reports.tensorboard import Scalars
-from noisystudent.timings import timed
 
 from .pseudo_label import pseudo_label
 from .stage import open_run, share_split
@@ -112,15 +114,24 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         run_step(layout.finetune, train, finetune, quiet, data=data, run=run)
     elif config.fine_tunes:
         log.info("no fine-tune: the teacher is kept, and it learned the labeled images already")
+    return write_reports(config, layout, tracked, test_set=data.test, unlabeled=unlabeled,
+                         quiet=quiet)
+
+
+def write_reports(config: SelfTrainConfig, layout: SelfTrainLayout, tracked, *, test_set,
+                  unlabeled, quiet: bool) -> dict:
+    """The finished run's report.md, report.html, replay.yaml and time section, once, on rank
+    0 (the others wait and read it); its tracked scalars."""
+    run = layout.run
     if not distributed.is_main():  # the report's evaluations run once, on rank 0
         distributed.barrier()
         return runs.read_json(run / REPORT_JSON)
     with timed(run, run / REPORT_KEY):
         reported = plan.replan_report(config, run)
         write_replay(run, reported, layout)
-        report = write_report(run, reported, data.test, quiet)
+        write_report(run, reported, test_set, quiet)
         try:  # the page is a view of the finished run: never fail the run for it
-            review_self_train(run, unlabeled=unlabeled, test_set=data.test,
+            review_self_train(run, unlabeled=unlabeled, test_set=test_set,
                               device=config.device)
         except Exception as err:  # noqa: BLE001
             warnings.warn(f"could not write {run}/report.html ({type(err).__name__}: {err}); "

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisystudent import distributed, runs
-from noisystudent.config import TrainConfig, build, to_dict
+from noisystudent.core import distributed, runs
+from noisystudent.core.config import TrainConfig
+from noisystudent.core.device import resolve_device, resolve_precision
+from noisystudent.core.errors import UserError
+from noisystudent.core.keep import correct_string
+from noisystudent.core.settings_io import build, to_dict
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.sources import RunData, load_run_data
 from noisystudent.data.splits import load_split, make_split, save_split
-from noisystudent.device import resolve_device, resolve_precision
-from noisystudent.errors import UserError
-from noisystudent.keep import correct_string
 from noisystudent.models.build import (
     configure_finetune,
     create_model,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from noisystudent import runs
-from noisystudent.config import StudentConfig
+from noisystudent.core import runs
+from noisystudent.core.config import StudentConfig
+from noisystudent.core.errors import UserError
 from noisystudent.data.loaders import ImageBatches, LabeledAndPseudoBatches
 from noisystudent.data.sources import RunData
 from noisystudent.data.unlabeled import Unlabeled
 from noisystudent.deploy.cost import count_flops
-from noisystudent.errors import UserError
 from noisystudent.labels.directory import read_pseudo_labels, read_summary
 from noisystudent.labels.kept_shards import KeptShardBatches
 from noisystudent.models.saved import load_trained

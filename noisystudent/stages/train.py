@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from noisystudent import runs
-from noisystudent.config import TrainConfig
+from noisystudent.core import runs
+from noisystudent.core.config import TrainConfig
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.sources import RunData
 from noisystudent.noise import make_augment

@@ -20,10 +20,10 @@ from typing import NamedTuple, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from noisystudent import distributed, runs, timings
-from noisystudent.config import LoopSettings
-from noisystudent.device import autocast
-from noisystudent.errors import CorruptFile, UserError
+from noisystudent.core import distributed, runs, timings
+from noisystudent.core.config import LoopSettings
+from noisystudent.core.device import autocast
+from noisystudent.core.errors import CorruptFile, UserError
 
 from .optim import build_optimizer, skips_on_device
 from .pace import Pace

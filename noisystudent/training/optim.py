@@ -6,7 +6,7 @@ import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
-from noisystudent.errors import UserError
+from noisystudent.core.errors import UserError
 
 from .pace import CosineWithWarmup
 

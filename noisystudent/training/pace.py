@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from noisystudent import distributed
+from noisystudent.core import distributed
 
 # The first steps allocate memory and start loader workers: not the machine's pace.
 SKIPPED_STEPS = 3

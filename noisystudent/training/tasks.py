@@ -19,8 +19,8 @@ from timm.task.distillation import FeatureDistillationTrainableModule
 from timm.utils import unwrap_model
 from torch import nn
 
-from noisystudent import distributed
-from noisystudent.device import autocast
+from noisystudent.core import distributed
+from noisystudent.core.device import autocast
 from noisystudent.models.transforms import InputSpec, at_most, to_model_input
 
 from .losses import kd_loss, pooled_features, pooled_width, soft_target_ce

@@ -14,104 +14,28 @@ data, split, seed, device, precision) are set once at the top, and no section ma
 
 from __future__ import annotations
 
-import os
-import typing
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     create_model,
     model_serializer,
     model_validator,
 )
 
-from .errors import UserError
-
-
-def setting(default: Any = None, help: str = "", **constraints: Any) -> Any:
-    """A field with its help text (shown by ``--help``) and its range (``ge``, ``gt``, ...)."""
-    if isinstance(default, (list, dict, BaseModel)):  # each config its own copy
-        return Field(default_factory=lambda: _copy(default), description=help, **constraints)
-    return Field(default, description=help, **constraints)
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_copy(deep=True)
-    return dict(value) if isinstance(value, dict) else list(value)
-
-
-def _number_text(value: Any) -> Any:
-    # The command line gives text; a choice among numbers (channels: 1 or 3) takes "3" too.
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
-
-
-def _comma_list(value: Any) -> Any:
-    # From the command line: --student-models a,b,c
-    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-
-
-def _scalar(value: Any) -> Any:
-    # "true", "0.4", "max" from the command line: the YAML scalar they spell.
-    if isinstance(value, str):
-        import yaml
-
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-        return parsed if isinstance(parsed, (bool, int, float, str)) else value
-    return value
-
-
-def _options_text(value: Any) -> Any:
-    # From the command line: --model-options flip_tta=true,bn_momentum=0.4
-    if isinstance(value, str):
-        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
-        if any(not sep for _, sep, _ in pairs):
-            raise ValueError(f"expected KEY=VALUE pairs separated by commas, got {value!r}")
-        value = {key.strip(): text.strip() for key, _, text in pairs}
-    if isinstance(value, dict):
-        return {key: _scalar(item) for key, item in value.items()}
-    return value
-
-
-def parse_minutes(value: Any) -> float:
-    """A duration as minutes: "45m", "2h", "1h30m", "90s", or a number of minutes."""
-    import re
-
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        minutes = float(value)
-    else:
-        text = str(value).strip().lower().replace(" ", "")
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?"
-                             r"(?:(\d+(?:\.\d+)?)s)?", text)
-        if not text or parts is None:
-            try:
-                minutes = float(text)
-            except ValueError:
-                raise ValueError(f"expected a duration such as 45m, 2h or 1h30m; got "
-                                 f"{value!r}") from None
-        else:
-            hours, mins, secs = (float(g) if g else 0.0 for g in parts.groups())
-            minutes = 60 * hours + mins + secs / 60
-    if not minutes > 0:
-        raise ValueError(f"a duration must be positive; got {value!r}")
-    return minutes
-
-
-Channels = Annotated[Literal[1, 3], BeforeValidator(_number_text)]
-Minutes = Annotated[float, BeforeValidator(parse_minutes)]
-Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
-NameList = Annotated[list[str], BeforeValidator(_comma_list)]
-ModelOptions = Annotated[dict[str, bool | int | float | str], BeforeValidator(_options_text)]
+from .setting_types import (
+    Channels,
+    Device,
+    Minutes,
+    ModelOptions,
+    NameList,
+    Precision,
+    setting,
+)
+from .settings_io import _build
 
 
 class Settings(BaseModel):
@@ -128,6 +52,7 @@ class SharedSettings(Settings):
     ``train`` and the other commands take these at the top level, and so does ``self-train``,
     which hands them to each of its stages."""
 
+    shared_keys: ClassVar[tuple[str, ...]] = ()  # these settings' names, once they exist
     data: str = setting("fashion-mnist", "'fashion-mnist', an ImageFolder directory, a CSV "
                         "manifest (path,label), or a Hugging Face dataset: saved with "
                         "save_to_disk, a Parquet folder, or hf:NAME from the local cache "
@@ -165,6 +90,7 @@ class SharedSettings(Settings):
 
 
 SHARED = tuple(SharedSettings.model_fields)
+SharedSettings.shared_keys = SHARED  # what a bad key's error names as set at the top level
 
 
 def shared_settings(config: Any) -> dict[str, Any]:
@@ -556,151 +482,3 @@ class SelfTrainConfig(SharedSettings):
                   **self.finetune.model_dump(), **shared_settings(self),
                   "pretrained": student_weights}
         return _build(TrainConfig, values, "finetune.")
-
-
-# --- errors: one line that names the setting and what it accepts --------------------------
-
-_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",
-               "string": "a string", "dict": "a mapping of settings",
-               "model": "a mapping of settings", "list": "a list"}
-
-
-def describe(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
-    """The first error of a validation as one line."""
-    first = err.errors(include_url=False)[0]
-    loc, kind, value = first["loc"], first["type"], first.get("input")
-    name = (prefix + _dotted(loc)).rstrip(".")
-    owner, info = _field_at(root, loc)
-    if kind == "extra_forbidden":
-        key = loc[-1]
-        if key in SHARED and name != key:
-            return f"{name} is shared by every stage: set it at the top level of the config"
-        return f"unknown config key {name}; valid keys: {', '.join(owner.model_fields)}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{name} must be in {_bounds(info)}; got {value}"
-    if kind == "literal_error":
-        choices = ", ".join(map(str, _choices(info.annotation)))
-        return f"{name} must be one of {choices}; got {value!r}"
-    if kind == "value_error":
-        message = str(first["ctx"]["error"])
-        return f"{message} (in {name})" if name else message
-    if kind in ("list_type", "model_type", "model_attributes_type") and \
-            loc[:1] == ("students",) and len(loc) <= 2:
-        return "students must be a list of mappings of settings"
-    what = next((text for key, text in _TYPE_NAMES.items() if kind.startswith(key)), None)
-    if what:
-        return f"{name} must be {what}; got {value!r}"
-    return f"{name}: {first['msg']}" if name else first["msg"]
-
-
-def _dotted(loc: tuple) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _field_at(root: type[BaseModel], loc: tuple):
-    """(the model that holds the last key of ``loc``, that key's FieldInfo or None)."""
-    owner, info = root, None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        model = _model_in(info.annotation) if info is not None else None
-        owner = model or owner
-        info = owner.model_fields.get(part)
-        if info is None:
-            break
-    return owner, info
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The settings model inside ``X``, ``X | None`` or ``list[X]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found:
-            return found
-    return None
-
-
-def _choices(annotation: Any) -> tuple:
-    if typing.get_origin(annotation) is Literal:
-        return typing.get_args(annotation)
-    for arg in typing.get_args(annotation):
-        if _choices(arg):
-            return _choices(arg)
-    return ()
-
-
-def _constraints(info) -> dict[str, Any]:
-    return {kind: getattr(c, kind) for c in info.metadata
-            for kind in ("gt", "ge", "lt", "le") if hasattr(c, kind)}
-
-
-def _bounds(info) -> str:
-    c = _constraints(info) if info is not None else {}
-    low = f"({c['gt']}" if "gt" in c else f"[{c.get('ge', '-inf')}"
-    high = f"{c['lt']})" if "lt" in c else f"{c.get('le', 'inf')}]"
-    return f"{low}, {high}"
-
-
-def _build(cls: type[Settings], values: dict[str, Any], prefix: str) -> Any:
-    """A config from a plain mapping, its errors named under ``prefix`` (e.g. 'student.')."""
-    try:
-        return cls.model_validate(values)
-    except ValidationError as err:
-        raise UserError(describe(err, cls, prefix)) from None
-
-
-# --- YAML and command-line overrides ---------------------------------------------------------
-
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML file as plain data; tags that would construct Python objects are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    import yaml  # here, not above: the CLI imports this module where only deploy deps exist
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"config {path} is not plain YAML data: {first}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a mapping of settings, not {type(data).__name__}")
-    return data
-
-
-def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge dotted ``a.b=value`` overrides into a nested mapping (a copy)."""
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
-    for dotted, value in overrides.items():
-        node = merged
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise UserError(f"cannot set {dotted}: {key} is not a section")
-        node[leaf] = value
-    return merged
-
-
-def build(cls: type[Settings], values: dict[str, Any]) -> Any:
-    """A config from a plain mapping (a YAML file, a run's saved config.yaml)."""
-    return _build(cls, values, "")
-
-
-def load_config(cls: type[Settings], path: str | None = None,
-                overrides: dict[str, Any] | None = None) -> Any:
-    """Defaults, then the YAML file, then command-line overrides; coerced and checked."""
-    values = read_yaml(path) if path else {}
-    return build(cls, apply_overrides(values, overrides or {}))
-
-
-def to_dict(config: Settings) -> dict[str, Any]:
-    """The typed values as plain data (what config.yaml holds)."""
-    return config.model_dump(mode="json")

@@ -447,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ONNX Runtime, numpy and Pillow only: this runs where torch is not installed.
         return run_safely(lambda: args.func(args))
     try:
-        from . import distributed  # imports torch: after parsing, so --help stays quick
+        from .core import distributed  # imports torch: after parsing, so --help stays quick
     except ImportError as err:
         print(f"noisystudent: error: {err.name} is not installed; '{args.command}' needs the "
               "full install (pip install noisystudent); predictions from an exported .onnx "

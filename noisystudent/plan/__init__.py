@@ -8,7 +8,14 @@ user set, which the plan never changes. A run with a budget plans again as it go
     rates.py       this machine's speed per model and input, measured once and cached
     time_model.py  how long each step takes and how the students share the time: the one
                    model both the plan and the re-planning use
-    rules.py       every planned value with its reason (``make_plan``, ``planned_config``)
+    rules.py       the order in which the values are planned (``make_plan``,
+                   ``planned_config``), from:
+    values.py      the Plan: each planned value with its reason, over the user's
+    recipes.py     the thresholds and the from-scratch students' recipes
+    checks.py      the data checked before any model is timed; the guard's holdout
+    teacher.py     the teacher ladder, its share of the budget, the teacher alone
+    students.py    the students: from scratch or pretrained, the pile, their lengths
+    prices.py      what each step costs, and what the time buys the students
     replan.py      a budgeted run on disk and during the run: each student planned again,
                    an iteration dropped, the corruption test shrunk
     notes.py       the plan printed as annotated YAML (``--print-config``, plan.yaml)

@@ -1,5 +1,5 @@
 """The one time model: how long a step takes and how the students share what a budget leaves,
-used by the plan before the run (``rules.py``) and by the re-planning before each student
+used by the plan before the run (``prices.py``) and by the re-planning before each student
 (``replan.py``), so that the two agree by construction.
 
 - A training step costs STEP_OVERHEAD, the images it trains on at its training rate, and the

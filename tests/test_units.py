@@ -426,7 +426,7 @@ def test_concatenated_batches():
 
 
 def test_a_pace_fits_the_steps_to_the_seconds_and_a_replay_repeats_its_rates():
-    from noisystudent.training.pace import LEAST_MEASURED, SKIPPED_STEPS, Pace
+    from noisystudent.training.pace import LEAST_MEASURED, REFITS, SKIPPED_STEPS, Pace
 
     optimizer = _sgd_two_groups(0.1, 0.01)
     scheduler = cosine_with_warmup(optimizer, total_steps=100, warmup_steps=20)
@@ -439,9 +439,9 @@ def test_a_pace_fits_the_steps_to_the_seconds_and_a_replay_repeats_its_rates():
     # At step 20: 3.85 s spent, 6.15 s left at 20 steps/s: 123 more steps.
     assert schedule.total_steps == 20 + int((10 - 3 - 17 * 0.05) * 20) == 143
     assert [schedule(s) for s in range(20)] == warm_up  # the warm-up unchanged
-    # A neighbour leaves at step 60: steps take 0.03 s. The refits at a quarter, a half and
-    # three quarters of the decay follow the pace since the fit before, and the run ends with
-    # its seconds, the learning rate never jumping.
+    # A neighbour leaves at step 60: steps take 0.03 s. The refits along the decay follow the
+    # pace since the fit before, and the run ends with its seconds, the learning rate never
+    # jumping.
     rates, step = [], 20
     while True:
         step += 1
@@ -449,7 +449,7 @@ def test_a_pace_fits_the_steps_to_the_seconds_and_a_replay_repeats_its_rates():
         if not pace.step_done(step, 0.05 if step < 60 else 0.03):
             break
     assert pace.trained == pytest.approx(10.0, abs=0.1) and step == schedule.total_steps > 143
-    assert len(schedule.segments) == 4 and schedule(step) == 0.0
+    assert len(schedule.segments) == 1 + len(REFITS) and schedule(step) == 0.0
     assert max(abs(b - a) for a, b in zip(rates, rates[1:])) < 0.03
     # A replay given the steps and the pieces of the decay repeats every step's rate.
     again = cosine_with_warmup(_sgd_two_groups(0.1, 0.01), schedule.total_steps, 20,
@@ -462,6 +462,14 @@ def test_a_pace_fits_the_steps_to_the_seconds_and_a_replay_repeats_its_rates():
     # A short warm-up is measured over LEAST_MEASURED steps after the skipped ones.
     short = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 100, 2).lr_lambdas[0], 5.0)
     assert short.fit_at == SKIPPED_STEPS + LEAST_MEASURED
+    # The seconds are the step's: what it spends outside training (2 s so far, and 0.1 s an
+    # epoch of 50 steps still to come) is left out of its training.
+    outside = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 100, 2).lr_lambdas[0], 10.0,
+                   outside=lambda total: 2.0 + 0.1 * -(-total // 50))
+    step = 0
+    while outside.step_done(step := step + 1, 0.05):
+        pass
+    assert outside.trained == pytest.approx(10.0 - 2.0 - 0.1 * -(-step // 50), abs=0.06)
     # No seconds: the total stays as set.
     fixed = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 30, 2).lr_lambdas[0])
     assert all(fixed.step_done(s, 9.0) for s in range(1, 30)) and not fixed.step_done(30, 9.0)

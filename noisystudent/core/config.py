@@ -117,10 +117,11 @@ class LoopSettings(Settings):
                                         gt=0, le=1000)
     warmup_epochs: float = setting(1.0, "linear warmup before the cosine decay (at most "
                                    "epochs)", ge=0)
-    minutes: float = setting(0.0, "training time: the steps are fitted to the speed measured "
-                             "over the warm-up and again at 1/4, 1/2 and 3/4 of the decay, so "
-                             "the cosine ends with the time (0 = epochs x steps per epoch; "
-                             "planned for each student under a budget)", ge=0)
+    minutes: float = setting(0.0, "the step's wall time, its evaluations and saving included: "
+                             "the steps are fitted to the speed measured over the warm-up and "
+                             "again at 1/4, 1/2, 3/4 and 9/10 of the decay, so the cosine ends "
+                             "with the time (0 = epochs x steps per epoch; planned for each "
+                             "student under a budget)", ge=0)
     steps: int = setting(0, "optimizer steps in all, the epochs following (the last one cut "
                          "short) (0 = epochs x steps per epoch; a run's replay.yaml sets each "
                          "student's fitted steps here)", ge=0)

@@ -71,8 +71,9 @@ def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
     runs.write_json(run / PLAN_JSON, info)
     log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
              "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)
-    # The passes set the steps per epoch; the minutes fit the steps to the student's own pace.
-    fitted = {"passes": passes, "minutes": round((seconds - fixed) / 60, 3)}
+    # The passes set the steps per epoch; the minutes, the step's in all, fit its steps to its
+    # own pace and its evaluations to their measured rate (training/pace.py).
+    fitted = {"passes": passes, "minutes": round(seconds / 60, 3)}
     if "student.warmup_epochs" not in info["planned"]:
         return fitted
     student = config.student_config(k, "pending")

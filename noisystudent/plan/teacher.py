@@ -33,10 +33,6 @@ from .recipes import (
     TEACHER_UPSCALE,
 )
 from .survey import DataFacts
-from .time_model import (
-    evaluated_images,
-    step_seconds,
-)
 from .values import Plan
 
 log = logging.getLogger(__name__)
@@ -221,15 +217,12 @@ def fill_with_teacher(plan: Plan, rates: Rates) -> None:
     run uses its budget (the rung above did not fit)."""
     if plan.teacher or plan.user_set("teacher.epochs") or plan.user_set("teacher.minutes"):
         return
-    size, epochs = plan.teacher_size(), plan.value("teacher.epochs")
-    planned = plan.seconds[TEACHER_KEY]
+    epochs, planned = plan.value("teacher.epochs"), plan.seconds[TEACHER_KEY]
     left = plan.budget.usable - plan.seconds[REPORT_KEY] - (rates.spent if rates else 0.0)
     if left <= planned:
         return
     longer = epochs * left / planned  # about the epochs the minutes buy
-    infer = rates.inference(plan.teacher_model(), size, 3)
-    fixed = step_seconds(evaluated_images(plan.facts.test, plan.facts.val, longer), infer)
-    plan.set("teacher.minutes", round((left - fixed) / 60, 2),
+    plan.set("teacher.minutes", round(left / 60, 2),
              f"the teacher alone fills the budget: {epochs} epochs take "
              f"{planned / 60:.1f} of {left / 60:.1f} min, so its schedule follows its own "
              f"pace for the rest (about {longer:.0f} epochs)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,9 @@ from noisystudent.reports.mlflow_tracking import open_mlflow
 from noisystudent.reports.tensorboard import Scalars
 
 log = logging.getLogger(__name__)
+
+# Seconds a stage spends after its evaluations: saving the model and metrics.json.
+SAVING_SECONDS = 1.0
 
 
 def open_run(config, out: str | Path, resume: bool, config_cls: type = TrainConfig):
@@ -94,6 +98,10 @@ class Stage:
     resume: bool = False
     quiet: bool = False
     scalars: Scalars = field(default_factory=lambda: Scalars("", enabled=False))
+    started: float = field(default_factory=time.monotonic)  # a step's minutes count from here
+    # The images the stage evaluated and the seconds they took: what its later evaluations
+    # are forecast from.
+    evaluated: list[float] = field(default_factory=lambda: [0, 0.0])
 
     @functools.cached_property
     def dtype(self) -> torch.dtype | None:
@@ -151,10 +159,7 @@ class Stage:
         if not len(val):
             return {}
         images = self.data.train.subset(val)
-        loader = ImageBatches(images.images, images.labels, self.config.eval_batch_size,
-                              self.device)
-        logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
-                                dtype=self.eval_dtype)
+        logits = self.predict(model, spec, images.images, images.labels)
         labels = images.labels.to(logits.device)
         correct = logits.argmax(1) == labels
         return {"val_top1": correct.float().mean().item(),
@@ -166,19 +171,45 @@ class Stage:
         test = self.data.test
         if test is None:
             return {"test_top1": None, "note": "no test data given (--test-data)"}
-        loader = ImageBatches(test.images, test.labels, self.config.eval_batch_size,
-                              self.device)
-        logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
-                                dtype=self.eval_dtype, progress=self.progress,
-                                description="test")
+        logits = self.predict(model, spec, test.images, test.labels, progress=self.progress,
+                              description="test")
         result = classification_metrics(logits, test.labels, test.classes)
         return {"test_top1": result["top1"], "per_class": result["per_class"],
                 "ece": result["ece"], "test_confusion": nonzero_cells(result["confusion"])}
 
 
+    def predict(self, model: torch.nn.Module, spec: InputSpec, images: torch.Tensor,
+                labels: torch.Tensor, *, timed: bool = True, **options) -> torch.Tensor:
+        """The model's logits on ``images``, their seconds counted in ``evaluated``."""
+        start = time.monotonic()
+        loader = ImageBatches(images, labels, self.config.eval_batch_size, self.device)
+        logits = predict_logits(model, CleanPipeline(spec), loader, device=self.device,
+                                dtype=self.eval_dtype, **options)
+        if timed:
+            self.evaluated[0] += len(labels)
+            self.evaluated[1] += time.monotonic() - start
+        return logits
+
+    def seconds_after_training(self, task) -> float:
+        """What the stage will spend once its training ends: its validation and test images
+        at the rate its evaluations ran (before any, one batch is timed, after one untimed to
+        warm up), and saving; what a step given minutes leaves for them (training/pace.py)."""
+        test = self.data.test
+        if not self.evaluated[0]:
+            images = test if test is not None else self.data.train
+            n = min(len(images), self.config.eval_batch_size)
+            for timed in (False, True):
+                self.predict(task.final_model(), task.spec, images.images[:n],
+                             images.labels[:n], timed=timed)
+        images, seconds = self.evaluated
+        count = len(self.labeled_split()["val"]) + (len(test) if test is not None else 0)
+        return SAVING_SECONDS + count * seconds / max(images, 1)
+
+
 def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = False,
                 config_cls: type = TrainConfig, data: RunData | None = None) -> Stage:
     """Open the run and load what it trains on (unless the caller already holds ``data``)."""
+    started = time.monotonic()
     run_dir, config = open_run(config, out, resume, config_cls)
     distributed.barrier()  # rank 0 has written config.yaml before anyone reads the run
     torch.manual_seed(config.seed)
@@ -186,7 +217,7 @@ def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = 
     data = data or load_run_data(config, config.image_size)
     return Stage(run_dir=run_dir, config=config, device=device,
                  eval_dtype=resolve_precision(config.precision, device, training=False),
-                 data=data, resume=resume, quiet=quiet,
+                 data=data, resume=resume, quiet=quiet, started=started,
                  scalars=Scalars(run_dir, config.tensorboard,
                                  open_mlflow(run_dir, config.mlflow, config.mlflow_uri,
                                              to_dict(config))))

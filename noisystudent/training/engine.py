@@ -56,6 +56,13 @@ class FitContext(Protocol):
     @property
     def scalars(self): ...
 
+    @property
+    def started(self) -> float:
+        """When the step began (time.monotonic): a step's minutes count from here."""
+
+    def seconds_after_training(self, task: Task) -> float:
+        """What the step will spend once its training ends (evaluating, saving)."""
+
 
 class NonFiniteLoss(UserError):
     """A NaN or infinite loss: training stops instead of writing broken weights."""
@@ -142,7 +149,8 @@ class Fitted(NamedTuple):
 def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         on_epoch_end: Callable[[int], dict] | None = None) -> Fitted:
     """Train ``task`` over ``loader`` for ``settings.epochs``, or ``settings.steps``, or as
-    many steps as ``settings.minutes`` buy at the measured pace (``pace.py``), checkpointing
+    many steps as the step's ``settings.minutes`` buy at the measured pace, its evaluations
+    and checkpoints measured and forecast and left out of them (``pace.py``), checkpointing
     after each epoch into ``stage.run_dir`` (resuming from the last checkpoint when
     ``stage.resume``); returns what it trained. ``on_epoch_end(epoch)`` adds metrics (e.g.
     validation)."""
@@ -153,7 +161,18 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         task.setup_ema(decay=settings.ema_decay, use_warmup=True)
     module, ema = task.trained_module(), task.get_trainable_module(ema=True)
     optimizer, scheduler = build_optimizer(module, settings, len(loader))
-    pace = Pace(scheduler.lr_lambdas[0], seconds=60 * settings.minutes)
+    before = 0.0  # the step's seconds in earlier sessions
+    epoch_ends: list[float] = []  # each epoch's end: its validation and checkpoint
+
+    def outside(total: int) -> float:
+        """The step's seconds outside training: spent so far, and to come were it to train
+        ``total`` steps (the ends of the epochs left, the current one's included)."""
+        spent = before + time.monotonic() - stage.started - pace.trained
+        ends = max(0, math.ceil(total / steps_per_epoch) - epoch)
+        per_end = sum(epoch_ends) / len(epoch_ends) if epoch_ends else 0.0
+        return spent + ends * per_end + stage.seconds_after_training(task)
+
+    pace = Pace(scheduler.lr_lambdas[0], seconds=60 * settings.minutes, outside=outside)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     progress = stage.progress and distributed.is_main()
     checkpoint_path = run_dir / runs.CHECKPOINT
@@ -164,6 +183,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])  # a fitted total included
         pace.load_state_dict(state.get("pace", {}))
+        before = float(state.get("step_seconds", 0.0))
         if ema is not None and "ema" in state:
             ema.module.load_state_dict(state["ema"])
         if scaler is not None and "scaler" in state:
@@ -195,11 +215,12 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
             raise NonFiniteLoss(f"{err} (epoch {epoch + 1}); training stopped and {kept}; "
                                 "lower --lr or check the data, then --resume") from None
         metrics = distributed.mean_metrics(metrics)
+        end_start = time.monotonic()
         if on_epoch_end is not None:
             metrics.update(on_epoch_end(epoch))
         state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "pace": pace.state_dict(),
-                 "epoch": epoch + 1}
+                 "step_seconds": before + time.monotonic() - stage.started, "epoch": epoch + 1}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
         if scaler is not None:
@@ -210,6 +231,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         stage.scalars.add("epoch", metrics, epoch + 1)
         epoch_bar.update()
         epoch_bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        epoch_ends.append(time.monotonic() - end_start)
         epoch += 1
     epoch_bar.close()
     return Fitted(scheduler.last_epoch, pace.schedule.segments)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from noisystudent import plan
 from noisystudent.core.config import SelfTrainConfig
@@ -44,12 +45,21 @@ MACHINES = {
 }
 
 
+# The device and the dtype PyTorch labels in on each (what decides ONNX Runtime's labeling).
+LABELS_ON = {"2-core AVX2 CPU": (torch.device("cpu"), None),
+             "2-core bf16 CPU": (torch.device("cpu"), torch.bfloat16),
+             "GPU": (torch.device("cuda"), torch.float16)}
+
+
 class MachineRates(plan.Rates):
     """A machine of known speed: the table's rates, a size not in it scaled by its area."""
 
-    def __init__(self, table: dict):
+    def __init__(self, machine: str):
         super().__init__()
-        self.table = table
+        self.table, self.labels_on = MACHINES[machine], LABELS_ON[machine]
+
+    def labeling_device(self):
+        return self.labels_on
 
     def _rates(self, model: str, size: int) -> tuple[float, float]:
         if (model, size) in self.table:
@@ -66,7 +76,7 @@ class MachineRates(plan.Rates):
 
 
 def plans(machine: str) -> dict[int, plan.Plan]:
-    return {b: plan.make_plan({"budget": f"{b}m"}, MachineRates(MACHINES[machine]))
+    return {b: plan.make_plan({"budget": f"{b}m"}, MachineRates(machine))
             for b in BUDGETS}
 
 
@@ -122,7 +132,7 @@ def test_the_machine_table_in_the_docs_is_the_plans():
 def test_plan_and_replan_give_a_student_the_same_minutes(tmp_path, monkeypatch):
     """The first plan and the re-plan before student 1, fed the same rates, the teacher and
     labeling as planned: the same passes and minutes."""
-    rates = MachineRates(MACHINES["2-core AVX2 CPU"])
+    rates = MachineRates("2-core AVX2 CPU")
     monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: rates)
     for minutes in (8, 30):
         run = tmp_path / f"{minutes}m"

@@ -273,3 +273,18 @@ def test_flip_averaged_logits_are_the_mean_over_the_image_and_its_mirror():
     torch.testing.assert_close(predict_logits(model, lambda x: x, batches,
                                               device=torch.device("cpu"), dtype=None,
                                               flip=True), plain)
+
+
+def test_onnx_runtime_labels_as_pytorch_does(tmp_path, tiny_teacher):
+    """The labeling through ONNX Runtime (the teacher exported, checked, then every batch, its
+    mirror averaged in) gives PyTorch fp32's labels, to fp16 storage's precision."""
+    pytest.importorskip("onnxruntime")
+    made = {}
+    for runtime in ("torch", "onnxruntime"):
+        config = PseudoLabelConfig(max_images=300, threshold=0.0, balance=False, flip=True,
+                                   precision="fp32", runtime=runtime)
+        summary = pseudo_label(tiny_teacher, tmp_path / runtime, config, quiet=True)
+        assert summary["runtime"] == runtime
+        made[runtime] = read_pseudo_labels(tmp_path / runtime)[1].dense()
+    torch.testing.assert_close(made["onnxruntime"], made["torch"], atol=2e-3, rtol=0)
+    assert not list(tmp_path.glob("**/*.onnx"))  # the exported teacher is private and gone

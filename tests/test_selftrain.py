@@ -121,6 +121,17 @@ def test_growing_student_schedule_and_shared_keys():
         build(SelfTrainConfig, {"student": {"rate": 3}})
 
 
+def test_a_student_after_a_kept_teacher_is_another_try_not_a_repeat(tmp_path):
+    from noisystudent.core.layout import SelfTrainLayout
+
+    config, layout = SelfTrainConfig(seed=5), SelfTrainLayout(tmp_path)
+    # Student 1 learns its teacher's labels; so does student 2 where the teacher stayed kept.
+    assert selftrain.student_config(config, layout, 1, kept=0).seed == 5
+    assert selftrain.student_config(config, layout, 2, kept=1).seed == 5
+    assert selftrain.student_config(config, layout, 2, kept=0).seed == 6
+    assert selftrain.student_config(config, layout, 3, kept=0).seed == 7
+
+
 @pytest.mark.slow
 def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_tree,
                                                                 monkeypatch):

@@ -465,7 +465,7 @@ def test_a_pace_fits_the_steps_to_the_seconds_and_a_replay_repeats_its_rates():
     # The seconds are the step's: what it spends outside training (2 s so far, and 0.1 s an
     # epoch of 50 steps still to come) is left out of its training.
     outside = Pace(cosine_with_warmup(_sgd_two_groups(0.1, 0.01), 100, 2).lr_lambdas[0], 10.0,
-                   outside=lambda total: 2.0 + 0.1 * -(-total // 50))
+                   outside=lambda total, trained: 2.0 + 0.1 * -(-total // 50))
     step = 0
     while outside.step_done(step := step + 1, 0.05):
         pass

@@ -96,7 +96,13 @@ def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
     included."""
     views = 2 if flip else 1
     infer = rates.inference(model or plan.teacher_model(), size, 3)
-    return seconds_to_label(plan.facts.pile, views, infer, plan.facts.decode)
+    return seconds_to_label(plan.facts.pile, views, infer, plan.facts.decode,
+                            onnx_speedup(plan, rates, plan.facts.pile * views))
+
+
+def onnx_speedup(plan: Plan, rates: Rates, images: int) -> float:
+    """Where ONNX Runtime labels ``images`` views, its speed over PyTorch's (else 0)."""
+    return rates.onnx_speedup(plan.value("pseudo_label.runtime"), images)
 
 
 def planned_student(plan: Plan) -> StudentShape:
@@ -108,12 +114,13 @@ def student_prices(plan: Plan, rates: Rates) -> StudentPrices:
     """The planned student's prices (``time_model.StudentPrices``), as the re-plan prices
     it from the same rates: a pass over the pile, its fixed part, a labeling by it."""
     facts, student = plan.facts, planned_student(plan)
+    views = 2 if plan.value("pseudo_label.flip") else 1
     return StudentPrices.of(
         pile=facts.pile, labeled=facts.pile, train_rate=student_rate(rates, student, facts.streams),
         infer_rate=inference_rate(rates, student), unlabeled_ratio=student.unlabeled_ratio,
-        evaluated=evaluated_images(facts.test, facts.val, student.epochs),
-        views=2 if plan.value("pseudo_label.flip") else 1,
-        decode=facts.decode, streams=facts.streams)
+        evaluated=evaluated_images(facts.test, facts.val, student.epochs), views=views,
+        decode=facts.decode, streams=facts.streams,
+        onnx_speedup=onnx_speedup(plan, rates, facts.pile * views))
 
 
 def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:

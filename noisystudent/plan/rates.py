@@ -8,6 +8,7 @@ import logging
 import time
 
 from noisystudent.core.device import cpu_kind, has_bf16_units, resolve_device
+from noisystudent.deploy import labeling
 from noisystudent.models import speed
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,21 @@ class Rates:
     def inference(self, model: str, size: int, in_chans: int,
                   options: dict | None = None) -> float:
         return self._measured(model, size, in_chans, batch=PROBE_BATCH, options=options)[1]
+
+    def onnx_speedup(self, runtime: str, images: int) -> float:
+        """ONNX Runtime's images/s over PyTorch's where it labels ``images`` views with
+        ``runtime`` (asked for, or where its export pays: deploy/labeling.py), else 0."""
+        device, dtype = self.labeling_device()
+        if not labeling.usable(runtime, device, images, dtype):
+            return 0.0
+        return labeling.SPEEDUP[labeling.dtype_name(dtype)]
+
+    def labeling_device(self):
+        """(the device, PyTorch's dtype there) a labeling runs on."""
+        from noisystudent.core.device import resolve_precision
+
+        device = resolve_device(self.device)
+        return device, resolve_precision(self.precision, device, training=False)
 
     def machine(self) -> str:
         """What the rates are timed on, and what its kind means for the plan: the same rules

@@ -15,6 +15,7 @@ from pathlib import Path
 from noisystudent.core import runs, timings
 from noisystudent.core.layout import PLAN_KEY, REPORT_KEY, SelfTrainLayout, student_key
 from noisystudent.core.settings_io import to_dict
+from noisystudent.deploy.labeling import EXPORT_SECONDS
 from noisystudent.labels.directory import read_summary
 
 from . import time_model
@@ -149,7 +150,8 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
         unlabeled_ratio=student.unlabeled_ratio,
         evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
                                               student.epochs),
-        views=views, decode=decode, streams=bool(facts.get("streams")))
+        views=views, decode=decode, streams=bool(facts.get("streams")),
+        onnx_speedup=_onnx_speedup(config, rates, labeled_images * views))
     if speed is not None:  # the previous student's own speed, its decoding included
         prices = dataclasses.replace(
             prices, per_pass=time_model.trained_per_pass(pile, student.unlabeled_ratio) / speed)
@@ -174,7 +176,11 @@ def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: fl
         return prices.labeling
     teacher = config.teacher_config()
     return time_model.labeling_seconds(images, views, time_model.inference_rate(rates, teacher),
-                                       decode)
+                                       decode, _onnx_speedup(config, rates, images * views))
+
+
+def _onnx_speedup(config, rates: Rates, images: int) -> float:
+    return rates.onnx_speedup(config.pseudo_label.runtime, images)
 
 
 def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
@@ -187,10 +193,15 @@ def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
     layout = SelfTrainLayout(run, config.teacher_run)
     labeler = config.teacher_config() if last == 1 else config.student_config(last - 1,
                                                                               "pending")
-    images = read_summary(layout.pseudo_labels(last))["unlabeled_images"] or 1
+    summary = read_summary(layout.pseudo_labels(last))
+    images = summary["unlabeled_images"] or 1
     took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
     took -= time_model.STEP_OVERHEAD
-    return max(0.0, took / images - views / time_model.inference_rate(rates, labeler))
+    rate = time_model.inference_rate(rates, labeler)
+    if summary.get("runtime") == "onnxruntime":  # its export, then its own speed
+        took -= EXPORT_SECONDS
+        rate *= _onnx_speedup(config, rates, images * views) or 1.0
+    return max(0.0, took / images - views / rate)
 
 
 def replan_report(config, run: Path):

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from noisystudent.deploy.labeling import EXPORT_SECONDS
+
 STEP_OVERHEAD = 10.0    # s a training step spends outside its epochs and evaluations
 # A student's step, whose minutes its pace trains (training/pace.py): outside its training and
 # evaluation it spent 2-5 s in each of 14 one-core runs (Fashion-MNIST, photos, the odd
@@ -121,19 +123,25 @@ class StudentPrices:
     @classmethod
     def of(cls, *, pile: int, labeled: int, train_rate: float, infer_rate: float,
            unlabeled_ratio: int, evaluated: float, views: int, decode: float,
-           streams: bool) -> StudentPrices:
+           streams: bool, onnx_speedup: float = 0.0) -> StudentPrices:
         """From the pile it learns (``pile``, after selection) and labels (``labeled``), its
         rates (images/s), the images it evaluates and seconds to decode one image (each pass
-        decodes the pile again where it ``streams`` from files)."""
+        decodes the pile again where it ``streams`` from files); ``onnx_speedup`` where ONNX
+        Runtime labels."""
         per_pass = trained_per_pass(pile, unlabeled_ratio) / train_rate
         return cls(per_pass=per_pass + (pile * decode if streams else 0.0),
                    fixed=STUDENT_OVERHEAD + evaluated / infer_rate,
-                   labeling=labeling_seconds(labeled, views, infer_rate, decode))
+                   labeling=labeling_seconds(labeled, views, infer_rate, decode, onnx_speedup))
 
 
-def labeling_seconds(images: int, views: int, infer_rate: float, decode: float) -> float:
-    """A labeling of ``images``: STEP_OVERHEAD, every view at the labeler's inference rate,
-    and decoding each image once."""
+def labeling_seconds(images: int, views: int, infer_rate: float, decode: float,
+                     onnx_speedup: float = 0.0) -> float:
+    """A labeling of ``images``: STEP_OVERHEAD, every view at the labeler's inference rate
+    (where ONNX Runtime labels, ``onnx_speedup`` times it after the export:
+    ``Rates.onnx_speedup``), and decoding each image once."""
+    if onnx_speedup:
+        return STEP_OVERHEAD + EXPORT_SECONDS + images * (views / (infer_rate * onnx_speedup)
+                                                          + decode)
     return STEP_OVERHEAD + images * (views / infer_rate + decode)
 
 

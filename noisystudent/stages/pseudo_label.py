@@ -9,6 +9,7 @@ full class, whole copies plus a random fraction of a rare one).
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,8 @@ from noisystudent.data.imageset import ImageSet
 from noisystudent.data.loaders import ImageBatches
 from noisystudent.data.shards import StreamedSource, labeling_batches, shard_of
 from noisystudent.data.unlabeled import Unlabeled, first, teacher_run_unlabeled
+from noisystudent.deploy.labeling import OnnxLabeler, iter_onnx_logits
+from noisystudent.deploy.labeling import usable as onnx_usable
 from noisystudent.labels.directory import SUMMARY, remove_parts, selection_parts, stored_bytes
 from noisystudent.labels.kept_shards import write_kept_shard
 from noisystudent.labels.selection import Part, StreamedSelection
@@ -77,12 +80,10 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. Label: every batch is reduced to what selection and the student need, and appended.
-    labeling = Labeling(teacher, config, top_k, device, quiet)
-    started = time.perf_counter()
-    if streamed:
-        labeling.label_shards(images, out)
-    else:
-        labeling.label_rows(images, out)
+    started = time.perf_counter()  # the export of an ONNX Runtime labeling included
+    labeling = Labeling(teacher, config, top_k, device, quiet=quiet,
+                        images=image_count(images) if streamed else len(images))
+    labeling.label(images, out)
     distributed.barrier()  # the slowest rank's time is the pass's time
     seconds = time.perf_counter() - started
     counts = labeling.counts.total()
@@ -112,6 +113,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
                         per_class=selection.per_class, top_k=top_k,
                         accuracy=correct / known if known == labeled else None)
     summary.update(processes=distributed.world_size(), labeling_seconds=seconds,
+                   runtime="onnxruntime" if labeling.onnx else "torch",
                    images_per_s=labeled / max(seconds, 1e-9), skipped=skipped,
                    to_label=to_label,
                    stored_bytes=stored_bytes(out))
@@ -120,6 +122,14 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
     runs.write_json(out / SUMMARY, summary)
     distributed.barrier()
     return summary
+
+
+def image_count(source: StreamedSource) -> int:
+    """The images of a folder's shards (lists of files); a tar or a dataset is counted only
+    as it is read: taken as large."""
+    if all(isinstance(shard, tuple) for shard in source.shards):
+        return sum(len(shard) for shard in source.shards)
+    return sys.maxsize
 
 
 def write_kept(out: Path, selection: StreamedSelection, images,
@@ -150,19 +160,40 @@ class Labeling:
     highest confidence kept on the way."""
 
     def __init__(self, teacher: TrainedModel, config: PseudoLabelConfig, top_k: int,
-                 device: torch.device, quiet: bool):
+                 device: torch.device, *, quiet: bool, images: int):
         self.teacher, self.config, self.top_k, self.device = teacher, config, top_k, device
         self.progress = not quiet and distributed.is_main()
         self.counts = LabelingCounts()
         self.highest = torch.zeros((), dtype=torch.float64)
+        self.dtype = resolve_precision(config.precision, device, training=False)
+        self.onnx = OnnxLabeler(teacher.run_dir) if onnx_usable(
+            config.runtime, device, images * (2 if config.flip else 1), self.dtype) else None
+
+    def label(self, images: ImageSet | StreamedSource, out: Path) -> None:
+        try:
+            if isinstance(images, StreamedSource):
+                self.label_shards(images, out)
+            else:
+                self.label_rows(images, out)
+        finally:
+            if self.onnx is not None:
+                self.onnx.close()  # the exported teacher's folder
+
+    def _torch_logits(self, batches: Iterable[dict], progress: bool = False):
+        return iter_logits(
+            self.teacher.model, CleanPipeline(self.teacher.spec), batches, device=self.device,
+            dtype=self.dtype, progress=progress, flip=self.config.flip,
+            description="pseudo-label" + timings.time_left())
 
     def _logits(self, batches: Iterable[dict]) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
-        for batch, logits in iter_logits(
-                self.teacher.model, CleanPipeline(self.teacher.spec), batches,
-                device=self.device,
-                dtype=resolve_precision(self.config.precision, self.device, training=False),
-                progress=self.progress, flip=self.config.flip,
-                description="pseudo-label" + timings.time_left()):
+        if self.onnx is None:
+            labeled = self._torch_logits(batches, self.progress)
+        else:  # the model's own flip averaging (airbench) is inside its graph
+            labeled = iter_onnx_logits(
+                self.onnx, lambda batch: next(self._torch_logits([batch]))[1], batches,
+                flip=self.config.flip and not getattr(self.teacher.model, "flip_tta", False),
+                progress=self.progress, description="pseudo-label" + timings.time_left())
+        for batch, logits in labeled:
             stored = reduce_logits(logits, temperature=self.config.temperature,
                                    soft=self.config.soft, top_k=self.top_k)
             self.counts.images += len(logits)

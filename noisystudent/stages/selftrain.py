@@ -96,7 +96,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)
-        planned = student_config(config, layout, k)
+        planned = student_config(config, layout, k, kept)
         if planned is None:  # the time left would make it too short to pay
             config = with_iterations(config, run, k - 1)
             break
@@ -220,11 +220,17 @@ def with_iterations(config: SelfTrainConfig, run: Path, iterations: int) -> Self
     return config
 
 
-def student_config(config: SelfTrainConfig, layout: SelfTrainLayout, k: int):
+def student_config(config: SelfTrainConfig, layout: SelfTrainLayout, k: int, kept: int):
     """Iteration ``k``'s student; under a budget, planned again from the time left before
     it starts (a started one resumes with its saved config); None where that time would not
-    pay for it."""
+    pay for it. Where the step kept is not the last (``kept``), the student learns the labels
+    an earlier one learned: it draws its own initialisation and noise (the seed moved by the
+    tries before it), a second try rather than a repeat."""
     student = config.student_config(k, str(layout.pseudo_labels(k)))
+    if k - 1 > kept:
+        student = student.model_copy(update={"seed": config.seed + k - 1 - kept})
+        log.info("iteration %d: the %s stays kept; its student %d is another try at its "
+                 "labels, with seed %d", k, role(kept), k, student.seed)
     if not config.budget or (layout.student(k) / runs.CONFIG).is_file():
         return student
     changes = distributed.decided_on_main(lambda: plan.replan_student(config, layout.run, k))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -138,6 +140,37 @@ def train_one_epoch(task: Task, loader: Iterable[dict], optimizer, scheduler, *,
     return metrics
 
 
+@dataclass
+class StepClock:
+    """A step's wall time outside its training steps: spent so far (since ``started``, and
+    ``before`` in earlier sessions), and to come were it to train a given total of steps (the
+    ends of the epochs left, at the mean measured, and what the stage forecasts after its
+    training): what a pace given the step's minutes leaves out of its training (pace.py)."""
+
+    started: float
+    steps_per_epoch: int
+    after_training: Callable[[], float]
+    before: float = 0.0
+    epochs: int = 0  # epochs ended
+    epoch_ends: list[float] = field(default_factory=list)  # each one's validation, checkpoint
+    _end_started: float = 0.0
+
+    def elapsed(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def outside(self, total: int, trained: float) -> float:
+        ends = max(0, math.ceil(total / self.steps_per_epoch) - self.epochs)
+        per_end = statistics.fmean(self.epoch_ends) if self.epoch_ends else 0.0
+        return self.elapsed() - trained + ends * per_end + self.after_training()
+
+    def epoch_ends_now(self) -> None:
+        self._end_started = time.monotonic()
+
+    def epoch_ended(self) -> None:
+        self.epoch_ends.append(time.monotonic() - self._end_started)
+        self.epochs += 1
+
+
 class Fitted(NamedTuple):
     """What ``fit`` trained: its steps in all and, where its length was fitted, the pieces of
     its decay (what a replay sets to repeat its learning rates)."""
@@ -161,18 +194,8 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         task.setup_ema(decay=settings.ema_decay, use_warmup=True)
     module, ema = task.trained_module(), task.get_trainable_module(ema=True)
     optimizer, scheduler = build_optimizer(module, settings, len(loader))
-    before = 0.0  # the step's seconds in earlier sessions
-    epoch_ends: list[float] = []  # each epoch's end: its validation and checkpoint
-
-    def outside(total: int) -> float:
-        """The step's seconds outside training: spent so far, and to come were it to train
-        ``total`` steps (the ends of the epochs left, the current one's included)."""
-        spent = before + time.monotonic() - stage.started - pace.trained
-        ends = max(0, math.ceil(total / steps_per_epoch) - epoch)
-        per_end = sum(epoch_ends) / len(epoch_ends) if epoch_ends else 0.0
-        return spent + ends * per_end + stage.seconds_after_training(task)
-
-    pace = Pace(scheduler.lr_lambdas[0], seconds=60 * settings.minutes, outside=outside)
+    clock = StepClock(stage.started, len(loader), lambda: stage.seconds_after_training(task))
+    pace = Pace(scheduler.lr_lambdas[0], seconds=60 * settings.minutes, outside=clock.outside)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     progress = stage.progress and distributed.is_main()
     checkpoint_path = run_dir / runs.CHECKPOINT
@@ -183,12 +206,12 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])  # a fitted total included
         pace.load_state_dict(state.get("pace", {}))
-        before = float(state.get("step_seconds", 0.0))
+        clock.before = float(state.get("step_seconds", 0.0))
         if ema is not None and "ema" in state:
             ema.module.load_state_dict(state["ema"])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-        start_epoch = int(state["epoch"])
+        start_epoch = clock.epochs = int(state["epoch"])
     if stage.resume:
         _truncate_log(run_dir / runs.METRICS_LOG, start_epoch)
     if settings.compile:
@@ -215,12 +238,12 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
             raise NonFiniteLoss(f"{err} (epoch {epoch + 1}); training stopped and {kept}; "
                                 "lower --lr or check the data, then --resume") from None
         metrics = distributed.mean_metrics(metrics)
-        end_start = time.monotonic()
+        clock.epoch_ends_now()
         if on_epoch_end is not None:
             metrics.update(on_epoch_end(epoch))
         state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "pace": pace.state_dict(),
-                 "step_seconds": before + time.monotonic() - stage.started, "epoch": epoch + 1}
+                 "step_seconds": clock.elapsed(), "epoch": epoch + 1}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
         if scaler is not None:
@@ -231,7 +254,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         stage.scalars.add("epoch", metrics, epoch + 1)
         epoch_bar.update()
         epoch_bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        epoch_ends.append(time.monotonic() - end_start)
+        clock.epoch_ended()
         epoch += 1
     epoch_bar.close()
     return Fitted(scheduler.last_epoch, pace.schedule.segments)

@@ -80,8 +80,8 @@ class Pace:
     schedule: CosineWithWarmup
     seconds: float = 0.0
     # The step's seconds outside its training steps, spent and still to come, were it to
-    # train the given total of steps (engine.fit measures and forecasts them).
-    outside: Callable[[int], float] = lambda total: 0.0
+    # train ``total`` steps, given its ``trained`` seconds (engine.StepClock measures them).
+    outside: Callable[[int, float], float] = lambda total, trained: 0.0
     trained: float = 0.0            # seconds spent in training steps so far
     mark: tuple[int, float] | None = None  # (step, trained) where the measurement starts
     refits: int = 0                 # how many of REFITS are done
@@ -116,7 +116,7 @@ class Pace:
         rate = (step - start) / max(self.trained - before, 1e-9)
         total = self.schedule.total_steps
         for _ in range(2):  # what is spent outside training depends on the total (its epochs)
-            left = max(0.0, self.seconds - self.trained - self.outside(total))
+            left = max(0.0, self.seconds - self.trained - self.outside(total, self.trained))
             agreed = distributed.mean_metrics({"rate": rate, "left": left})  # one length
             total = step + int(agreed["left"] * agreed["rate"])
         self.schedule.refit(step, total)

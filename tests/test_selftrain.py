@@ -76,7 +76,10 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
     for k in (1, 2):
         ran = runs.read_yaml(tmp_path / "run" / f"iter{k}" / "student" / runs.CONFIG)
         again = to_dict(replayed.student_config(k, ran["pseudo_labels"]))
-        assert {key: again[key] for key in ran} == ran
+        # The seed of a student after a kept teacher is the loop's (selftrain.student_config),
+        # drawn again from the steps the replay keeps.
+        assert {key: again[key] for key in ran if key != "seed"} == \
+            {key: value for key, value in ran.items() if key != "seed"}
     # A validation split held out of the labels (10%: 1 of each class's 10), each step
     # measured on it, and the run keeps the step keep.py chooses; commands given the run use it.
     split = runs.read_json(tmp_path / "run" / "iter0-teacher" / runs.SPLITS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -133,9 +134,13 @@ def test_steps_cut_the_last_epoch_and_minutes_fit_the_steps_to_the_pace(tmp_path
     log = runs.read_jsonl(tmp_path / "steps" / runs.METRICS_LOG)
     assert metrics["steps"] == 12 and metrics["epochs"] == 3 and len(log) == 3
     assert log[-1]["lr"] == 0.0  # the cosine ends with the steps
-    # A few seconds of training: the steps are whatever they buy, measured after the warm-up
-    # (here the least measured, 13 steps), and the schedule still ends at zero.
-    metrics = train(quick_config(epochs=1, minutes=0.05), tmp_path / "minutes", quiet=True)
+    # A step of a few seconds: its steps are whatever the seconds left by its evaluations
+    # (each epoch's, the test's after) buy, measured after the warm-up (here the least
+    # measured, 13 steps), and the schedule still ends at zero.
+    start = time.monotonic()
+    metrics = train(quick_config(epochs=1, minutes=0.15), tmp_path / "minutes", quiet=True)
+    took = time.monotonic() - start
     log = runs.read_jsonl(tmp_path / "minutes" / runs.METRICS_LOG)
-    assert metrics["steps"] > 5 * 1 and log[-1]["lr"] == 0.0
-    assert sum(row["seconds"] for row in log) == pytest.approx(3.0, rel=0.5)
+    # (A refit that finds the time spent ends the step where it stands: near zero.)
+    assert metrics["steps"] > 5 * 1 and log[-1]["lr"] <= 0.05 * quick_config().lr
+    assert took == pytest.approx(9.0, rel=0.25)

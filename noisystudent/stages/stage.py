@@ -192,18 +192,28 @@ class Stage:
 
     def seconds_after_training(self, task) -> float:
         """What the stage will spend once its training ends: its validation and test images
-        at the rate its evaluations ran (before any, one batch is timed, after one untimed to
-        warm up), and saving; what a step given minutes leaves for them (training/pace.py)."""
+        at the rate its evaluations ran, and saving; what a step given minutes leaves for them
+        (training/pace.py)."""
         test = self.data.test
+        count = len(self.labeled_split()["val"]) + (len(test) if test is not None else 0)
+        return SAVING_SECONDS + count * self.seconds_per_evaluated(task)
+
+    def seconds_to_validate(self, task) -> float:
+        """What validating once takes, at the rate the stage's evaluations ran."""
+        return len(self.labeled_split()["val"]) * self.seconds_per_evaluated(task)
+
+    def seconds_per_evaluated(self, task) -> float:
+        """Seconds an evaluated image takes: measured on the stage's evaluations, before any
+        on one batch (timed after an untimed one, to warm up)."""
         if not self.evaluated[0]:
+            test = self.data.test
             images = test if test is not None else self.data.train
             n = min(len(images), self.config.eval_batch_size)
             for timed in (False, True):
                 self.predict(task.final_model(), task.spec, images.images[:n],
                              images.labels[:n], timed=timed)
         images, seconds = self.evaluated
-        count = len(self.labeled_split()["val"]) + (len(test) if test is not None else 0)
-        return SAVING_SECONDS + count * seconds / max(images, 1)
+        return seconds / max(images, 1)
 
 
 def start_stage(config, out: str | Path, *, resume: bool = False, quiet: bool = False,

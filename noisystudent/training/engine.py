@@ -65,11 +65,16 @@ class FitContext(Protocol):
     def seconds_after_training(self, task: Task) -> float:
         """What the step will spend once its training ends (evaluating, saving)."""
 
+    def seconds_to_validate(self, task: Task) -> float:
+        """What validating once takes."""
+
 
 class NonFiniteLoss(UserError):
     """A NaN or infinite loss: training stops instead of writing broken weights."""
 
 
+# An epoch's checkpoint, forecast before the first is timed (a Lite0's, with its optimizer).
+CHECKPOINT_SECONDS = 0.3
 # A progress bar shows the loss every this many steps (reading it waits for the GPU).
 PROGRESS_EVERY = 25
 
@@ -150,17 +155,26 @@ class StepClock:
     started: float
     steps_per_epoch: int
     after_training: Callable[[], float]
+    epoch_end: Callable[[], float]  # an epoch end's forecast, before one is measured
     before: float = 0.0
     epochs: int = 0  # epochs ended
     epoch_ends: list[float] = field(default_factory=list)  # each one's validation, checkpoint
     _end_started: float = 0.0
+
+    @classmethod
+    def of(cls, stage: FitContext, task: Task, steps_per_epoch: int, *,
+           validates: bool) -> StepClock:
+        """The clock of ``stage`` training ``task``, validating at each epoch's end or not."""
+        return cls(stage.started, steps_per_epoch, lambda: stage.seconds_after_training(task),
+                   lambda: CHECKPOINT_SECONDS + (stage.seconds_to_validate(task)
+                                                 if validates else 0.0))
 
     def elapsed(self) -> float:
         return self.before + time.monotonic() - self.started
 
     def outside(self, total: int, trained: float) -> float:
         ends = max(0, math.ceil(total / self.steps_per_epoch) - self.epochs)
-        per_end = statistics.fmean(self.epoch_ends) if self.epoch_ends else 0.0
+        per_end = statistics.fmean(self.epoch_ends) if self.epoch_ends else self.epoch_end()
         return self.elapsed() - trained + ends * per_end + self.after_training()
 
     def epoch_ends_now(self) -> None:
@@ -194,7 +208,7 @@ def fit(task: Task, loader, *, settings: LoopSettings, stage: FitContext,
         task.setup_ema(decay=settings.ema_decay, use_warmup=True)
     module, ema = task.trained_module(), task.get_trainable_module(ema=True)
     optimizer, scheduler = build_optimizer(module, settings, len(loader))
-    clock = StepClock(stage.started, len(loader), lambda: stage.seconds_after_training(task))
+    clock = StepClock.of(stage, task, len(loader), validates=on_epoch_end is not None)
     pace = Pace(scheduler.lr_lambdas[0], seconds=60 * settings.minutes, outside=clock.outside)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     progress = stage.progress and distributed.is_main()

@@ -114,11 +114,17 @@ class Pace:
         """The total that the seconds left buy at the pace since the last measurement."""
         start, before = self.mark or (0, 0.0)
         rate = (step - start) / max(self.trained - before, 1e-9)
-        total = self.schedule.total_steps
-        for _ in range(2):  # what is spent outside training depends on the total (its epochs)
-            left = max(0.0, self.seconds - self.trained - self.outside(total, self.trained))
-            agreed = distributed.mean_metrics({"rate": rate, "left": left})  # one length
-            total = step + int(agreed["left"] * agreed["rate"])
+        rate = distributed.mean_metrics({"steps_per_s": rate})["steps_per_s"]  # one length
+        left = self.seconds - self.trained
+
+        def fits(total: int) -> bool:  # more steps, more epochs: their ends cost time too
+            return (total - step) / rate + self.outside(total, self.trained) <= left
+
+        low, high = step, step + int(max(0.0, left) * rate)
+        while low < high:  # the most steps that fit
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        total = int(distributed.mean_metrics({"total": low})["total"])
         self.schedule.refit(step, total)
         self.mark = (step, self.trained)
 

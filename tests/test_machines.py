@@ -61,6 +61,9 @@ class MachineRates(plan.Rates):
     def labeling_device(self):
         return self.labels_on
 
+    def cores(self):
+        return 2
+
     def _rates(self, model: str, size: int) -> tuple[float, float]:
         if (model, size) in self.table:
             return self.table[model, size]
@@ -141,7 +144,8 @@ def test_plan_and_replan_give_a_student_the_same_minutes(tmp_path, monkeypatch):
         replan.save(run, planned, config)
         seconds = planned.seconds
         write_json(run / "timings.json", {key: seconds[key] for key in
-                                          ("iter0-teacher", "iter1/pseudo-labels", "plan")})
+                                          ("report-corruptions", "iter0-teacher",
+                                           "iter1/pseudo-labels", "plan")})
         pile = planned.facts.pile
         write_json(run / "iter1" / "pseudo-labels" / "summary.json",
                    {"kept": pile, "unlabeled_images": pile})

@@ -131,7 +131,8 @@ def test_a_budget_fits_the_students_into_what_is_left():
     assert aimed * 0.95 <= total <= aimed * 1.001  # used, not idle
     assert planned.values["students"][1]["passes"] > planned.values["student.passes"]
     assert set(planned.seconds) == {"iter0-teacher", "iter1/pseudo-labels", "iter1/student",
-                                    "iter2/pseudo-labels", "iter2/student", "report", "plan"}
+                                    "iter2/pseudo-labels", "iter2/student", "report",
+                                    "report-corruptions", "plan"}
 
 
 def test_a_budget_too_small_says_so(caplog):

@@ -33,6 +33,7 @@ REPORT_JSON = "report.json"
 TEACHER_KEY = TEACHER_DIR
 PLAN_KEY = "plan"
 REPORT_KEY = "report"
+CORRUPTIONS_KEY = "report-corruptions"  # the report's corrupted test images, made first
 
 
 def labels_key(k: int) -> str:

@@ -5,6 +5,7 @@ per (model, size, channels, options) and cached in ``$NOISYSTUDENT_CACHE/rates.j
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from noisystudent.core.device import cpu_kind, has_bf16_units, resolve_device
@@ -48,6 +49,11 @@ class Rates:
         if not labeling.usable(runtime, device, images, dtype):
             return 0.0
         return labeling.SPEEDUP[labeling.dtype_name(dtype)]
+
+    def cores(self) -> int:
+        """The CPU cores this process may use (the corrupted test images are made on them)."""
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
 
     def labeling_device(self):
         """(the device, PyTorch's dtype there) a labeling runs on."""

@@ -6,9 +6,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from noisystudent.core.layout import PLAN_KEY, REPORT_KEY, TEACHER_KEY, labels_key, student_key
+from noisystudent.core.layout import (
+    CORRUPTIONS_KEY,
+    PLAN_KEY,
+    REPORT_KEY,
+    TEACHER_KEY,
+    labels_key,
+    student_key,
+)
 
 from .prices import (
+    corruptions_seconds,
     fitted_students,
     grow_student,
     labeling_seconds,
@@ -105,7 +113,8 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
     for k in range(1, count + 1):
         plan.seconds[labels_key(k)] = labeling_seconds(plan, rates, k)
         plan.seconds[student_key(k)] = student_seconds(plan, rates, passes[k - 1])
-    plan.seconds[REPORT_KEY] = report
+    plan.seconds[CORRUPTIONS_KEY] = corruptions_seconds(plan, rates)
+    plan.seconds[REPORT_KEY] = report - plan.seconds[CORRUPTIONS_KEY]
     plan.seconds[PLAN_KEY] = timing_seconds(rates)
     plan.short = [student_key(k) for k in range(1, count + 1)
                   if passes[k - 1] < MIN_PASSES[family]]  # the user's iterations only

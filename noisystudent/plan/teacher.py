@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from noisystudent.core import runs
 from noisystudent.core.errors import UserError
-from noisystudent.core.layout import REPORT_KEY, TEACHER_KEY
+from noisystudent.core.layout import CORRUPTIONS_KEY, REPORT_KEY, TEACHER_KEY
 
 from .prices import (
+    corruptions_seconds,
     fitted_students,
     grow_student,
     pile_seconds,
@@ -207,7 +208,8 @@ def teacher_alone(plan: Plan, rates: Rates, passes: float, family: str) -> None:
     choose_teacher(plan, rates, share=1.0)
     plan.seconds = {TEACHER_KEY: teacher_seconds(plan, rates, plan.teacher_size(),
                                                  plan.value("teacher.epochs")),
-                    REPORT_KEY: report_seconds(plan, rates)}
+                    CORRUPTIONS_KEY: corruptions_seconds(plan, rates),
+                    REPORT_KEY: report_seconds(plan, rates) - corruptions_seconds(plan, rates)}
     fill_with_teacher(plan, rates)
 
 
@@ -218,7 +220,8 @@ def fill_with_teacher(plan: Plan, rates: Rates) -> None:
     if plan.teacher or plan.user_set("teacher.epochs") or plan.user_set("teacher.minutes"):
         return
     epochs, planned = plan.value("teacher.epochs"), plan.seconds[TEACHER_KEY]
-    left = plan.budget.usable - plan.seconds[REPORT_KEY] - (rates.spent if rates else 0.0)
+    left = plan.budget.usable - plan.seconds[REPORT_KEY] - plan.seconds.get(CORRUPTIONS_KEY, 0.0) \
+        - (rates.spent if rates else 0.0)
     if left <= planned:
         return
     longer = epochs * left / planned  # about the epochs the minutes buy

@@ -18,7 +18,7 @@ from noisystudent.models.build import saved_parameter_count
 
 from .evaluate import evaluate_corruptions
 from .format import number, percent
-from .robustness import CORRUPTION_TYPES, SEVERITIES
+from .robustness import CORRUPTION_TYPES, SEVERITIES, corrupted_sets, corruption_names
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,15 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
     runs.write_json(run / REPORT_JSON, report)
     log.info("%s", table)
     return report
+
+
+def prepare_corruptions(config, test_set: ImageSet | None, quiet: bool = False) -> None:
+    """Make (or find cached) the corrupted test images the report will measure, so that a
+    budgeted run spends their minutes before its last student is planned, not after it (one
+    core made 200 Fashion-MNIST images' 15,000 corrupted versions in about 25 s)."""
+    if config.corruptions and test_set is not None:
+        count = min(config.corruption_images or len(test_set), len(test_set))
+        corrupted_sets(test_set.images[:count], corruption_names(), quiet)
 
 
 def add_time_section(run: Path) -> dict:

@@ -27,7 +27,13 @@ from noisystudent.core import distributed, runs, timings
 from noisystudent.core.config import SelfTrainConfig
 from noisystudent.core.errors import CorruptFile, UserError
 from noisystudent.core.keep import kept_step, untrusted_steps
-from noisystudent.core.layout import REPORT_JSON, REPORT_KEY, SelfTrainLayout, role
+from noisystudent.core.layout import (
+    CORRUPTIONS_KEY,
+    REPORT_JSON,
+    REPORT_KEY,
+    SelfTrainLayout,
+    role,
+)
 from noisystudent.core.settings_io import to_dict
 from noisystudent.core.timings import timed
 from noisystudent.data.sources import load_run_data
@@ -36,7 +42,12 @@ from noisystudent.deploy.export import export_onnx
 from noisystudent.labels.directory import SUMMARY, pseudo_labels_complete
 from noisystudent.labels.to_label import copy_to_run
 from noisystudent.reports.mlflow_tracking import MlflowRun, log_step, open_mlflow
-from noisystudent.reports.report import REPORT_MD, add_time_section, write_report
+from noisystudent.reports.report import (
+    REPORT_MD,
+    add_time_section,
+    prepare_corruptions,
+    write_report,
+)
 from noisystudent.reports.review import REPORT_HTML, review_self_train
 from noisystudent.reports.tensorboard import Scalars
 
@@ -59,6 +70,11 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
     distributed.barrier()  # rank 0 has written config.yaml (and mlflow.json)
     timings.start_budget(run, timings.Budget(config.budget) if config.budget else None)
     data = load_run_data(config, stored_size(config))  # once, for every stage
+
+    # The report's corrupted test images first: their minutes are spent before any step's
+    # length is fitted to what the budget has left.
+    with timed(run, run / CORRUPTIONS_KEY):
+        prepare_corruptions(config, data.test, quiet)
 
     # 1. Train a teacher on the labeled images (or start from a finished run).
     layout = SelfTrainLayout(run, config.teacher_run)

@@ -60,7 +60,7 @@ def label(teacher: Path, unlabeled: Path, processes: int, name: str) -> dict:
 
         shutil.rmtree(out)
     args = ["pseudo-label", "--teacher", str(teacher), "--unlabeled", str(unlabeled),
-            "--out", str(out), "--threshold", "0", "--quiet"]  # every image is kept
+            "--out", str(out), "--threshold", "0", "--quiet"]  # every image is selected
     launcher = CLI if processes == 1 else TORCHRUN + [f"--nproc_per_node={processes}", "-m",
                                                       "noisystudent"]
     measured = run(launcher + args)

@@ -134,7 +134,7 @@ def main() -> None:
     body = f"""Teacher `mobilenetv3_small_050` @28 px, 1 channel (3 epochs on 1,000 labels; only
 memory, speed and bytes matter here). Unlabeled images: Fashion-MNIST's training images
 repeated, each copy shifted and mirrored, streamed from uint8 .npy files
-({large.stat().st_size / 2**30:,.1f} GB for {large_n:,}). Threshold 0 (every image kept, the
+({large.stat().st_size / 2**30:,.1f} GB for {large_n:,}). Threshold 0 (every image selected, the
 most a selection writes), balancing on, batch 1,024, 1 process. images/s is the labeling pass
 (`labeling_seconds`); wall time adds start-up, selection and writing; stored bytes are every
 `.safetensors` file the pass wrote, over the images labeled.

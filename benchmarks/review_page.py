@@ -7,7 +7,7 @@
 images and the teachers are the streamed pseudo-labeling benchmark's
 (``pseudo_label_streaming.py``: Fashion-MNIST's training images repeated, shifted and
 mirrored, in a uint8 .npy; a fast 10-class teacher and the same with a random 1,000-class
-head), labeled with threshold 0, so every image is kept: the most a page has to go through.
+head), labeled with threshold 0, so every image is selected: the most a page has to go through.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
             f"{r['max_rss_mb']:,.0f} MB |" for name, r in pages.items()]
     body = """`noisystudent review DIR`, run alone; wall time includes Python's start-up and
 loading the images again. The 1 M-image labelings are the streamed benchmark's images and teachers,
-threshold 0 (every image kept).
+threshold 0 (every image selected).
 
 | page | size | pictures | build time | peak RSS |
 | --- | ---: | ---: | ---: | ---: |

@@ -1,13 +1,13 @@
 """Unlabeled images from tar shards: labeling's peak memory (the labeling process and its
 decoding workers together) at two sizes, its images/s against the same images from a .npy,
-and the student's stream over the kept shards against in-memory batches.
+and the student's stream over the selected shards against in-memory batches.
 
     python benchmarks/tar_shards.py [--sizes 200000 1000000] [--workers 2]
 
 The images are those of ``pseudo_label_streaming.py`` (Fashion-MNIST's training images
 repeated, each copy shifted and mirrored), PNG-encoded in shards of 10,000, as a WebDataset
 pile ships them; the teacher is the same fast ``mobilenetv3_small_050`` at 28 px. Threshold
-0 keeps every image, so the write pass rewrites every image into the kept shards: the most
+0 selects every image, so the write pass rewrites every image into the selected shards: the most
 it can cost. Memory is the kernel's peak RSS (VmHWM, exact whenever it is read) of the
 labeling process and of each of its workers, read until the pass has written summary.json.
 """
@@ -127,24 +127,24 @@ def label(unlabeled: str, name: str, workers: int) -> dict:
                       out / "summary.json")
     summary = json.loads((out / "summary.json").read_text())
     result.update(images=summary["unlabeled_images"], images_per_s=summary["images_per_s"],
-                  kept=summary["kept"],
-                  kept_bytes=sum(summary.get("kept_shards", {}).values()))
+                  selected=summary["selected"],
+                  selected_bytes=sum(summary.get("selected_shards", {}).values()))
     return result
 
 
 def student_stream(labels: Path, workers: int, steps: int = 300) -> dict:
-    """Images/s of the student's pseudo-labeled side: the kept shards decoded in workers
+    """Images/s of the student's pseudo-labeled side: the selected shards decoded in workers
     through the shuffle buffer, against the same count of rows from an in-memory tensor."""
     import torch
 
     from noisystudent.data.loaders import ImageBatches
-    from noisystudent.labels.kept_shards import KeptShardBatches, kept_shards
+    from noisystudent.labels.selected_shards import SelectedShardBatches, selected_shards
     from noisystudent.labels.store import SoftTargets
 
     batch, cpu = 768, torch.device("cpu")
-    stream = KeptShardBatches(kept_shards(labels), batch, cpu, num_classes=10, size=28,
-                              channels=1, temperature=1.0, seed=0, steps=steps,
-                              workers=workers, buffer=10_000)
+    stream = SelectedShardBatches(selected_shards(labels), batch, cpu, num_classes=10,
+                                  size=28, channels=1, temperature=1.0, seed=0, steps=steps,
+                                  workers=workers, buffer=10_000)
     start = time.perf_counter()
     for _ in stream:
         pass
@@ -178,20 +178,20 @@ def main() -> None:
     def row(name, r):
         return (f"| {name} | {r['images']:,} | {r['images_per_s']:,.0f} | {r['seconds']:.0f} s "
                 f"| {r['main_mb']:,.0f} MB | {r['workers_mb']:,.0f} MB | "
-                f"{r['kept_bytes'] / 2**20:,.0f} MB |")
+                f"{r['selected_bytes'] / 2**20:,.0f} MB |")
 
     growth = (tar_large["peak_mb"] - tar_small["peak_mb"]) * 2**20 / (large_n - small_n)
     body = f"""Teacher `mobilenetv3_small_050` @28 px (as in `pseudo-label-streaming`). The images:
 Fashion-MNIST's training images repeated, each copy shifted and mirrored, as PNG in tar shards
 of {SHARD:,} ({disk / large_n:,.0f} B per image on disk, tar headers included) and, for the
 comparison, the same {large_n:,} images as a uint8 .npy. `--workers {args.workers}` decoding
-processes, batch 1,024, threshold 0 (every image kept: the write pass rewrites all of them).
+processes, batch 1,024, threshold 0 (every image selected: the write pass rewrites all of them).
 Memory: the kernel's peak RSS (VmHWM) of the labeling process, and the sum of its workers'
 (each holds its own copy of the torch runtime's pages it touched), read until `summary.json`
 is written: labeling, selection and the write pass. images/s is the labeling pass; wall time
-adds start-up, selection and the kept shards' writing.
+adds start-up, selection and the selected shards' writing.
 
-| source | images | images/s | wall | peak RSS, labeling | peak RSS, workers | kept shards |
+| source | images | images/s | wall | peak RSS, labeling | peak RSS, workers | selected shards |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 {row(".npy (no decoding)", npy)}
 {row("tar shards (PNG decoded in workers)", tar_small)}
@@ -202,7 +202,7 @@ adds start-up, selection and the kept shards' writing.
 - Decoding costs {npy["images_per_s"] / tar_large["images_per_s"]:,.1f}x the .npy's
   throughput here: the teacher is tiny (the .npy path is bound by the model, the shards by
   PNG decoding and tar parsing in {args.workers} workers on 2 cores).
-- The student's pseudo-labeled side, batches of 768 over the kept shards (decoded in
+- The student's pseudo-labeled side, batches of 768 over the selected shards (decoded in
   {args.workers} workers, shuffle buffer 10,000): **{stream["streamed"]:,.0f} images/s**,
   against {stream["memory"]:,.0f} images/s sliced from an in-memory tensor. The student
   steps at about 1,100 images/s on this CPU (benchmarks/HISTORY.md, `ablations-cpu`), so the

@@ -222,7 +222,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     summary = pseudo_label(args.teacher, args.out, config, unlabeled=args.unlabeled,
                            quiet=args.quiet)
     accuracy = summary["pseudo_label_accuracy"]
-    print(f"kept {summary['kept']} of {summary['unlabeled_images']} images "
+    print(f"selected {summary['selected']} of {summary['unlabeled_images']} images "
           f"(mean confidence {summary['mean_confidence']:.3f}"
           + (f", teacher accuracy on them {accuracy:.4f}" if accuracy is not None else "")
           + (f"; {summary['skipped']} unreadable skipped" if summary.get("skipped") else "")

@@ -168,7 +168,7 @@ def test_pseudo_label_from_a_streamed_npy(tmp_path, tiny_teacher):
     summary = pseudo_label(tiny_teacher, tmp_path / "labels",
                            PseudoLabelConfig(threshold=0.0, balance=False),
                            unlabeled=str(tmp_path / "u.npy"), quiet=True)
-    assert summary["unlabeled_images"] == 120 and summary["kept"] == 120
+    assert summary["unlabeled_images"] == 120 and summary["selected"] == 120
     np.save(tmp_path / "rgb.npy", np.repeat(images, 3, axis=1))
     with pytest.raises(UserError, match="pack it with --image-size"):
         pseudo_label(tiny_teacher, tmp_path / "x", PseudoLabelConfig(),

@@ -1,6 +1,6 @@
 """Hugging Face ``datasets`` as a source, built and saved here with the ``datasets`` library:
 labeled splits read with their ClassLabel names, a Parquet pile streamed and labeled like the
-same images in memory, its kept images read back, and one-line errors for what is missing."""
+same images in memory, its selected images read back, and one-line errors for what is missing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from noisystudent.data import hf, shards
 from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.sources import load_labeled, load_test_set
 from noisystudent.data.unlabeled import teacher_run_unlabeled
-from noisystudent.labels.kept_shards import kept_shards
+from noisystudent.labels.selected_shards import selected_shards
 from noisystudent.stages.pseudo_label import pseudo_label
 
 from .conftest import needs_fashion_mnist
@@ -94,13 +94,13 @@ def test_a_parquet_pile_labels_like_the_same_images_in_memory(tmp_path, tiny_tea
     assert summary["skipped"] == 1 and summary["unlabeled_images"] == 300
     torch.testing.assert_close(stored(tmp_path / "hf", "confidence"),
                                stored(tmp_path / "memory", "confidence"))
-    assert summary["kept"] == memory["kept"]
-    # The kept images are the pile's own bytes, read back in tar shards for the student.
-    assert sum(1 for _ in kept_shards(tmp_path / "hf")) >= 1
+    assert summary["selected"] == memory["selected"]
+    # The selected images are the pile's own bytes, read back in tar shards for the student.
+    assert sum(1 for _ in selected_shards(tmp_path / "hf")) >= 1
     ours = {sample.data for shard in range(PILE_FILES) for sample in source.samples(shard)}
     from webdataset.tariterators import tarfile_samples
 
-    for path in kept_shards(tmp_path / "hf"):
+    for path in selected_shards(tmp_path / "hf"):
         for sample in tarfile_samples([{"url": str(path)}]):
             assert sample["png"] in ours
 

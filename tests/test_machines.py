@@ -148,7 +148,7 @@ def test_plan_and_replan_give_a_student_the_same_minutes(tmp_path, monkeypatch):
                                            "iter1/pseudo-labels", "plan")})
         pile = planned.facts.pile
         write_json(run / "iter1" / "pseudo-labels" / "summary.json",
-                   {"kept": pile, "unlabeled_images": pile})
+                   {"selected": pile, "unlabeled_images": pile})
         changes = replan.replan_student(config, run, 1)
         assert changes["passes"] == pytest.approx(planned.values["student.passes"], abs=0.01)
         replanned = replan.timings.planned(run)["seconds"]["iter1/student"]

@@ -103,7 +103,7 @@ def test_self_train_is_one_run_with_a_nested_run_per_step(tmp_path):
     assert [step for step, _ in history(client, found["iter1/student"].info.run_id,
                                         "epoch/loss")] == [1, 2]
     labels = runs.read_json(tmp_path / "run" / "iter1" / "pseudo-labels" / "summary.json")
-    assert found["iter1/pseudo-labels"].data.metrics["kept"] == labels["kept"]
+    assert found["iter1/pseudo-labels"].data.metrics["selected"] == labels["selected"]
     rows = report["rows"]
     assert history(client, top.info.run_id, "iteration/test_top1") == \
         [(row["iteration"], pytest.approx(row["test_top1"])) for row in rows]

@@ -294,7 +294,7 @@ def _finished_iteration_1(run, student_seconds: float) -> SelfTrainConfig:
                                         "facts": {"test": 1000, "val": 20},
                                         "seconds": {"report": 0.0}})
     runs.write_json(run / "iter1" / "pseudo-labels" / "summary.json",
-                    {"kept": 20_000, "unlabeled_images": 20_000})
+                    {"selected": 20_000, "unlabeled_images": 20_000})
     student = run / "iter1" / "student"
     runs.write_json(student / "model.json", {"model": "cifar_airbench_s", "input": {"size": 28}})
     runs.write_text(student / "metrics.jsonl", '{"epoch": 1, "images_per_s": 200}\n')
@@ -319,7 +319,7 @@ def test_a_labeled_student_short_of_its_minimum_trains_the_minutes_left(tmp_path
     for student_seconds, trains in ((200.0, True), (330.0, False)):
         config = _finished_iteration_1(tmp_path, student_seconds=student_seconds)
         runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
-                        {"kept": 20_000, "unlabeled_images": 20_000})
+                        {"selected": 20_000, "unlabeled_images": 20_000})
         used = runs.read_json(tmp_path / "timings.json")
         runs.write_json(tmp_path / "timings.json", {**used, "iter2/pseudo-labels": 40.0})
         changes = plan.replan_student(config, tmp_path, 2)
@@ -335,7 +335,7 @@ def test_a_student_is_planned_again_at_the_speed_its_predecessor_measured(tmp_pa
     monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)
     runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
-                    {"kept": 20_000, "unlabeled_images": 20_000})
+                    {"selected": 20_000, "unlabeled_images": 20_000})
     used = runs.read_json(tmp_path / "timings.json")
     runs.write_json(tmp_path / "timings.json", {**used, "iter2/pseudo-labels": 40.0})
     changes = plan.replan_student(config, tmp_path, 2)
@@ -363,7 +363,7 @@ def test_flip_averaged_labels_are_not_taken_for_decoding(tmp_path, monkeypatch):
                                              "facts": {"test": 1000, "val": 0},
                                              "seconds": {"report": 0.0}})
     runs.write_json(tmp_path / "iter1" / "pseudo-labels" / "summary.json",
-                    {"kept": 20_000, "unlabeled_images": 20_000})
+                    {"selected": 20_000, "unlabeled_images": 20_000})
     student = {"model": "cifar_airbench_s", "pretrained": "none", "image_size": 28,
                "in_chans": 1, "passes": 3}
     teacher = {"model": "tf_efficientnet_lite0", "image_size": 64}

@@ -4,7 +4,9 @@ selection rule (threshold, balancing) streamed over the parts, equal to the in-m
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tarfile
 
 import pytest
 import torch
@@ -17,24 +19,35 @@ from noisystudent.data.fashion_mnist import load_fashion_mnist
 from noisystudent.data.shards import spread
 from noisystudent.data.splits import load_split
 from noisystudent.labels import store
-from noisystudent.labels.directory import SUMMARY, read_pseudo_labels
+from noisystudent.labels.directory import (
+    SUMMARY,
+    pseudo_labels_complete,
+    read_pseudo_labels,
+    read_summary,
+)
 from noisystudent.labels.selection import Part, StreamedSelection, random_key, select_and_balance
-from noisystudent.labels.store import SoftTargets, label_parts, reduce_logits
+from noisystudent.labels.store import (
+    LabelWriter,
+    SoftTargets,
+    label_parts,
+    reduce_logits,
+    selected_part,
+)
 from noisystudent.stages.pseudo_label import pseudo_label
 
 
 def test_balancing_subsamples_full_classes_and_duplicates_rare_ones():
     confidence = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.95, 0.85, 0.2, 0.99, 0.4, 0.45])
     predicted = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
-    kept = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=4, seed=0)
-    by_class = {c: kept[predicted[kept] == c].tolist() for c in range(3)}
+    selected = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=4, seed=0)
+    by_class = {c: selected[predicted[selected] == c].tolist() for c in range(3)}
     assert sorted(by_class[0]) == [0, 1, 2, 3]          # the 4 most confident of 5
     assert sorted(by_class[1]) == [5, 5, 6, 6]          # 2 members (0.2 dropped): 2 copies each
     assert len(by_class[2]) == 4 and set(by_class[2]) == {8, 9, 10}  # 1 copy + 1 random extra
     # The extra copy goes to the member with the lowest random key of (seed, index).
     extra = min((8, 9, 10), key=lambda i: int(random_key(torch.tensor([i]), 0)))
     assert by_class[2].count(extra) == 2
-    assert 7 not in kept.tolist()                       # below the threshold
+    assert 7 not in selected.tolist()                   # below the threshold
     no_balance = select_and_balance(confidence, predicted, 3, threshold=0.3, per_class=None,
                                     seed=0)
     assert no_balance.tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
@@ -67,7 +80,7 @@ def random_case(case: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
 
 def streamed(confidence, predicted, classes, threshold, *, balance, per_class, seed, block,
              share=(0, None), **collectives) -> torch.Tensor:
-    """The kept indices (with repeats) of the streamed selection over blocks of ``block``
+    """The selected indices (with repeats) of the streamed selection over blocks of ``block``
     images of this rank's ``share``."""
     start, stop = share[0], share[1] or len(confidence)
 
@@ -78,9 +91,9 @@ def streamed(confidence, predicted, classes, threshold, *, balance, per_class, s
 
     selection = StreamedSelection(parts, classes, threshold=threshold, balance=balance,
                                   per_class=per_class, seed=seed, **collectives)
-    kept = [torch.repeat_interleave(torch.arange(p.start, p.start + len(c)), c.long())
-            for p, c in selection.chosen_copies()]
-    return torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)
+    selected = [torch.repeat_interleave(torch.arange(p.start, p.start + len(c)), c.long())
+                for p, c in selection.chosen_copies()]
+    return torch.cat(selected) if selected else torch.empty(0, dtype=torch.int64)
 
 
 def reference(confidence, predicted, classes, threshold, *, balance, per_class, seed):
@@ -164,12 +177,12 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     config = PseudoLabelConfig(max_images=300, threshold=0.0, balance=False)
     summary = pseudo_label(tiny_teacher, tmp_path / "soft", config, quiet=True)
     assert [p.name for p in sorted((tmp_path / "soft").glob("*.safetensors"))] == \
-        ["kept-00000-00000.safetensors", "labels-00000-00000.safetensors"]
+        ["labels-00000-00000.safetensors", "selected-00000-00000.safetensors"]
     part = runs.load_weights(tmp_path / "soft" / "labels-00000-00000.safetensors")
-    # 10 classes: every class is kept, in fp16, in class order (no class indices stored).
+    # 10 classes: every class is stored, in fp16, in class order (no class indices stored).
     assert part["probs"].shape == (300, 10) and part["probs"].dtype == torch.float16
     assert "classes" not in part and summary["top_k"] == 10
-    assert summary["kept"] == 300 and summary["unlabeled_images"] == 300
+    assert summary["selected"] == 300 and summary["unlabeled_images"] == 300
     assert summary["stored_bytes"] == sum(p.stat().st_size for p in
                                           (tmp_path / "soft").glob("*.safetensors"))
     # The accuracy against the hidden true labels of the 300 unlabeled images labeled,
@@ -214,11 +227,11 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     _, top3_targets, top3_summary = read_pseudo_labels(tmp_path / "top3")
     dense = top3_targets.dense()
     assert top3_summary["top_k"] == 3 and ((dense > 0).sum(1) <= 3).all()
-    # Compared by value: two classes whose fp16 probabilities tie may be kept either way.
-    top, kept = soft.topk(3, dim=1), dense.topk(3, dim=1)
-    torch.testing.assert_close(kept.values, top.values / top.values.sum(1, keepdim=True),
+    # Compared by value: two classes whose fp16 probabilities tie may be stored either way.
+    top, ranked = soft.topk(3, dim=1), dense.topk(3, dim=1)
+    torch.testing.assert_close(ranked.values, top.values / top.values.sum(1, keepdim=True),
                                atol=2e-3, rtol=0)
-    torch.testing.assert_close(soft.gather(1, kept.indices), top.values, atol=1e-3, rtol=0)
+    torch.testing.assert_close(soft.gather(1, ranked.indices), top.values, atol=1e-3, rtol=0)
 
     hard = PseudoLabelConfig(max_images=300, soft=False, threshold=0.0, per_class=50)
     pseudo_label(tiny_teacher, tmp_path / "hard", hard, quiet=True)
@@ -233,19 +246,19 @@ def test_pseudo_label_writes_parts_and_summary(tmp_path, tiny_teacher, monkeypat
     assert torch.equal(probs.argmax(1), teacher_class[index])
     for c in range(10):
         members = (teacher_class == c).nonzero().flatten()
-        kept = index[teacher_class[index] == c]
+        selected = index[teacher_class[index] == c]
         if len(members) >= 50:
-            assert len(kept.unique()) == 50
-            left_out = members[~torch.isin(members, kept)]
-            assert len(left_out) == 0 or confidence[kept].min() >= confidence[left_out].max()
+            assert len(selected.unique()) == 50
+            left_out = members[~torch.isin(members, selected)]
+            assert len(left_out) == 0 or confidence[selected].min() >= confidence[left_out].max()
         elif len(members):
-            copies = torch.bincount(kept, minlength=300)[members]
+            copies = torch.bincount(selected, minlength=300)[members]
             assert copies.sum() == 50 and copies.min() >= 50 // len(members)
             assert copies.max() <= -(-50 // len(members))
 
 
 def test_pseudo_labels_written_before_the_streamed_parts_still_load(tmp_path):
-    """A run labeled by an earlier version: per-rank shards of kept indices and fp32 probs."""
+    """A run labeled by an earlier version: per-rank shards of selected indices and fp32 probs."""
     probs = torch.softmax(torch.randn(6, 3), 1)
     runs.save_weights(tmp_path / "pseudo-00001.safetensors",
                       {"index": torch.tensor([4, 5, 5]), "probs": probs[3:]})
@@ -255,6 +268,42 @@ def test_pseudo_labels_written_before_the_streamed_parts_still_load(tmp_path):
     index, targets, _ = read_pseudo_labels(tmp_path)
     assert index.tolist() == [0, 1, 2, 4, 5, 5]
     torch.testing.assert_close(targets.dense(), probs[[0, 2, 1, 3, 4, 5]])
+
+
+def test_pseudo_labels_written_when_selected_was_kept_still_load(tmp_path):
+    """A labeling from before the rename (files ``kept-*``, summary keys ``kept``,
+    ``unique_kept``, ``kept_accuracy``, ``kept_shards``) reads as the same labeling today."""
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir()
+    writer = LabelWriter(new, 0, 0)
+    writer.append(reduce_logits(torch.randn(5, 3), temperature=1.0, soft=True, top_k=2))
+    writer.close()
+    runs.save_weights(selected_part(label_parts(new)[0]), {"copies": torch.tensor([2, 0, 1, 1, 0])})
+    with tarfile.open(new / "selected-00000-00000.tar", "w"):
+        pass  # an empty tar stands in for a streamed shard's selected images
+    shards = {"selected-00000-00000.tar": (new / "selected-00000-00000.tar").stat().st_size}
+    runs.write_json(new / SUMMARY, {"classes": ["a", "b", "c"], "selected": 4,
+                                    "unique_selected": 3, "selected_accuracy": None,
+                                    "selected_shards": shards})
+    # The same files and keys under the names the earlier version wrote.
+    old.mkdir()
+    for path in new.iterdir():
+        shutil.copy(path, old / path.name.replace("selected-", "kept-"))
+    summary = {key.replace("selected", "kept"): value
+               for key, value in runs.read_json(new / SUMMARY).items()}
+    summary["kept_shards"] = {name.replace("selected-", "kept-"): size
+                              for name, size in shards.items()}
+    runs.write_json(old / SUMMARY, summary)
+    assert sorted(p.name for p in old.iterdir()) == [
+        "kept-00000-00000.safetensors", "kept-00000-00000.tar",
+        "labels-00000-00000.safetensors", SUMMARY]
+
+    assert pseudo_labels_complete(new) and pseudo_labels_complete(old)
+    assert read_summary(old) == {**read_summary(new), "selected_shards": summary["kept_shards"]}
+    index, targets, read = read_pseudo_labels(old)
+    expected_index, expected, _ = read_pseudo_labels(new)
+    assert index.tolist() == expected_index.tolist() == [0, 0, 2, 3]
+    assert torch.equal(targets.dense(), expected.dense()) and read == read_summary(old)
 
 
 def test_flip_averaged_logits_are_the_mean_over_the_image_and_its_mirror():

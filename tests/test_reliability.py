@@ -262,7 +262,7 @@ def test_torn_pseudo_labels_are_never_used(tmp_path, tiny_teacher):
     pseudo_label(tiny_teacher, out, PseudoLabelConfig(max_images=100, threshold=0.0),
                  quiet=True)
     assert pseudo_labels_complete(out)
-    for name in ("labels-00000-00000.safetensors", "kept-00000-00000.safetensors"):
+    for name in ("labels-00000-00000.safetensors", "selected-00000-00000.safetensors"):
         _flip_last_byte(out / name)
         assert not pseudo_labels_complete(out)
         with pytest.raises(CorruptFile, match=f"{name} is corrupt"):

@@ -98,10 +98,10 @@ def test_pseudo_label_page_with_hidden_truth_changes_and_the_images_to_label(tmp
     after = torch.cat([p.predicted for p in selection_parts(tmp_path / "second", None)])
     assert view.changed_count == int((before != after).sum()) > 0
     truth = images.labels
-    kept = torch.cat([runs.load_weights(p)["copies"] for p in
-                      sorted((tmp_path / "second").glob("kept-*.safetensors"))]) > 0
-    assert int(view.confusion.sum()) == int(kept.sum())
-    assert int(view.confusion.trace()) == int((after[kept] == truth[kept]).sum())
+    selected = torch.cat([runs.load_weights(p)["copies"] for p in
+                          sorted((tmp_path / "second").glob("selected-*.safetensors"))]) > 0
+    assert int(view.confusion.sum()) == int(selected.sum())
+    assert int(view.confusion.trace()) == int((after[selected] == truth[selected]).sum())
     if CHROMIUM:
         check_in_browser(Path(result["path"]))
 
@@ -154,7 +154,7 @@ def test_streamed_shards_page_and_a_train_run_page(tmp_path, tiny_teacher, monke
     sampled = LabelingView(tmp_path / "labels", None, None)
     assert sampled.sampled == {0, 2} and everything.sampled == {0, 1, 2, 3}
     assert set((sampled.highest.rows["index"] >> SHARD_BITS).tolist()) <= {0, 2}
-    assert torch.equal(sampled.kept_count, everything.kept_count)
+    assert torch.equal(sampled.selected_count, everything.selected_count)
 
     model_page = parse_page(Path(review(tiny_teacher)["path"]))
     assert "Test set" in " ".join(model_page.text) and len(model_page.sources) == 1  # the curve

@@ -163,10 +163,11 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
     assert info["stored_size"] == 48 and info["input"]["size"] == 48
     assert info["small_image"] == 1
     metrics = runs.read_json(student / runs.METRICS)
-    # 2 passes over the kept pseudo-labeled images, 4 x 3 = 12 of them per step.
-    kept = runs.read_json(tmp_path / "run" / "iter1" / "pseudo-labels" / "summary.json")["kept"]
-    assert metrics["steps"] == math.ceil(2 * kept / 12)
-    assert metrics["passes"] == pytest.approx(metrics["steps"] * 12 / kept)
+    # 2 passes over the selected pseudo-labeled images, 4 x 3 = 12 of them per step.
+    labels = runs.read_json(tmp_path / "run" / "iter1" / "pseudo-labels" / "summary.json")
+    selected = labels["selected"]
+    assert metrics["steps"] == math.ceil(2 * selected / 12)
+    assert metrics["passes"] == pytest.approx(metrics["steps"] * 12 / selected)
     # The saved student is rebuilt with its strides: evaluating it repeats its test top-1.
     assert evaluate(student, quiet=True)["top1"] == pytest.approx(metrics["test_top1"],
                                                                   abs=1e-6)
@@ -185,7 +186,7 @@ def test_own_images_with_teacher_and_student_at_different_sizes(tmp_path, image_
     assert top["iteration/test_top1"] == [(row["iteration"], pytest.approx(row["test_top1"]))
                                           for row in report["rows"][:2]]
     assert [step for step, _ in top["iteration/pseudo_label_accuracy"]] == [1]
-    assert top["iteration/pseudo_labeled"] == [(1, kept)]
+    assert top["iteration/pseudo_labeled"] == [(1, selected)]
     assert top["finetune/test_top1"][0][0] == 1
 
 

@@ -1,5 +1,5 @@
 """Unlabeled images streamed from WebDataset tar shards and plain folders: labeled in loader
-workers like the same images in memory, unreadable members skipped and counted, the kept set
+workers like the same images in memory, unreadable members skipped and counted, the selected set
 rewritten as tar shards that the student streams."""
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from noisystudent.data import shards
 from noisystudent.data.images import load_manifest
 from noisystudent.data.unlabeled import teacher_run_unlabeled
 from noisystudent.labels.directory import pseudo_labels_complete, read_pseudo_labels
-from noisystudent.labels.kept_shards import KeptShardBatches, KeptStream, kept_shards
+from noisystudent.labels.selected_shards import (
+    SelectedShardBatches,
+    SelectedStream,
+    selected_shards,
+)
 from noisystudent.labels.selection import select_and_balance
 from noisystudent.labels.store import label_parts
 from noisystudent.stages.pseudo_label import pseudo_label
@@ -84,7 +88,7 @@ def test_tar_shards_label_like_the_same_images_in_memory(tmp_path, tiny_teacher,
                                stored(tmp_path / "memory", "confidence"))
     assert torch.equal(stored(tmp_path / "shards", "predicted"),
                        stored(tmp_path / "memory", "predicted"))
-    assert summary["kept"] == memory["kept"] and summary["per_class"] == 40
+    assert summary["selected"] == memory["selected"] and summary["per_class"] == 40
     # One part per shard, named by the shard; positions skip the unreadable samples.
     assert [p.name for p in label_parts(tmp_path / "shards")] == \
         [f"labels-00000-{s:05d}.safetensors" for s in range(4)]
@@ -98,25 +102,25 @@ def test_tar_shards_label_like_the_same_images_in_memory(tmp_path, tiny_teacher,
                                 stored(tmp_path / "shards", "predicted").long(), 10,
                                 threshold=LABEL.threshold, per_class=40, seed=0, index=index)
     expected = Counter(index[chosen].tolist())
-    # The kept shards hold each kept image once, its source bytes untouched, with its copies
+    # The selected shards hold each selected image once, its source bytes untouched, with its copies
     # and its soft label as stored; read_pseudo_labels gives the same indices.
     assert Counter(read_pseudo_labels(tmp_path / "shards")[0].tolist()) == expected
     found, sources = Counter(), {}
     for s in range(4):
         for sample in tarfile_samples([{"url": str(Path(pattern).parent / f"u-{s:04d}.tar")}]):
             sources[sample["__key__"]] = sample.get("png")
-    for path in kept_shards(tmp_path / "shards"):
+    for path in selected_shards(tmp_path / "shards"):
         for sample in tarfile_samples([{"url": str(path)}]):
             label = json.loads(sample["json"])
             found[label["index"]] += label["copies"]
             assert sample["png"] == sources[label["name"].rsplit(":", 1)[1]]
             assert len(label["probs"]) == 10 and "classes" not in label
     assert found == expected
-    assert sum(found.values()) == summary["kept"]
+    assert sum(found.values()) == summary["selected"]
     assert pseudo_labels_complete(tmp_path / "shards")
 
-    # A torn kept shard makes the directory incomplete (self-train labels it again).
-    torn = kept_shards(tmp_path / "shards")[0]
+    # A torn selected shard makes the directory incomplete (self-train labels it again).
+    torn = selected_shards(tmp_path / "shards")[0]
     torn.write_bytes(torn.read_bytes()[:-700])
     assert not pseudo_labels_complete(tmp_path / "shards")
 
@@ -137,7 +141,7 @@ def test_a_folder_of_images_streams_in_shards_and_strict_stops_at_a_broken_one(
                           images=(images.subset(list(range(120))), "memory"), quiet=True)
     torch.testing.assert_close(stored(tmp_path / "folder", "confidence"),
                                stored(tmp_path / "memory", "confidence"))
-    assert summary["kept"] == memory["kept"]
+    assert summary["selected"] == memory["selected"]
 
     (folder / "0050.png").write_bytes(b"truncated")
     skipped = pseudo_label(tiny_teacher, tmp_path / "skip", LABEL, unlabeled=str(folder),
@@ -164,11 +168,11 @@ def test_shard_sources_give_one_line_errors(tmp_path):
 
 
 @needs_fashion_mnist
-def test_the_student_streams_every_kept_copy_shuffled_and_seeded(tmp_path, tiny_teacher,
-                                                                 pile):
+def test_the_student_streams_every_selected_copy_shuffled_and_seeded(tmp_path, tiny_teacher,
+                                                                     pile):
     _, pattern = pile
     pseudo_label(tiny_teacher, tmp_path / "labels", LABEL, unlabeled=pattern, quiet=True)
-    tars = kept_shards(tmp_path / "labels")
+    tars = selected_shards(tmp_path / "labels")
     copies = Counter()
     for path in tars:
         for sample in tarfile_samples([{"url": str(path)}]):
@@ -176,16 +180,16 @@ def test_the_student_streams_every_kept_copy_shuffled_and_seeded(tmp_path, tiny_
             copies[label["index"]] = label["copies"]
     total = sum(copies.values())
 
-    stream = KeptStream(tars, num_classes=10, size=28, channels=1, batch_size=8,
-                        temperature=1.0, seed=0, buffer=50)
+    stream = SelectedStream(tars, num_classes=10, size=28, channels=1, batch_size=8,
+                            temperature=1.0, seed=0, buffer=50)
     samples = stream._samples(1, 0)
-    # A pass holds every kept image as often as it was kept.
+    # A pass holds every selected image as often as it was selected.
     assert Counter(next(samples)[1]["index"] for _ in range(total)) == copies
 
     def batches(epoch: int, world: tuple[int, int] = (0, 1)) -> list[torch.Tensor]:
-        loader = KeptShardBatches(tars, 16, torch.device("cpu"), num_classes=10, size=28,
-                                  channels=1, temperature=1.0, seed=3, steps=4, workers=2,
-                                  buffer=64)
+        loader = SelectedShardBatches(tars, 16, torch.device("cpu"), num_classes=10, size=28,
+                                      channels=1, temperature=1.0, seed=3, steps=4, workers=2,
+                                      buffer=64)
         loader.set_shard(*world)
         loader.set_epoch(epoch)
         out = list(loader)
@@ -213,7 +217,7 @@ def test_self_train_from_tar_shards(tmp_path, pile):
     labels = runs.read_json(next((tmp_path / "run" / "iter1").glob("*label*")) /
                             "summary.json")
     assert labels["unlabeled_images"] == 300 and labels["skipped"] == 2
-    assert student["pseudo_labeled_images"] == labels["kept"]
+    assert student["pseudo_labeled_images"] == labels["selected"]
     assert student["passes"] >= 1
     assert len(report["rows"]) >= 2
     # The run's images to label next: the last labeling's, a manifest from the run directory.
@@ -222,9 +226,9 @@ def test_self_train_from_tar_shards(tmp_path, pile):
     assert len(to_label) == 100 and bool((to_label.labels == -1).all())
 
 
-def kept_copies(directory: Path) -> Counter:
+def selected_copies(directory: Path) -> Counter:
     found = Counter()
-    for path in kept_shards(directory):
+    for path in selected_shards(directory):
         for sample in tarfile_samples([{"url": str(path)}]):
             label = json.loads(sample["json"])
             found[label["index"]] += label["copies"]
@@ -234,7 +238,7 @@ def kept_copies(directory: Path) -> Counter:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_two_processes_label_tar_shards_as_one(tmp_path, tiny_teacher, pile):
-    """Each rank labels a contiguous block of shards; selection and the kept shards are those
+    """Each rank labels a contiguous block of shards; selection and the selected shards are those
     of one process."""
     _, pattern = pile
     pseudo_label(tiny_teacher, tmp_path / "one", LABEL, unlabeled=pattern, quiet=True)
@@ -248,7 +252,7 @@ def test_two_processes_label_tar_shards_as_one(tmp_path, tiny_teacher, pile):
     index2, targets2, summary2 = read_pseudo_labels(tmp_path / "two")
     assert torch.equal(index1, index2)
     torch.testing.assert_close(targets1.dense(), targets2.dense())
-    assert summary2["skipped"] == 2 and summary2["kept_shards"].keys() == {
-        "kept-00000-00000.tar", "kept-00000-00001.tar", "kept-00001-00002.tar",
-        "kept-00001-00003.tar"}
-    assert kept_copies(tmp_path / "one") == kept_copies(tmp_path / "two")
+    assert summary2["skipped"] == 2 and summary2["selected_shards"].keys() == {
+        "selected-00000-00000.tar", "selected-00000-00001.tar", "selected-00001-00002.tar",
+        "selected-00001-00003.tar"}
+    assert selected_copies(tmp_path / "one") == selected_copies(tmp_path / "two")

@@ -267,12 +267,12 @@ class StudentSettings(TrainSettings):
                             "spread over the epochs (0 = epochs x steps_per_epoch)",
                             ge=0, le=10_000)
     epochs: int = setting(5, "training epochs", ge=1)
-    workers: int = setting(2, "loader processes decoding the kept images when they stream "
+    workers: int = setting(2, "loader processes decoding the selected images when they stream "
                            "from tar shards (0 = decode in the training process)",
                            ge=0, le=256)
-    shuffle_buffer: int = setting(10_000, "kept images streaming from tar shards are shuffled "
-                                  "in a buffer of this many encoded images per loader worker",
-                                  ge=1)
+    shuffle_buffer: int = setting(10_000, "selected images streaming from tar shards are "
+                                  "shuffled in a buffer of this many encoded images per "
+                                  "loader worker", ge=1)
 
     @property
     def images_per_step(self) -> int:
@@ -309,8 +309,8 @@ class PseudoLabelSettings(Settings):
     flip: bool = setting(False, "label each image by the mean of the teacher's logits on it "
                          "and on its mirror (flip test-time augmentation): better labels for "
                          "twice the labeling time; for images whose mirror is the same class")
-    per_class: int = setting(0, "images per class after balancing (0 = mean kept per class)",
-                             ge=0)
+    per_class: int = setting(0, "images per class after balancing (0 = the mean per class "
+                             "above the threshold)", ge=0)
     top_k: int = setting(0, "classes stored per soft label, in fp16 (0 = all up to 100 "
                          "classes, else 10); the student renormalises them", ge=0)
     batch_size: int = setting(512, "teacher inference batch size", ge=1)

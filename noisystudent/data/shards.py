@@ -7,7 +7,7 @@ into shards of ``FOLDER_SHARD`` files, and a Hugging Face dataset into row range
 files (``hf.py``), so all of them stream the same way.
 
 An image's index is ``(shard number << 32) | its position in the shard`` (samples in tar order,
-unreadable ones included), so every pass over the shards (labeling, then writing the kept set)
+unreadable ones included), so every pass over the shards (labeling, then writing the selected set)
 names an image the same way. Each rank takes a contiguous block of shards and each DataLoader
 worker a contiguous block of that, decoding its images at the teacher's size in the worker.
 Unreadable members are skipped and counted (``strict``: a one-line error).

@@ -1,4 +1,4 @@
 """The pseudo-labels as a teacher's labeling leaves them on disk, below every command that
 writes or reads them: the store's part files, summary and soft labels (``store``), the
-official selection rule (``selection``), the kept images rewritten as tar shards and the
-student's stream over them (``kept_shards``), and the images to label next (``to_label``)."""
+official selection rule (``selection``), the selected images rewritten as tar shards and the
+student's stream over them (``selected_shards``), and the images to label next (``to_label``)."""

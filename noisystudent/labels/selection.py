@@ -59,25 +59,25 @@ def _lowbias32(x: np.ndarray) -> np.ndarray:
 
 
 def default_per_class(above: int, num_classes: int, per_class: int) -> int:
-    """Images per class after balancing: as set, or the mean kept per class."""
+    """Images per class after balancing: as set, or the mean above the threshold per class."""
     return per_class or max(1, round(above / num_classes))
 
 
 def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_classes: int, *,
                        threshold: float, per_class: int | None, seed: int,
                        index: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows kept (with repeats, sorted), in memory: the reference the streamed selection
+    """Rows selected (with repeats, sorted), in memory: the reference the streamed selection
     must equal. ``per_class`` None: no balancing, every image above the threshold once.
     ``index``: each row's global image index, increasing (the random key's input; default
     the row number)."""
-    kept = torch.nonzero(confidence >= threshold).flatten()
+    above = torch.nonzero(confidence >= threshold).flatten()
     if per_class is None:
-        return kept
+        return above
     index = torch.arange(len(confidence)) if index is None else index
     conf_key, rand_key = confidence_key(confidence), random_key(index, seed)
     chosen = []
     for c in range(num_classes):
-        members = kept[predicted[kept] == c]  # in index order, so ties go to the lower index
+        members = above[predicted[above] == c]  # in index order, so ties go to the lower index
         if len(members) >= per_class:  # a full class keeps its most confident
             order = conf_key[members].argsort(stable=True)
             chosen.append(members[order[:per_class]])
@@ -85,7 +85,7 @@ def select_and_balance(confidence: torch.Tensor, predicted: torch.Tensor, num_cl
             copies, remainder = divmod(per_class, len(members))
             extra = members[rand_key[members].argsort(stable=True)[:remainder]]
             chosen.append(torch.cat([members.repeat(copies), extra]))
-    return torch.cat(chosen).sort().values if chosen else kept[:0]
+    return torch.cat(chosen).sort().values if chosen else above[:0]
 
 
 @dataclass

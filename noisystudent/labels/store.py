@@ -8,14 +8,14 @@ At 1,000 classes and ``top_k`` 10 that is 4 + 2 + 10 x (2 + 2) = 46 bytes an ima
 selection's copies 4 more, against 4,000 for fp32 probabilities over every class. Parts of about
 ``PART_BYTES`` are written as they fill (``labels-RANK-PART.safetensors``, ``LABEL_PARTS``), so
 labeling holds one part in memory, whatever N. Selection writes each image's copies beside its
-part (``kept-RANK-PART.safetensors``), and for streamed shards the kept images themselves
-(``kept-RANK-SHARD.tar``, ``kept_shards.py``): ``PartFiles`` names all three.
+part (``selected-RANK-PART.safetensors``), and for streamed shards the selected images
+themselves (``selected-RANK-SHARD.tar``, ``selected_shards.py``): ``PartFiles`` names all three.
 
-A student reads the kept images' top-k rows and turns them into dense targets a batch at a time
-(``SoftTargets``): the top-k probabilities renormalised to sum to 1. The mass outside the top k
-is dropped rather than spread over the other classes: spread evenly it would teach the student
-that the least likely classes are as likely as the k-th (and at 10 classes of 1,000 the dropped
-mass is the teacher's least certain part).
+A student reads the selected images' top-k rows and turns them into dense targets a batch at a
+time (``SoftTargets``): the top-k probabilities renormalised to sum to 1. The mass outside the
+top k is dropped rather than spread over the other classes: spread evenly it would teach the
+student that the least likely classes are as likely as the k-th (and at 10 classes of 1,000 the
+dropped mass is the teacher's least certain part).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from noisystudent.core import runs
-from noisystudent.core.errors import UserError
 from noisystudent.data.shards import image_index
 
 PART_BYTES = 8 << 20  # a part in memory and on disk, whatever each image's row holds
@@ -58,13 +57,13 @@ class PartFiles:
         return sorted(Path(directory).glob(self.pattern(rank)), key=self.numbers)
 
 
-LABEL_PARTS = PartFiles("labels")        # the teacher's outputs, reduced, a part at a time
-KEPT_COPIES = PartFiles("kept")          # selection's copies of each image of a label part
-KEPT_SHARDS = PartFiles("kept", ".tar")  # a streamed shard's kept images (kept_shards.py)
+LABEL_PARTS = PartFiles("labels")                # the teacher's outputs, reduced, a part at a time
+SELECTED_COPIES = PartFiles("selected")          # selection's copies of each image of a label part
+SELECTED_SHARDS = PartFiles("selected", ".tar")  # a streamed shard's selected images
 
 
 def resolve_top_k(top_k: int, num_classes: int, soft: bool) -> int:
-    """Classes kept per image: 1 for hard labels; 0 (the default) is every class up to
+    """Classes stored per image: 1 for hard labels; 0 (the default) is every class up to
     FULL_UP_TO classes, else 10."""
     if not soft:
         return 1
@@ -80,7 +79,7 @@ def class_dtype(num_classes: int) -> torch.dtype:
 def reduce_logits(logits: torch.Tensor, *, temperature: float, soft: bool,
                   top_k: int) -> dict[str, torch.Tensor]:
     """A batch of logits as stored: confidence, predicted class, and the top-k soft label
-    (``classes`` is left out when every class is kept, in class order)."""
+    (``classes`` is left out when every class is stored, in class order)."""
     logits = logits.float()
     num_classes = logits.shape[1]
     confidence, predicted = logits.softmax(1).max(1)
@@ -164,9 +163,9 @@ def label_parts(directory: Path, rank: int | None = None) -> list[Path]:
     return LABEL_PARTS.find(directory, rank)
 
 
-def kept_part(label_part: Path) -> Path:
+def selected_part(label_part: Path) -> Path:
     """The selection's file beside a label part: the copies of each of its images."""
-    return label_part.with_name(KEPT_COPIES.name(*LABEL_PARTS.numbers(label_part)))
+    return label_part.with_name(SELECTED_COPIES.name(*LABEL_PARTS.numbers(label_part)))
 
 
 def retemper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -211,24 +210,3 @@ class SoftTargets:
 
     def dense(self) -> torch.Tensor:
         return self[torch.arange(len(self))]
-
-
-def read_kept(directory: Path, num_classes: int,
-              temperature: float = 1.0) -> tuple[torch.Tensor, SoftTargets]:
-    """The kept images' indices (an image repeated as many times as it was kept, in index
-    order) and their soft labels, from every rank's parts."""
-    indices, probs, classes = [], [], []
-    for path in label_parts(directory):
-        labels = runs.load_weights(path)
-        copies = runs.load_weights(kept_part(path))["copies"].long()
-        rows = torch.repeat_interleave(torch.arange(len(copies)), copies)
-        offsets = labels["position"][rows].long() if "position" in labels else rows
-        indices.append(offsets + int(labels["start"]))
-        probs.append(labels["probs"][rows])
-        if "classes" in labels:
-            classes.append(labels["classes"][rows])
-    if not indices:
-        raise UserError(f"{directory} has no {LABEL_PARTS.name(0, 0)} parts")
-    return torch.cat(indices), SoftTargets(torch.cat(probs),
-                                           torch.cat(classes) if classes else None,
-                                           num_classes, temperature)

@@ -2,13 +2,13 @@
 
 The rule is least-margin sampling (Scheffer et al. 2001; Settles' survey of active learning):
 the images whose soft label, as the teacher stored it, has the smallest gap between its two
-most likely classes (the confidence itself when only one-hot labels were kept). They are
+most likely classes (the confidence itself when only one-hot labels were stored). They are
 spread evenly over the teacher's predicted classes: the lowest-margin image of every class,
 then the second of every class, and so on, so that one confused pair of classes does not take
 every slot. Ties go to the lower image index.
 
 The candidates stream: each label part adds its images, and only each class's ``count``
-lowest margins are kept, so memory is O(classes x count) whatever the number of images.
+lowest margins are held, so memory is O(classes x count) whatever the number of images.
 The chosen images are written as files in ``to-label/`` beside ``to-label.csv`` (a copy of
 the original file where there is one, else a PNG of the stored pixels), so the CSV is a
 ``path,label`` manifest that ``--extra-labeled`` reads once the labels are filled in; and
@@ -55,7 +55,7 @@ def second_guesses(stored: dict[str, torch.Tensor],
                    predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's most likely class other than ``predicted`` and its probability (-1 and 0
     where only one class is stored). Not the stored probabilities' second place: they are
-    kept in fp16, and where two round to a tie the second place can be the predicted class."""
+    stored in fp16, and where two round to a tie the second place can be the predicted class."""
     probs = stored["probs"].float()
     if probs.shape[1] < 2:
         return torch.full((len(probs),), -1, dtype=torch.int64), torch.zeros(len(probs))
@@ -75,7 +75,7 @@ class Lowest:
 
     def __init__(self, count: int, key: str, *, per_class: bool = True):
         self.count, self.key, self.per_class = count, key, per_class
-        self.rows: dict[str, torch.Tensor] | None = None  # the rows kept so far
+        self.rows: dict[str, torch.Tensor] | None = None  # the rows held so far
 
     def ranked(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the rows are ranked by, lowest first."""
@@ -83,7 +83,7 @@ class Lowest:
 
     @property
     def seen(self) -> bool:
-        """Whether any rows were added (maybe none of them kept)."""
+        """Whether any rows were added (maybe none of them held)."""
         return self.rows is not None
 
     def add(self, rows: dict[str, torch.Tensor]) -> None:
@@ -104,7 +104,7 @@ class Lowest:
         return {name: values[picked] for name, values in self.rows.items()}
 
     def of_class(self, label: int) -> dict[str, torch.Tensor]:
-        """One class's kept rows, lowest first."""
+        """One class's held rows, lowest first."""
         if self.rows is None:
             return {}
         order, _ = self._order(self.rows)

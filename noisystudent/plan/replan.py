@@ -78,10 +78,11 @@ def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
     if "student.warmup_epochs" not in info["planned"]:
         return fitted
     student = config.student_config(k, "pending")
-    kept = read_summary(SelfTrainLayout(run, config.teacher_run).pseudo_labels(k))["kept"]
+    labels = SelfTrainLayout(run, config.teacher_run).pseudo_labels(k)
+    selected = read_summary(labels)["selected"]
     warmup = warmup_epochs({"warmup_epochs": SCRATCH_STUDENT["warmup_epochs"],
                             "epochs": student.epochs, "batch_size": student.batch_size,
-                            "unlabeled_ratio": student.unlabeled_ratio}, passes, kept)
+                            "unlabeled_ratio": student.unlabeled_ratio}, passes, selected)
     return fitted | {"warmup_epochs": warmup}
 
 
@@ -132,7 +133,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     last = k if labeled else k - 1  # the last labeling done
     if last:
         summary = read_summary(layout.pseudo_labels(last))
-        pile, labeled_images = summary["kept"] or 1, summary["unlabeled_images"] or 1
+        pile, labeled_images = summary["selected"] or 1, summary["unlabeled_images"] or 1
     else:  # nothing labeled yet: the plan's pile
         pile = labeled_images = max(1, facts.get("pile", 1))
     speed = _observed_speed(layout.student(k - 1), student) if k > 1 else None

@@ -13,7 +13,7 @@ from noisystudent.core.device import resolve_device
 from noisystudent.core.keep import Comparison, as_dicts, kept_step, untrusted_steps
 from noisystudent.core.layout import REPORT_JSON, SelfTrainLayout, role
 from noisystudent.data.imageset import ImageSet
-from noisystudent.labels.directory import SUMMARY
+from noisystudent.labels.directory import read_summary
 from noisystudent.models.build import saved_parameter_count
 
 from .evaluate import evaluate_corruptions
@@ -42,13 +42,13 @@ def write_report(run: Path, config, test_set: ImageSet | None, quiet: bool = Fal
                  if path is not None]
         metrics = runs.read_json(model_run / runs.METRICS)
         info = runs.read_json(model_run / runs.MODEL_INFO)
-        summary = runs.read_json(step.labels / SUMMARY) if step.labels else {}
+        summary = read_summary(step.labels) if step.labels else {}
         row = {"iteration": step.iteration, "role": step.role, "finetuned": step.finetuned,
                "run": str(model_run), "model": info["model"],
                "image_size": info["input"]["size"],
                "parameters": saved_parameter_count(model_run / runs.MODEL),
                "pseudo_label_accuracy": summary.get("pseudo_label_accuracy"),
-               "pseudo_labeled": summary.get("kept"), "unlabeled_images":
+               "pseudo_labeled": summary.get("selected"), "unlabeled_images":
                summary.get("unlabeled_images"), "val_top1": metrics.get("val_top1"),
                "val_loss": metrics.get("val_loss"), "val_correct": metrics.get("val_correct"),
                "classes": len(metrics.get("per_class", {})),

@@ -2,7 +2,7 @@
 
 One self-contained file beside the run's report.md: pictures embedded as data URIs, no
 script, nothing fetched. For a self-training run it holds the iteration table and plots; per
-labeling, each class's most and least confident kept pseudo-labels, their confusion against
+labeling, each class's most and least confident selected pseudo-labels, their confusion against
 the hidden true labels and the confident mistakes (where those are known: the unlabeled
 images are a split of labeled data), and the images whose label changed since the labeling
 before; the kept model's test confusion and per-class accuracy; a few corrupted test images
@@ -35,9 +35,9 @@ from noisystudent.core.layout import REPORT_JSON, SelfTrainLayout, kept_model, r
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.shards import StreamedSource, samples_at
 from noisystudent.data.unlabeled import Unlabeled, self_train_images, teacher_run_unlabeled
-from noisystudent.labels.directory import SUMMARY, selection_parts
+from noisystudent.labels.directory import SUMMARY, read_copies, read_summary, selection_parts
 from noisystudent.labels.selection import Part
-from noisystudent.labels.store import kept_part, label_parts
+from noisystudent.labels.store import label_parts
 from noisystudent.labels.to_label import TO_LABEL_CSV, Highest, Lowest, stored_pictures
 
 from .format import percent
@@ -122,7 +122,7 @@ class LabelingView:
     """What the page shows of one labeling, gathered in one pass over its parts."""
 
     def __init__(self, directory: Path, truth: torch.Tensor | None, earlier: Path | None):
-        self.summary = runs.read_json(directory / SUMMARY)
+        self.summary = read_summary(directory)
         self.classes = self.summary["classes"]
         count = len(self.classes)
         self.highest = Highest(PER_ROW, "confidence")
@@ -131,29 +131,29 @@ class LabelingView:
         self.changed = Highest(MAX_SHOWN, "confidence", per_class=False)  # the surest of them
         self.changed_count = 0
         self.confidence_sum = torch.zeros(count, dtype=torch.float64)
-        self.kept_count = torch.zeros(count, dtype=torch.float64)
+        self.selected_count = torch.zeros(count, dtype=torch.float64)
         known = truth is not None and bool((truth >= 0).any())
         self.confusion = torch.zeros(count, count, dtype=torch.int64) if known else None
         previous = EarlierLabels(selection_parts(earlier, None)) if earlier else None
         paths = label_parts(directory)
-        self.sampled = sampled_parts(len(paths), "kept_shards" in self.summary)
+        self.sampled = sampled_parts(len(paths), "selected_shards" in self.summary)
         for i, (path, part) in enumerate(zip(paths, selection_parts(directory, None))):
-            kept = runs.load_weights(kept_part(path))["copies"] > 0
-            self._add(part, kept, truth if known else None, previous, i in self.sampled)
+            selected = read_copies(path) > 0
+            self._add(part, selected, truth if known else None, previous, i in self.sampled)
         self.parts = len(paths)
 
-    def _add(self, part: Part, kept: torch.Tensor, truth: torch.Tensor | None,
+    def _add(self, part: Part, selected: torch.Tensor, truth: torch.Tensor | None,
              previous: EarlierLabels | None, pictured: bool) -> None:
         index = part.index(torch.arange(len(part.predicted))).long()
         rows = {"index": index, "predicted": part.predicted.long(),
                 "confidence": part.confidence.float()}
-        chosen = {name: values[kept] for name, values in rows.items()}
+        chosen = {name: values[selected] for name, values in rows.items()}
         if pictured:
             self.highest.add(chosen)
             self.lowest.add(chosen)
         self.confidence_sum += torch.bincount(chosen["predicted"], chosen["confidence"].double(),
                                               minlength=len(self.classes))
-        self.kept_count += torch.bincount(chosen["predicted"], minlength=len(self.classes))
+        self.selected_count += torch.bincount(chosen["predicted"], minlength=len(self.classes))
         if truth is not None:
             true = truth[chosen["index"]]
             known = true >= 0
@@ -171,12 +171,12 @@ class LabelingView:
                               "before": before[moved]})
 
     def shown_classes(self) -> list[int]:
-        """Every class, or the MAX_CLASSES with the lowest mean kept confidence."""
+        """Every class, or the MAX_CLASSES with the lowest mean selected confidence."""
         count = len(self.classes)
         if count <= MAX_CLASSES:
             return list(range(count))
-        mean = self.confidence_sum / self.kept_count.clamp(min=1)
-        mean[self.kept_count == 0] = float("inf")
+        mean = self.confidence_sum / self.selected_count.clamp(min=1)
+        mean[self.selected_count == 0] = float("inf")
         return sorted(mean.argsort()[:MAX_CLASSES].tolist())
 
     def html(self, images: Unlabeled | None, title: str) -> str:
@@ -190,10 +190,10 @@ class LabelingView:
         uris = pictures(images, wanted)
         parts = [f"<h2>{esc(title)}</h2>",
                  f"<p>{s['unlabeled_images']:,} images labeled by {esc(s['teacher']['model'])} "
-                 f"({esc(s['unlabeled_source'])}); {s['kept']:,} kept (with copies), mean "
-                 f"confidence {s['mean_confidence'] or 0:.3f}; pseudo-label accuracy "
-                 f"{percent(s.get('pseudo_label_accuracy'), 1)}, on the kept "
-                 f"{percent(s.get('kept_accuracy'), 1)}.</p>"]
+                 f"({esc(s['unlabeled_source'])}); {s['selected']:,} selected (with copies), "
+                 f"mean confidence {s['mean_confidence'] or 0:.3f}; pseudo-label accuracy "
+                 f"{percent(s.get('pseudo_label_accuracy'), 1)}, on the selected "
+                 f"{percent(s.get('selected_accuracy'), 1)}.</p>"]
         if len(self.sampled) < self.parts:
             parts.append(f'<p class="note">Pictures from {len(self.sampled)} of the '
                          f"{self.parts:,} shards, evenly spread; counts and matrices cover "
@@ -202,8 +202,8 @@ class LabelingView:
             parts.append('<p class="note">The unlabeled images are not at hand here, so the '
                          "grids show labels only.</p>")
         if self.confusion is not None:
-            parts.append(confusion_html(self.confusion, names, "Kept pseudo-labels against the "
-                                        "hidden true labels (never used for training)"))
+            parts.append(confusion_html(self.confusion, names, "Selected pseudo-labels against "
+                                        "the hidden true labels (never used for training)"))
             parts.append("<h3>Confident mistakes</h3>")
             parts.append(grid([figure(uris.get(int(i)), f"{names[int(p)]} {c:.2f} (is "
                                       f"{names[int(t)]})", wrong=True)
@@ -211,13 +211,13 @@ class LabelingView:
                                                           "confidence", "true")]))
         note = "" if len(shown) == len(names) else (
             f" (the {len(shown)} of {len(names)} classes with the lowest mean confidence)")
-        parts.append(f"<h3>Per class: the most and the least confident kept images{note}</h3>")
+        parts.append(f"<h3>Per class: the most and the least confident selected images{note}</h3>")
         for c in shown:
             sides = [f"<div><small>{side}</small>" + grid(
                 [figure(uris.get(int(i)), f"{conf:.2f}")
                  for i, conf in _columns(rows, "index", "confidence")]) + "</div>"
                 for side, rows in zip(("most confident", "least confident"), grids[c])]
-            parts.append(f"<h4>{esc(names[c])}: {int(self.kept_count[c]):,} kept</h4>"
+            parts.append(f"<h4>{esc(names[c])}: {int(self.selected_count[c]):,} selected</h4>"
                          f"<div class=row>{''.join(sides)}</div>")
         if self.changed.seen:
             parts.append(f"<h3>Changed since the labeling before: {self.changed_count:,} "
@@ -406,7 +406,7 @@ def review_self_train(run: Path, *, unlabeled: Unlabeled | None = None,
 
 def review_labels(directory: Path) -> Path:
     """report.html of a pseudo-label directory (its images loaded as pseudo-label does)."""
-    summary = runs.read_json(directory / SUMMARY)
+    summary = read_summary(directory)
     try:
         images, _ = teacher_run_unlabeled(summary["teacher"]["run"],
                                           summary.get("unlabeled_folder"),

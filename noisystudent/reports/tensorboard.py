@@ -1,7 +1,7 @@
 """``tensorboard: true`` (``--tensorboard``): the run's scalars as TensorBoard event files in
 RUN_DIR/tensorboard, through ``torch.utils.tensorboard`` (the ``tensorboard`` extra). Every
 stage writes its own per-epoch metrics (loss parts, lr, images/s, validation top-1) and its
-test top-1; ``self-train`` adds one point per iteration (pseudo-label accuracy, kept count,
+test top-1; ``self-train`` adds one point per iteration (pseudo-label accuracy, selected count,
 test top-1, mCE). ``tensorboard --logdir RUN_DIR`` shows a self-training run's stages side by
 side. Only rank 0 writes."""
 

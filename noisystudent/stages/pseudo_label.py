@@ -1,7 +1,7 @@
 """``noisystudent pseudo-label``: a clean teacher labels the unlabeled images.
 
 As the official Noisy Student does it: the teacher in eval mode (no dropout, no stochastic
-depth, batch norm in inference; EMA weights when the run kept them, as those are what it saved)
+depth, batch norm in inference; EMA weights where the run has them, as those are what it saved)
 sees clean views; soft labels softmax(logits / T) or one-hot; images below a confidence
 threshold are dropped; each predicted class is brought to N images (the most confident N of a
 full class, whole copies plus a random fraction of a rare one).
@@ -30,16 +30,16 @@ from noisystudent.data.unlabeled import Unlabeled, first, teacher_run_unlabeled
 from noisystudent.deploy.labeling import OnnxLabeler, iter_onnx_logits
 from noisystudent.deploy.labeling import usable as onnx_usable
 from noisystudent.labels.directory import SUMMARY, remove_parts, selection_parts, stored_bytes
-from noisystudent.labels.kept_shards import write_kept_shard
+from noisystudent.labels.selected_shards import write_selected_shard
 from noisystudent.labels.selection import Part, StreamedSelection
 from noisystudent.labels.store import (
-    KEPT_SHARDS,
+    SELECTED_SHARDS,
     LabelWriter,
     ShardLabelWriter,
-    kept_part,
     label_parts,
     reduce_logits,
     resolve_top_k,
+    selected_part,
 )
 from noisystudent.labels.to_label import write_to_label
 from noisystudent.models.inference import iter_logits
@@ -50,8 +50,8 @@ from noisystudent.models.transforms import CleanPipeline
 def pseudo_label(teacher_run: str | Path, out: str | Path,
                  config: PseudoLabelConfig | None = None, *, unlabeled: str | None = None,
                  images: tuple[Unlabeled, str] | None = None, quiet: bool = False) -> dict:
-    """Label the unlabeled images with the teacher; writes the label and kept parts (and, for
-    streamed shards or folders, the kept images as tar shards) and summary.json in ``out``.
+    """Label the unlabeled images with the teacher; writes the label and selected parts (and,
+    for streamed shards or folders, the selected images as tar shards) and summary.json in ``out``.
 
     The images: ``images`` (the set and where it comes from) when the caller holds them,
     else the shards, folder or .npy ``unlabeled``, else the teacher run's unlabeled split.
@@ -101,14 +101,14 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
         raise UserError(f"no image reached the confidence threshold {config.threshold} "
                         f"(highest {highest:.3f}); lower --threshold")
 
-    # 3. Write each part's copies beside it (and the kept images of a shard), and count.
-    kept, shard_sizes = write_kept(out, selection, images, num_classes)
+    # 3. Write each part's copies beside it (and the selected images of a shard), and count.
+    selected, shard_sizes = write_selected(out, selection, images, num_classes)
     distributed.barrier()  # every part is on disk before the summary marks the pass done
     to_label = write_to_label(out, selection_parts(out, None), images, teacher.classes,
                               config.to_label) if config.to_label and distributed.is_main() else 0
     labeled, correct, known, skipped = (int(counts.images), int(counts.correct),
                                         int(counts.known), int(counts.skipped))
-    summary = summarize(kept.total(), teacher=teacher, source=source, unlabeled=unlabeled,
+    summary = summarize(selected.total(), teacher=teacher, source=source, unlabeled=unlabeled,
                         config=config, images=labeled, above=selection.above,
                         per_class=selection.per_class, top_k=top_k,
                         accuracy=correct / known if known == labeled else None)
@@ -118,7 +118,7 @@ def pseudo_label(teacher_run: str | Path, out: str | Path,
                    to_label=to_label,
                    stored_bytes=stored_bytes(out))
     if streamed:
-        summary["kept_shards"] = dict(sorted(distributed.merge_dicts(shard_sizes).items()))
+        summary["selected_shards"] = dict(sorted(distributed.merge_dicts(shard_sizes).items()))
     runs.write_json(out / SUMMARY, summary)
     distributed.barrier()
     return summary
@@ -132,32 +132,32 @@ def image_count(source: StreamedSource) -> int:
     return sys.maxsize
 
 
-def write_kept(out: Path, selection: StreamedSelection, images,
-               num_classes: int) -> tuple[KeptCounts, dict[str, int]]:
+def write_selected(out: Path, selection: StreamedSelection, images,
+                   num_classes: int) -> tuple[SelectedCounts, dict[str, int]]:
     """Each of this rank's label parts gets the copies selection chose beside it (and, for
-    streamed images, the kept images of its shard as a tar shard); returns the counts of what
-    was kept and each written shard's size."""
+    streamed images, the selected images of its shard as a tar shard); returns the counts of
+    what was selected and each written shard's size."""
     streamed = isinstance(images, StreamedSource)
-    kept = KeptCounts.zeros(num_classes)
+    selected = SelectedCounts.zeros(num_classes)
     shard_sizes: dict[str, int] = {}
     for path, (part, copies) in zip(label_parts(out, distributed.rank()),
                                     selection.chosen_copies()):
-        runs.save_weights(kept_part(path), {"copies": copies}, every_rank=True)
+        runs.save_weights(selected_part(path), {"copies": copies}, every_rank=True)
         if streamed:
             shard = shard_of(part.start)
-            name = KEPT_SHARDS.name(distributed.rank(), shard)
-            if write_kept_shard(out / name, images, shard, part.stored, copies):
+            name = SELECTED_SHARDS.name(distributed.rank(), shard)
+            if write_selected_shard(out / name, images, shard, part.stored, copies):
                 shard_sizes[name] = (out / name).stat().st_size
-            kept.add(copies, part, torch.full((len(copies),), -1))
+            selected.add(copies, part, torch.full((len(copies),), -1))
         else:
-            kept.add(copies, part, images.labels[part.start:part.start + len(copies)])
-    return kept, shard_sizes
+            selected.add(copies, part, images.labels[part.start:part.start + len(copies)])
+    return selected, shard_sizes
 
 
 class Labeling:
     """Step 1 for either kind of source: the clean teacher over every batch, each batch's
     reduced outputs appended to this rank's parts, and the counts (``LabelingCounts``) and
-    highest confidence kept on the way."""
+    highest confidence seen on the way."""
 
     def __init__(self, teacher: TrainedModel, config: PseudoLabelConfig, top_k: int,
                  device: torch.device, *, quiet: bool, images: int):
@@ -267,43 +267,43 @@ class LabelingCounts:
 
 
 @dataclass
-class KeptCounts:
-    """Totals over the kept images, summed over the parts and then the ranks: the kept count
-    of each predicted class and in all (copies counted), the distinct images kept, those of
+class SelectedCounts:
+    """Totals over the selected images, summed over the parts and then the ranks: the count
+    of each predicted class and in all (copies counted), the distinct images selected, those of
     them the teacher got right (where the truth is known), and their confidences' sum."""
 
     per_class: torch.Tensor
-    kept: torch.Tensor = field(default_factory=_zero)
+    selected: torch.Tensor = field(default_factory=_zero)
     unique: torch.Tensor = field(default_factory=_zero)
     correct: torch.Tensor = field(default_factory=_zero)
     confidence: torch.Tensor = field(default_factory=_zero)
 
     @classmethod
-    def zeros(cls, num_classes: int) -> KeptCounts:
+    def zeros(cls, num_classes: int) -> SelectedCounts:
         return cls(torch.zeros(num_classes, dtype=torch.float64))
 
     def add(self, copies: torch.Tensor, part: Part, truth: torch.Tensor) -> None:
         copies = copies.double()
         chosen = copies > 0
         predicted = part.predicted
-        self.kept += copies.sum()
+        self.selected += copies.sum()
         self.unique += chosen.sum()
         self.correct += (chosen & (predicted == truth)).sum()
         self.confidence += (part.confidence.double() * copies).sum()
         self.per_class += torch.bincount(predicted, copies, minlength=len(self.per_class))
 
-    def total(self) -> KeptCounts:
+    def total(self) -> SelectedCounts:
         """The counts summed over the ranks."""
-        scalars = torch.stack([self.kept, self.unique, self.correct, self.confidence])
+        scalars = torch.stack([self.selected, self.unique, self.correct, self.confidence])
         summed = distributed.all_reduce_sum(torch.cat([scalars, self.per_class]))
-        return KeptCounts(summed[4:], *summed[:4])
+        return SelectedCounts(summed[4:], *summed[:4])
 
 
-def summarize(counts: KeptCounts, *, teacher: TrainedModel, source: str,
+def summarize(counts: SelectedCounts, *, teacher: TrainedModel, source: str,
               unlabeled: str | None, config: PseudoLabelConfig, images: int, above: int,
               per_class: int | None, top_k: int, accuracy: float | None) -> dict:
-    kept, unique, correct, confidence = (float(v) for v in (counts.kept, counts.unique,
-                                                             counts.correct, counts.confidence))
+    selected, unique, correct, confidence = (float(v) for v in (
+        counts.selected, counts.unique, counts.correct, counts.confidence))
     return {
         "teacher": {"run": str(teacher.run_dir), "model": teacher.info["model"]},
         "unlabeled_source": source,
@@ -312,16 +312,16 @@ def summarize(counts: KeptCounts, *, teacher: TrainedModel, source: str,
         "classes": teacher.classes,
         "unlabeled_images": images,
         "above_threshold": above,
-        "kept": int(kept),
-        "unique_kept": int(unique),
+        "selected": int(selected),
+        "unique_selected": int(unique),
         "per_class": per_class,
         "top_k": top_k,
         "count_per_class": {c: int(n) for c, n in zip(teacher.classes,
                                                       counts.per_class.tolist())},
-        "mean_confidence": confidence / kept if kept else None,
+        "mean_confidence": confidence / selected if selected else None,
         "settings": to_dict(config),
         # True labels are known only when the unlabeled set is a split of labeled data; they
         # measure the teacher and are never used for training.
         "pseudo_label_accuracy": accuracy,
-        "kept_accuracy": correct / unique if accuracy is not None and unique else None,
+        "selected_accuracy": correct / unique if accuracy is not None and unique else None,
     }

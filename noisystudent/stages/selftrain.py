@@ -39,7 +39,7 @@ from noisystudent.core.timings import timed
 from noisystudent.data.sources import load_run_data
 from noisystudent.data.unlabeled import self_train_unlabeled, stored_size
 from noisystudent.deploy.export import export_onnx
-from noisystudent.labels.directory import SUMMARY, pseudo_labels_complete
+from noisystudent.labels.directory import pseudo_labels_complete, read_summary
 from noisystudent.labels.to_label import copy_to_run
 from noisystudent.reports.mlflow_tracking import MlflowRun, log_step, open_mlflow
 from noisystudent.reports.report import (
@@ -108,7 +108,7 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
                                  images=(unlabeled, source), unlabeled=config.unlabeled,
                                  quiet=quiet)
         log_step(labels, to_dict(config.pseudo_label_config()),
-                 runs.read_json(labels / SUMMARY), config=config)
+                 read_summary(labels), config=config)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)

@@ -16,7 +16,7 @@ from noisystudent.data.sources import RunData
 from noisystudent.data.unlabeled import Unlabeled
 from noisystudent.deploy.cost import count_flops
 from noisystudent.labels.directory import read_pseudo_labels, read_summary
-from noisystudent.labels.kept_shards import KeptShardBatches
+from noisystudent.labels.selected_shards import SelectedShardBatches
 from noisystudent.models.saved import load_trained
 from noisystudent.models.transforms import InputSpec
 from noisystudent.noise import make_augment
@@ -32,9 +32,9 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     """Noised student training into a run directory; returns metrics.json's content.
 
     ``data`` holds the labeled pool and the test set, ``unlabeled`` the images the
-    pseudo-labels (``config.pseudo_labels``) index into (unused when the kept images were
-    rewritten as tar shards, which stream); the self-training loop loads both once for every
-    stage."""
+    pseudo-labels (``config.pseudo_labels``) index into (unused when the selected images
+    were rewritten as tar shards, which stream); the self-training loop loads both once for
+    every stage."""
     stage = start_stage(config, out, resume=resume, quiet=quiet, config_cls=StudentConfig,
                         data=data)
     config, device, train_set = stage.config, stage.device, data.train
@@ -50,10 +50,10 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     model, spec = build_model(config, len(train_set.classes), device, labeled.images)
     check_student_size(model, spec, summary["teacher"]["run"])
     pseudo_batch = config.batch_size * config.unlabeled_ratio
-    steps = steps_per_epoch(config, summary["kept"])
-    if "kept_shards" in summary:  # streamed sources: the kept images rewritten as tar shards
-        pseudo = KeptShardBatches(
-            [directory / name for name in summary["kept_shards"]], pseudo_batch, device,
+    steps = steps_per_epoch(config, summary["selected"])
+    if "selected_shards" in summary:  # streamed sources: the selected images as tar shards
+        pseudo = SelectedShardBatches(
+            [directory / name for name in summary["selected_shards"]], pseudo_batch, device,
             # decoded at the model's size where that is smaller: the noise runs there
             num_classes=len(train_set.classes), size=min(labeled.images.shape[-1], spec.size),
             channels=labeled.channels, temperature=config.target_temperature,
@@ -80,9 +80,9 @@ def train_student(config: StudentConfig | None, out: str | Path, *, data: RunDat
     fitted = fit(task, loader, settings=config, stage=stage)
     return stage.finish(task.final_model(), spec, {
         "pseudo_labels": str(config.pseudo_labels), "labeled_images": len(labeled),
-        "pseudo_labeled_images": summary["kept"],
+        "pseudo_labeled_images": summary["selected"],
         "epochs": math.ceil(fitted.steps / len(loader)), "steps": fitted.steps,
-        "passes": fitted.steps * pseudo_batch / summary["kept"],
+        "passes": fitted.steps * pseudo_batch / summary["selected"],
         "decay_segments": fitted.decay_segments})
 
 

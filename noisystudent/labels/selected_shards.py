@@ -1,12 +1,13 @@
-"""The kept set of streamed images rewritten as tar shards, and the student's stream over them.
+"""The selected streamed images rewritten as tar shards, and the student's stream over them.
 
 As the official code rewrites its TFRecords: once selection has chosen, a last pass over each
-source shard copies every kept image's encoded bytes, untouched, into ``kept-RANK-SHARD.tar``
-beside a ``.json`` member holding its index, its copies and its soft label (the stored top-k
-classes and fp16 probabilities). The student streams those shards: a fresh seeded shard order
-every pass, split over ranks and loader workers; each image repeated as often as it was kept,
-through webdataset's shuffle buffer (``shuffle_buffer`` encoded images per worker), then
-decoded in the worker at the student's size. Nothing N-long is held anywhere.
+source shard copies every selected image's encoded bytes, untouched, into
+``selected-RANK-SHARD.tar`` beside a ``.json`` member holding its index, its copies and its
+soft label (the stored top-k classes and fp16 probabilities). The student streams those
+shards: a fresh seeded shard order every pass, split over ranks and loader workers; each image
+repeated as often as it was selected, through webdataset's shuffle buffer (``shuffle_buffer``
+encoded images per worker), then decoded in the worker at the student's size. Nothing N-long
+is held anywhere.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from noisystudent.core.errors import CorruptFile
 from noisystudent.data.decode import UnreadableImage, decode_image
 from noisystudent.data.shards import IMAGE_KEYS, StreamedSource, image_index
 
-from .store import KEPT_SHARDS, SoftTargets
+from .store import SELECTED_SHARDS, SoftTargets
 
 
-def kept_shards(directory: Path) -> list[Path]:
-    return KEPT_SHARDS.find(directory)
+def selected_shards(directory: Path) -> list[Path]:
+    return SELECTED_SHARDS.find(directory)
 
 
-def write_kept_shard(path: Path, source: StreamedSource, shard: int,
-                     labels: dict[str, torch.Tensor], copies: torch.Tensor) -> int:
-    """Rewrite shard ``shard``'s kept images into the tar ``path`` (atomically); returns how
+def write_selected_shard(path: Path, source: StreamedSource, shard: int,
+                         labels: dict[str, torch.Tensor], copies: torch.Tensor) -> int:
+    """Rewrite shard ``shard``'s selected images into the tar ``path`` (atomically); returns how
     many distinct images it holds (none: no file is written)."""
     chosen = torch.nonzero(copies > 0).flatten()
     if len(chosen) == 0:
@@ -64,8 +65,8 @@ def write_kept_shard(path: Path, source: StreamedSource, shard: int,
     return len(chosen)
 
 
-class KeptStream(torch.utils.data.IterableDataset):
-    """Endless batches of kept images and their dense soft labels for one rank: each loader
+class SelectedStream(torch.utils.data.IterableDataset):
+    """Endless batches of selected images and their dense soft labels for one rank: each loader
     worker reads its slot's shards (or, with fewer shards than slots, every slot-th sample),
     pass after pass, in an order seeded by (seed, epoch, pass)."""
 
@@ -123,17 +124,17 @@ class KeptStream(torch.utils.data.IterableDataset):
                 "labels": targets.dense()}
 
 
-class KeptShardBatches:
-    """The pseudo-labeled side of a student step when the kept set is in tar shards: the same
-    interface as ``ImageBatches`` (``steps`` batches an epoch, ``set_epoch``, ``set_shard``;
-    ``batch_size`` is the global batch, each rank streams its share)."""
+class SelectedShardBatches:
+    """The pseudo-labeled side of a student step when the selected images are in tar shards:
+    the same interface as ``ImageBatches`` (``steps`` batches an epoch, ``set_epoch``,
+    ``set_shard``; ``batch_size`` is the global batch, each rank streams its share)."""
 
     def __init__(self, shards: list[Path], batch_size: int, device: torch.device, *,
                  num_classes: int, size: int, channels: int, temperature: float, seed: int,
                  steps: int, workers: int, buffer: int):
-        self.stream = KeptStream(shards, num_classes=num_classes, size=size, channels=channels,
-                                 batch_size=batch_size, temperature=temperature, seed=seed,
-                                 buffer=buffer)
+        self.stream = SelectedStream(shards, num_classes=num_classes, size=size,
+                                     channels=channels, batch_size=batch_size,
+                                     temperature=temperature, seed=seed, buffer=buffer)
         self.batch_size, self.device = batch_size, device
         self.steps, self.workers = steps, workers
 
@@ -156,8 +157,8 @@ class KeptShardBatches:
                    "labels": batch["labels"].to(self.device, non_blocking=True)}
 
 
-def check_kept_shards(directory: Path, sizes: dict[str, int]) -> None:
-    """Every kept shard the summary lists is there whole (its recorded size): a torn or lost
+def check_selected_shards(directory: Path, sizes: dict[str, int]) -> None:
+    """Every selected shard the summary lists is there whole (its recorded size): a torn or lost
     shard is a one-line error rather than a shorter student."""
     for name, size in sizes.items():
         path = directory / name

@@ -95,8 +95,8 @@ def test_smoke_config_end_to_end_and_resume(tmp_path, monkeypatch):
     assert f"({rows[kept]['role']}, kept)" in text
     # Each model's minutes: its training and the labeling it learned from, across the resume.
     times = runs.read_json(tmp_path / "run" / "timings.json")
-    assert set(times) == {"iter0-teacher", "iter1/pseudo-labels", "iter1/student",
-                          "iter2/pseudo-labels", "iter2/student", "report"}
+    assert set(times) == {"report-corruptions", "iter0-teacher", "iter1/pseudo-labels",
+                          "iter1/student", "iter2/pseudo-labels", "iter2/student", "report"}
     assert rows[2]["minutes"] == pytest.approx(
         (times["iter2/pseudo-labels"] + times["iter2/student"]) / 60)
     assert kept_model(tmp_path / "run") == Path(rows[kept]["run"])

@@ -23,7 +23,7 @@ the teacher missed, and wrong on 1 it got, was 3.6 points below it on 1,000 test
 of 28 one-core runs; benchmarks/HISTORY.md), so a lead of p <= 0.3 was asked; then a student
 alone right on 3 and never wrong where the teacher was right (p = 0.125) was 5.0 points below
 its teacher on test (the odd folder, seed 1, 2026-12-07). On 30-38 images no looser bar tells
-a gain from a loss: of 72 one-core students against their teachers, the 9 with p <= 0.3 ranged
+a gain from a loss: of 73 one-core students against their teachers, the 9 with p <= 0.3 ranged
 from -5.0 to +4.9 points on test; at p <= 0.1 the one kept was +1.1. A folder with so few
 labels keeps its teacher unless a student leads clearly: gains thrown away, never a loss
 shipped.

@@ -195,12 +195,17 @@ class Stage:
         at the rate its evaluations ran, and saving; what a step given minutes leaves for them
         (training/pace.py)."""
         test = self.data.test
-        count = len(self.labeled_split()["val"]) + (len(test) if test is not None else 0)
+        count = self.val_images + (len(test) if test is not None else 0)
         return SAVING_SECONDS + count * self.seconds_per_evaluated(task)
 
     def seconds_to_validate(self, task) -> float:
         """What validating once takes, at the rate the stage's evaluations ran."""
-        return len(self.labeled_split()["val"]) * self.seconds_per_evaluated(task)
+        return self.val_images * self.seconds_per_evaluated(task)
+
+    @functools.cached_property
+    def val_images(self) -> int:
+        """The split's validation images, read once (the pace asks at every fit)."""
+        return len(self.labeled_split()["val"])
 
     def seconds_per_evaluated(self, task) -> float:
         """Seconds an evaluated image takes: measured on the stage's evaluations, before any

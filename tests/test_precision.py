@@ -135,3 +135,19 @@ def test_a_burst_of_other_work_beside_one_probe_does_not_fix_the_slower_dtype(ca
     assert precision.training_precision(config, CPU) == torch.bfloat16
     (entry,) = json.loads(cache.read_text()).values()
     assert entry["images_per_s"] == {"fp32": 1542.0, "bf16": 3213.0}
+
+
+def test_kernels_held_to_avx2_stand_in_for_a_cpu_without_bf16_units(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 on a CPU with bf16 units: the plan and 'auto' treat it as the
+    AVX2-only CPU it stands in for, and its speeds are cached apart from the CPU's own."""
+    from noisystudent.core import device
+
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    own_key = speed.machine_key(rate="x")
+    assert device.cpu_kind() == "AMX" and device.has_bf16_units()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert device.cpu_kind() == "AVX2" and not device.has_bf16_units()
+    assert device.resolve_precision("auto", CPU, training=False) is None
+    assert speed.machine_key(rate="x") != own_key

@@ -29,17 +29,27 @@ def resolve_device(name: str) -> torch.device:
 BF16_UNITS = ("AMX", "AVX-512 BF16")
 
 
+# What torch's kernels are held to when ATEN_CPU_CAPABILITY=avx2 (or lower) is set: then
+# the CPU's bf16 units are not used by them, whatever the CPU has.
+HELD_TO_AVX2 = ("AVX2", "DEFAULT", "NO AVX")
+
+
 def cpu_kind() -> str:
     """What this CPU offers for bf16: "AMX" (Intel matrix tiles), "AVX-512 BF16" (bf16 dot
     products, e.g. AMD Zen 4/5), "AVX2" (an x86 CPU with neither: bf16 is emulated), or
     elsewhere the machine's name (e.g. "arm64" on Apple Silicon: bf16 is not measured there,
-    so it runs in fp32)."""
+    so it runs in fp32). An x86 CPU whose kernels are held to AVX2
+    (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``) counts as AVX2: a CPU with bf16
+    units can so stand in for one without."""
+    machine = platform.machine().lower()
+    x86 = machine in ("x86_64", "amd64", "i386", "i686", "")
+    if x86 and torch.backends.cpu.get_cpu_capability() in HELD_TO_AVX2:
+        return "AVX2"
     if torch.cpu._is_amx_tile_supported():
         return "AMX"
     if torch.cpu._is_avx512_bf16_supported():
         return "AVX-512 BF16"
-    machine = platform.machine().lower()
-    return "AVX2" if machine in ("x86_64", "amd64", "i386", "i686", "") else machine
+    return "AVX2" if x86 else machine
 
 
 def has_bf16_units() -> bool:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisystudent.core import runs
-from noisystudent.core.device import autocast
+from noisystudent.core.device import HELD_TO_AVX2, autocast
 from noisystudent.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ def machine_key(device: torch.device = CPU, **measured) -> str:
     may use) and what was measured."""
     key = {"cpu": cpu_name(), "cpu_model": cpu_model(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cores": _usable_cores(), **measured}
+    if torch.backends.cpu.get_cpu_capability() in HELD_TO_AVX2:  # another machine's speeds
+        key["kernels"] = [torch.backends.cpu.get_cpu_capability(),
+                          os.environ.get("ONEDNN_MAX_CPU_ISA", "")]
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
     return json.dumps(key, sort_keys=True)

@@ -320,6 +320,18 @@ def test_on_few_validation_images_a_student_must_lead_its_teacher():
     teacher, tied = _paired(0, "10" * 50), _paired(1, "01" * 50)
     kept, comparisons, _ = kept_step([teacher, tied])
     assert kept == 1 and comparisons[0].rule == AGAINST_TEACHER
+    # One image behind is a coin's lead (the Fashion-MNIST run of 2026-12-07 whose students,
+    # each 1 image behind on 100, were +1.95 and +2.26 on test), two are not.
+    one_behind = _paired(1, "0" + "1" * 90 + "0" * 9)
+    teacher = _paired(0, "1" * 91 + "0" * 9)
+    kept, comparisons, _ = kept_step([teacher, one_behind])
+    assert kept == 1 and "one image behind, a coin's lead (p = 0.50)" in \
+        comparisons[0].sentence()
+    two_behind = _paired(1, "00" + "1" * 89 + "0" * 9)
+    kept, comparisons, _ = kept_step([teacher, two_behind])
+    assert kept == 0 and "below the teacher on validation by more than one image" in \
+        comparisons[0].sentence()
+    teacher = _paired(0, "10" * 50)
     # ...unless it trained fewer passes than a student needs: then it must lead there too.
     why = {1: "student 1, which trained 1.58 passes, under the 2 a student needs,"}
     kept, comparisons, _ = kept_step([teacher, tied], why)

@@ -372,7 +372,8 @@ class SelfTrainConfig(SharedSettings):
     val_fraction: float = setting(0.1, "without val_per_class: the fraction of each class's "
                                   "labeled images held out for validation; the run keeps a "
                                   "student only where they show it no worse than the teacher "
-                                  "(ahead of it on fewer than 100 images) and not worse beyond "
+                                  "(at most one image behind it; ahead of it on fewer than "
+                                  "100 images) and not worse beyond "
                                   "chance than the step kept before (0 = none: it keeps the "
                                   "last, unchecked; planned when unset)",
                                   ge=0, lt=1)

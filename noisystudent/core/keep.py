@@ -4,10 +4,11 @@ the fine-tune and is served by ``export`` and ``predict``: never one below the t
 Two steps are compared on the same validation images, image by image: only the images one
 of them gets right and the other wrong tell them apart. A later step replaces the kept one when
 
-- it is right on at least as many validation images as the teacher (a student is never kept
-  below the supervised model it started from: the worst thing a run can ship), and where the
-  validation images are few (under SMALL_VALIDATION, one image over a point of top-1) it leads
-  the teacher beyond a loose chance (LEAD_SIGNIFICANCE), and
+- the teacher is right on at most one validation image more than it (a student is never kept
+  below the supervised model it started from: the worst thing a run can ship; a one-image
+  lead is what a coin gives one of two equal models in half the draws, p = 0.5, and says
+  nothing), and where the validation images are few (under SMALL_VALIDATION, one image over
+  a point of top-1) it leads the teacher beyond a loose chance (LEAD_SIGNIFICANCE), and
 - against the step kept so far, it is no worse beyond chance, or, for a step that cannot be
   trusted to have learned (planned short, trained fewer passes than a student needs, or ended
   far from its plan), no worse at all, and ahead of the teacher as on few images.
@@ -27,6 +28,14 @@ a gain from a loss: of 73 one-core students against their teachers, the 9 with p
 from -5.0 to +4.9 points on test; at p <= 0.1 the one kept was +1.1. A folder with so few
 labels keeps its teacher unless a student leads clearly: gains thrown away, never a loss
 shipped.
+
+Why one image of slack on 100 images and more: Fashion-MNIST's students (100 validation
+images) differ from their teachers on 0-15 of them. Of 23 such students (2026-12-06 and 07,
+every one +1.06 to +3.86 points above its teacher on 10,000 test images), "right on at least
+as many" threw away 5, each one image behind (1 to 0, 3 to 2, 6 to 5), and with them a whole
+run's gain (--budget 30m on one core, seed 0: 86.11% kept over students at 88.06% and 88.37%).
+A collapse (the teacher alone right on 75, the student on 1) and a student 3 images behind
+(the AVX2 demo of 2026-12-06, 1.6 points below on test) are still not kept.
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ from .layout import student_key
 
 # The one-sided significance below which a later step counts as worse than the kept one.
 SIGNIFICANCE = 0.05
+# A student behind its teacher by this many validation images is still no worse than it: a
+# lead of one is a coin's (p = 0.5).
+TEACHER_SLACK = 1
 # Under this many validation images a student must lead its teacher: its lead's chance, were
 # it no better, at most LEAD_SIGNIFICANCE.
 SMALL_VALIDATION = 100
@@ -106,6 +118,8 @@ class Comparison:
                 f"within chance (p = {self.p_value:.2f})"
             if self.rule == AHEAD_OF_TEACHER:
                 verdict = f"ahead (p = {self.p_value:.2f})"
+            if self.rule == AGAINST_TEACHER and self.only_later < self.only_earlier:
+                verdict = "one image behind, a coin's lead (p = 0.50): no worse"
             return f"{counts}: {verdict}; the later model is kept"
         below = self.only_earlier > self.only_later
         if self.rule == AHEAD_OF_TEACHER and not below:
@@ -114,8 +128,9 @@ class Comparison:
             return (f"{counts}: {who} must lead its teacher (p <= {LEAD_SIGNIFICANCE}; here "
                     f"{self.p_value:.2f}); {stays} stays kept")
         if self.rule in (AGAINST_TEACHER, AHEAD_OF_TEACHER):
-            return (f"{counts}: below the teacher on validation, and a student is never kept "
-                    f"below its teacher; {stays} stays kept")
+            by = " by more than one image" if self.rule == AGAINST_TEACHER else ""
+            return (f"{counts}: below the teacher on validation{by}, and a student is never "
+                    f"kept below its teacher; {stays} stays kept")
         if self.rule == STRICT:
             return (f"{counts}: worse on validation, and {self.why_strict or 'this step'} "
                     f"must be no worse to be kept; {stays} stays kept")
@@ -137,8 +152,11 @@ def compare(earlier: dict, later: dict, significance: float = SIGNIFICANCE, *,
         rule = AHEAD_OF_TEACHER
     p = worse_by_chance(only_earlier, only_later)
     worse = only_earlier > only_later
-    passes = not worse if rule in (AGAINST_TEACHER, STRICT) else \
-        not (worse and p < significance)
+    passes = not (worse and p < significance)
+    if rule == AGAINST_TEACHER:
+        passes = only_earlier <= only_later + TEACHER_SLACK
+    if rule == STRICT:
+        passes = not worse
     if rule == AHEAD_OF_TEACHER:
         p = worse_by_chance(only_later, only_earlier)
         passes = only_later > only_earlier and p <= LEAD_SIGNIFICANCE

@@ -81,12 +81,20 @@ def student_minutes(run: Path) -> str:
 
 
 def code_of(run: Path) -> str:
-    """The commit the run ran: the last one on main before its teacher started."""
+    """The commit the run ran: the one main pointed at when its teacher started (the reflog
+    says when main moved; a commit merged later keeps its earlier time), else the last commit
+    made before."""
     started = (run / "iter0-teacher" / "config.yaml").stat().st_mtime
-    log = subprocess.run(["git", "log", "--format=%h %ct"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.split()
-    commits = [(int(log[i + 1]), log[i]) for i in range(0, len(log), 2)]
+    moves = _git("reflog", "--date=unix", "--format=%h %gd", "main")
+    commits = [(int(when.split("{")[1].rstrip("}")), commit) for commit, when in moves] or \
+        [(int(when), commit) for commit, when in _git("log", "--format=%h %ct")]
     return next((commit for when, commit in commits if when <= started), "?")
+
+
+def _git(*args: str) -> list[tuple[str, str]]:
+    out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                         check=False).stdout.split()
+    return [(out[i], out[i + 1]) for i in range(0, len(out) - 1, 2)]
 
 
 def kept_today(run: Path, rows: list[dict]) -> dict:

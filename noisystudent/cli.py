@@ -454,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "file need only onnxruntime, numpy and pillow", file=sys.stderr)
         return EXIT_USAGE
 
+    from .core.device import flush_denormals
+
+    flush_denormals()  # before any torch thread starts: they inherit it
     distributed.setup()  # under torchrun: join the process group
     if not distributed.is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (one summary line, from rank 0)

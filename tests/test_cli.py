@@ -120,6 +120,16 @@ def test_print_config_shows_the_typed_settings_and_runs_nothing(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_a_command_flushes_denormals_on_the_cpu(monkeypatch):
+    """Denormals slowed a student's step 2.5x on AVX2 kernels: every command runs without."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda on: calls.append(on) or True)
+    assert main(["self-train", "configs/smoke.yaml", "--print-config"]) == 0
+    assert calls == [True]
+
+
 def test_print_config_needs_no_out_and_a_run_does(capsys):
     assert main(["self-train", "configs/smoke.yaml", "--print-config"]) == 0
     assert "labels_per_class: 10" in capsys.readouterr().out

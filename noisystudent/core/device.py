@@ -15,6 +15,15 @@ from . import distributed
 from .errors import UserError
 
 
+def flush_denormals() -> None:
+    """Floats too small for full precision (denormals) read and written as zero on the CPU.
+    Arithmetic on them is many times slower there: a student's training step on AVX2 kernels
+    fell from 1.7 to 0.6 steps/s as its values shrank, and held 1.5-1.6 with this (the Xeon
+    held to AVX2, 2026-12-07; BENCHMARKS.md). Set before torch starts its threads, which
+    inherit it (and the loader workers, forked)."""
+    torch.set_flush_denormal(True)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

@@ -130,6 +130,17 @@ def test_a_command_flushes_denormals_on_the_cpu(monkeypatch):
     assert calls == [True]
 
 
+def test_flushed_denormals_leave_numpy_quiet():
+    """NumPy computes a float type's limits on first use, and warned on every command that a
+    flushed smallest subnormal is zero."""
+    code = ("import warnings; warnings.simplefilter('error'); import numpy as np; "
+            "from noisystudent.core.device import flush_denormals; flush_denormals(); "
+            "[np.finfo(t).smallest_subnormal for t in (np.float16, np.float32, np.float64)]")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_print_config_needs_no_out_and_a_run_does(capsys):
     assert main(["self-train", "configs/smoke.yaml", "--print-config"]) == 0
     assert "labels_per_class: 10" in capsys.readouterr().out

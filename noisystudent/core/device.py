@@ -9,6 +9,7 @@ import ctypes.util
 import platform
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from . import distributed
@@ -22,8 +23,6 @@ def flush_denormals() -> None:
     held to AVX2, 2026-12-07; BENCHMARKS.md). Set before torch starts its threads, which
     inherit it (and the loader workers, forked). NumPy's float limits are computed first: made
     after, its smallest subnormal reads as zero and it warns so on every command."""
-    import numpy as np
-
     for dtype in (np.float16, np.float32, np.float64, np.longdouble):
         np.finfo(dtype)  # cached by NumPy for the process
     torch.set_flush_denormal(True)

@@ -120,6 +120,16 @@ def test_shipped_configs_are_unchanged_by_the_plan():
         assert to_dict(config) == to_dict(load_config(SelfTrainConfig, path)), path.name
 
 
+def test_a_replay_of_every_value_is_unchanged_by_the_plan():
+    """A run's replay.yaml writes every value, ``student_models: []`` among them: the plan
+    sets nothing over it (an empty list of models is no model chosen)."""
+    every = to_dict(SelfTrainConfig(student={"model": "cifar_airbench_s", "pretrained": "none",
+                                             "image_size": 28}))
+    assert every["student_models"] == [] and every["budget"] is None
+    config, planned = plan.planned_config(every)
+    assert to_dict(config) == every and not planned.values
+
+
 RATES = {"tf_efficientnet_lite0": 60.0, "cifar_airbench_s": 500.0, "cifar_resnet20": 250.0}
 
 

@@ -45,7 +45,7 @@ def timing_seconds(rates: Rates | None) -> float:
 def scratch(plan: Plan) -> bool:
     """Whether the students learn from scratch in a small-image family (the user's model,
     else the rule)."""
-    if plan.user_set("student_models"):
+    if plan.value("student_models"):  # an empty list (as a replay.yaml writes it) sets none
         return plan.value("student_models")[0].startswith("cifar_")
     if plan.user_set("student.model"):
         return plan.value("student.model").startswith("cifar_")

@@ -45,7 +45,7 @@ from .values import Plan
 
 def choose_student(plan: Plan) -> None:
     facts = plan.facts
-    if plan.user_set("student.model") or plan.user_set("student_models"):
+    if plan.user_set("student.model") or plan.value("student_models"):
         if scratch(plan):
             plan.set("student.pretrained", "none", "a small-image model has no ImageNet weights")
             plan.set("student.image_size", min(facts.stored_size, SMALL_IMAGE),

@@ -313,6 +313,28 @@ def _finished_iteration_1(run, student_seconds: float) -> SelfTrainConfig:
     return config
 
 
+def test_a_finished_students_speed_is_the_next_plans_rate(tmp_path, monkeypatch):
+    """A second's measurement on a shared machine can read half what a student then trains
+    at for minutes: the student's own speed (its metrics.jsonl) replaces its model's cached
+    training rate, as the bare step's (over STUDENT_STEP); the inference rate stays."""
+    from noisystudent.plan import rates as rates_module
+    from noisystudent.plan import time_model
+
+    monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(rates_module, "measure", lambda *a, **k: (100.0, 900.0))
+    config = _finished_iteration_1(tmp_path / "run", student_seconds=100.0)
+    plan.remember_speed(config, tmp_path / "run", 1)  # nothing cached for it: nothing to mend
+    assert not (tmp_path / "cache" / rates_module.RATES_FILE).exists()
+    asked = ("cifar_airbench_s", 28, 1)
+    assert plan.Rates().training(*asked, 512) == 100.0  # the plan's measurement, cached
+    plan.remember_speed(config, tmp_path / "run", 1)  # it trained at 200 images/s
+    monkeypatch.setattr(rates_module, "measure", lambda *a, **k: pytest.fail("measured"))
+    again = plan.Rates()
+    assert again.training(*asked, 512) == pytest.approx(
+        200.0 / time_model.STUDENT_STEP["in memory"])
+    assert again.inference(*asked) == 900.0
+
+
 def test_an_iteration_the_budget_cannot_pay_for_is_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
     config = _finished_iteration_1(tmp_path, student_seconds=100.0)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,22 +147,31 @@ def inference_rate(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.
 
 def _rate(step: Callable[[], None], batch: int, steps: int, warmup: int, *,
           device: torch.device, seconds: float) -> float:
+    """``batch`` over the median timed step: a shared machine's other tenants and a late
+    kernel choice slow some steps 2x, and a mean over a second carried them into the plan (the
+    Xeon's cache held 763 images/s for a student whose steps then trained 1,450-1,600 on the
+    same core)."""
     for _ in range(warmup):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start, done = time.perf_counter(), 0
-    while done < steps or time.perf_counter() - start < seconds:
+    took: list[float] = []
+    while len(took) < steps or sum(took) < seconds:
+        _sync(device)
+        start = time.perf_counter()
         step()
-        done += 1
+        _sync(device)
+        took.append(time.perf_counter() - start)
+    return batch / statistics.median(took)
+
+
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return batch * done / (time.perf_counter() - start)
 
 
 def sized_rate(rate: Callable[..., float], largest: int) -> float:
     """``rate(batch, steps=..., warmup=..., seconds=...)`` on a batch that takes about a
     second a step, at most ``largest`` (a small model's rate at batch 16 is mostly per-step
-    overhead): one step of 16 images sizes the batch, then at least 3 steps and 1 s."""
+    overhead): one step of 16 images sizes the batch, then at least 5 steps and 1 s, their
+    median."""
     first = rate(min(16, largest), steps=1, warmup=1)
-    return rate(int(min(largest, max(16, first))), steps=3, warmup=1, seconds=1.0)
+    return rate(int(min(largest, max(16, first))), steps=5, warmup=1, seconds=1.0)

@@ -224,6 +224,22 @@ def replan_report(config, run: Path):
     return config.model_copy(update={"corruption_images": images})
 
 
+def remember_speed(config, run: Path, k: int) -> None:
+    """Student ``k``'s speed over its minutes, taken back to the bare step's
+    (``time_model.STUDENT_STEP``), as this machine's training rate for its model
+    (``Rates.observed``): the next plan here prices its students at what they ran at."""
+    student = StudentShape.of(config.student_config(k, "pending"))
+    speed = _observed_speed(SelfTrainLayout(run, config.teacher_run).student(k), student)
+    if speed is None:
+        return
+    streams = bool(timings.planned(run).get("facts", {}).get("streams"))
+    bare = speed / time_model.STUDENT_STEP["streamed" if streams else "in memory"]
+    if Rates(config.device, config.precision).observed(
+            student.model, student.image_size, student.in_chans, student.model_options, bare):
+        log.info("plan: %s @%d px trained at %.0f images/s here (a bare step of %.0f), "
+                 "cached for the next plan", student.model, student.image_size, speed, bare)
+
+
 def _observed_speed(step: Path, student: StudentShape) -> float | None:
     """Training images/s a finished step measured (its metrics.jsonl), when it trained the
     same model at the same size as ``student``."""

@@ -119,6 +119,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
         share_split(teacher, student)
         run_step(student, train_student, planned, quiet, data=data, unlabeled=unlabeled,
                  run=run)
+        if distributed.is_main():  # its speed over minutes: what the next plan here prices
+            plan.remember_speed(config, run, k)
         # 4. The student becomes the teacher, if validation shows it no worse; 5. repeat.
         kept = kept_after(config, layout, k)
         teacher = layout.steps(k, False)[kept].run

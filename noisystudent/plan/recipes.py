@@ -56,6 +56,14 @@ REPORT_SHARE = 0.08     # of the budget: the corruption test
 MIN_PASSES = {"scratch": 2.0, "pretrained": 1.0}
 
 
+# The shortest teacher a student is planned after, as a share of its epochs: on one core of the
+# Xeon at --budget 3m a Lite0 @64 teacher of 5 epochs (82.33%, 81.28%) and its student (85.39%,
+# 84.16%) ended below the teacher the whole budget trained alone, 20 epochs (85.74%, 85.22%;
+# seeds 0 and 1, 2026-12-07, BENCHMARKS.md "Never below the teacher on one core"); at 8m a
+# teacher of 20 epochs and its student gained 1.9-3.9 points.
+SHORTEST_TEACHER = 0.5
+
+
 # Student 1's passes the pile is sized for, and the smallest pile it is cut to: a labeling of
 # an image costs about one pass of a small student over it, and a from-scratch student pays
 # only on a large pile (LARGE_PILE), where 2 passes are its minimum and 6 gain all it can.

@@ -36,6 +36,7 @@ from .recipes import (
     PILE_PASSES,
     SCRATCH_PASSES,
     SCRATCH_STUDENT,
+    SHORTEST_TEACHER,
     SMALL_IMAGE,
     SMALLEST_PILE,
 )
@@ -95,7 +96,8 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
     left = plan.budget.usable - teacher - report - timing_seconds(rates)
     large = grow_student(plan, rates, left)
     count, passes = fitted_students(plan, rates, left, family)
-    if passes[0] < MIN_PASSES[family] and not plan.user_set("iterations"):
+    if not plan.user_set("iterations") and (passes[0] < MIN_PASSES[family]
+                                              or short_teacher(plan)):
         teacher_alone(plan, rates, passes[0], family)
         return
     plan.set("iterations", count, "two students each long enough fit the budget" if count == 2
@@ -118,6 +120,15 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
     plan.seconds[PLAN_KEY] = timing_seconds(rates)
     plan.short = [student_key(k) for k in range(1, count + 1)
                   if passes[k - 1] < MIN_PASSES[family]]  # the user's iterations only
+
+
+def short_teacher(plan: Plan) -> bool:
+    """Whether the plan cut the teacher under SHORTEST_TEACHER of its epochs to make room for
+    the students: a student of a teacher that short ends below the teacher the whole budget
+    trains alone."""
+    if plan.teacher or plan.user_set("teacher.epochs"):
+        return False
+    return plan.value("teacher.epochs") < SHORTEST_TEACHER * plan.typed.teacher.epochs
 
 
 def size_pile(plan: Plan, rates: Rates | None) -> bool:

@@ -198,10 +198,14 @@ def _students_seconds(trial: Plan, rates: Rates, rung: TeacherRung) -> float:
 def teacher_alone(plan: Plan, rates: Rates, passes: float, family: str) -> None:
     """No student pays in the budget: the teacher alone, the best the whole budget buys (the
     plan then says from what budget a student would pay: ``rules.make_plan``)."""
+    why = (f"student 1 would get {passes:.2f} passes, under the {MIN_PASSES[family]:g} a "
+           f"student {FAMILY_NAMES[family]} needs" if passes < MIN_PASSES[family] else
+           f"its teacher would get {plan.value('teacher.epochs')} of "
+           f"{plan.typed.teacher.epochs} epochs, and a student of a teacher that short ends "
+           "below the teacher trained alone")
     plan.set("iterations", 0, f"no student pays in {plan.budget_minutes:g} min on this "
-             f"machine (student 1 would get {passes:.2f} passes, under the "
-             f"{MIN_PASSES[family]:g} a student {FAMILY_NAMES[family]} needs): the teacher "
-             "alone, and nothing is kept that no check could vouch for")
+             f"machine ({why}): the teacher alone, and nothing is kept that no check could "
+             "vouch for")
     for key in ("pseudo_label.max_images", "student.passes", "students"):  # no student
         plan.values.pop(key, None)
         plan.reasons.pop(key, None)

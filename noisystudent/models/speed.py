@@ -148,9 +148,8 @@ def inference_rate(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.
 def _rate(step: Callable[[], None], batch: int, steps: int, warmup: int, *,
           device: torch.device, seconds: float) -> float:
     """``batch`` over the median timed step: a shared machine's other tenants and a late
-    kernel choice slow some steps 2x, and a mean over a second carried them into the plan (the
-    Xeon's cache held 763 images/s for a student whose steps then trained 1,450-1,600 on the
-    same core)."""
+    kernel choice slow some steps 2x, which a mean over a second carries whole (a slowdown
+    that lasts the whole second no measurement of seconds escapes: ``Rates.observed``)."""
     for _ in range(warmup):
         step()
     took: list[float] = []

@@ -90,10 +90,7 @@ class Rates:
         the model's training rate here (where a rate for it is cached): a measurement of
         seconds on a shared machine read 763 images/s for a student whose steps then trained
         1,450-1,600 on the same core. Whether it was recorded."""
-        device = resolve_device(self.device)
-        key = speed.machine_key(device, precision=self.precision, version=RATES_VERSION,
-                                rate=[model, size, in_chans, options or {}])
-        path = speed.cache_file(RATES_FILE)
+        key, path = self._key(model, size, in_chans, options), speed.cache_file(RATES_FILE)
         cache = speed.read_cache(path)
         if key not in cache:
             return False
@@ -101,20 +98,24 @@ class Rates:
         speed.write_cache(path, cache)
         return True
 
+    def _key(self, model: str, size: int, in_chans: int, options: dict | None) -> str:
+        """The cache's key of a rate: this machine, the precision, the model and its input."""
+        return speed.machine_key(resolve_device(self.device), precision=self.precision,
+                                 version=RATES_VERSION,
+                                 rate=[model, size, in_chans, options or {}])
+
     def _measured(self, model: str, size: int, in_chans: int, *, batch: int,
                   options: dict | None) -> tuple[float, float]:
         """(training, inference) images/s, from the cache or measured now (once per model
         and input: the training batch of the first question is the one measured)."""
-        device = resolve_device(self.device)
-        key = speed.machine_key(device, precision=self.precision, version=RATES_VERSION,
-                                rate=[model, size, in_chans, options or {}])
-        path = speed.cache_file(RATES_FILE)
+        key, path = self._key(model, size, in_chans, options), speed.cache_file(RATES_FILE)
         cache = speed.read_cache(path)
         if key not in cache or (self.fresh and key not in self.remeasured):
             self.remeasured.add(key)
             start = time.perf_counter()
             cache[key] = measure(model, size, in_chans, batch=min(batch, MAX_TRAINING_BATCH),
-                                 options=options, device=device, precision=self.precision)
+                                 options=options, device=resolve_device(self.device),
+                                 precision=self.precision)
             self.spent += time.perf_counter() - start
             log.info("plan: measured %s @%d px on this machine: %.0f images/s training, %.0f "
                      "inference (%.0f s; cached in %s)", model, size, *cache[key],

@@ -234,6 +234,33 @@ def test_a_budget_long_enough_grows_the_student():
     assert photos.values["student.model"] == "tf_efficientnet_lite0"
 
 
+def test_students_of_two_models_are_each_priced_at_their_own_speed(tmp_path, monkeypatch):
+    """``student_models`` under a budget: each student's passes at its own model's speed (the
+    section's default model priced them all before, and the pile was cut for it), the run
+    within the budget, and the re-plan before each student gives the plan's passes."""
+    rates = FixedRates(RATES)  # cifar_resnet20 trains at half cifar_airbench_s's speed
+    given = {"budget": "30m", "student_models": ["cifar_airbench_s", "cifar_resnet20"]}
+    planned = plan.make_plan(given, rates)
+    assert [prices.planned_student(planned, k).model for k in (1, 2)] == given["student_models"]
+    passes = [planned.values["student.passes"], planned.values["students"][1]["passes"]]
+    assert passes[1] / passes[0] == pytest.approx(4 / 3 * 250 / 500, rel=0.01)  # 3:4 of the time
+    assert Budget(30).usable * 0.95 <= sum(planned.seconds.values()) <= Budget(30).usable * 1.001
+
+    monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: rates)
+    config, run, pile = build(SelfTrainConfig, planned.merged()), tmp_path / "run", \
+        planned.facts.pile
+    replan.save(run, planned, config)
+    done = ["report-corruptions", "iter0-teacher", "plan"]
+    for k in (1, 2):
+        done.append(f"iter{k}/pseudo-labels")
+        runs.write_json(run / "timings.json", {key: planned.seconds[key] for key in done})
+        runs.write_json(run / f"iter{k}" / "pseudo-labels" / "summary.json",
+                        {"selected": pile, "unlabeled_images": pile})
+        assert replan.replan_student(config, run, k)["passes"] == pytest.approx(
+            passes[k - 1], abs=0.01)
+        done.append(f"iter{k}/student")
+
+
 def test_print_config_shows_the_plan_without_out(capsys):
     assert main(["self-train", "--print-config", "--iterations", "1"]) == 0
     out = capsys.readouterr().out

@@ -109,15 +109,25 @@ def onnx_speedup(plan: Plan, rates: Rates, images: int) -> float:
     return rates.onnx_speedup(plan.value("pseudo_label.runtime"), images)
 
 
-def planned_student(plan: Plan) -> StudentShape:
-    """The first student as the plan has it so far."""
-    return StudentShape.of(lambda name: plan.value(f"student.{name}"))
+def planned_student(plan: Plan, k: int = 1) -> StudentShape:
+    """Student ``k`` as the plan has it so far, as the config builds it: the student
+    section, its model from ``student_models``, then its ``students`` entry (in each list
+    the last one repeats)."""
+    entry = {}
+    models = plan.value("student_models") or []
+    if models:
+        entry["model"] = models[min(k, len(models)) - 1]
+    entries = plan.value("students") or []
+    if entries:
+        given = entries[min(k, len(entries)) - 1]
+        entry |= given if isinstance(given, dict) else given.model_dump()  # typed: the keys set
+    return StudentShape.of(lambda name: entry.get(name, plan.value(f"student.{name}")))
 
 
-def student_prices(plan: Plan, rates: Rates) -> StudentPrices:
-    """The planned student's prices (``time_model.StudentPrices``), as the re-plan prices
-    it from the same rates: a pass over the pile, its fixed part, a labeling by it."""
-    facts, student = plan.facts, planned_student(plan)
+def student_prices(plan: Plan, rates: Rates, k: int = 1) -> StudentPrices:
+    """Student ``k``'s prices (``time_model.StudentPrices``), as the re-plan prices it from
+    the same rates: a pass over the pile, its fixed part, a labeling by it."""
+    facts, student = plan.facts, planned_student(plan, k)
     views = 2 if plan.value("pseudo_label.flip") else 1
     return StudentPrices.of(
         pile=facts.pile, labeled=facts.pile, train_rate=student_rate(rates, student, facts.streams),
@@ -131,21 +141,21 @@ def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:
     """Iteration ``k``'s labeling: the teacher's, then each student's."""
     if k == 1:
         return pile_seconds(plan, rates, plan.teacher_size(), plan.value("pseudo_label.flip"))
-    return student_prices(plan, rates).labeling
+    return student_prices(plan, rates, k - 1).labeling
 
 
-def student_seconds(plan: Plan, rates: Rates, passes: float) -> float:
-    prices = student_prices(plan, rates)
+def student_seconds(plan: Plan, rates: Rates, passes: float, k: int = 1) -> float:
+    prices = student_prices(plan, rates, k)
     return prices.fixed + passes * prices.per_pass
 
 
 def student_passes(plan: Plan, rates: Rates, seconds: float, count: int) -> list[float]:
-    """Passes of ``count`` students sharing ``seconds`` (``time_model.fit_passes``) with the
-    labelings (the first is the teacher's)."""
+    """Passes of ``count`` students sharing ``seconds`` (``time_model.fit_passes``), each at
+    its own speed, with the labelings (the first is the teacher's)."""
     if not plan.facts.pile:  # no unlabeled images: the survey says so
         return [LEAST_PASSES] * count
-    return fit_passes(seconds - labeling_seconds(plan, rates, 1), 1, count,
-                      student_prices(plan, rates))
+    return fit_passes(seconds - labeling_seconds(plan, rates, 1), 1,
+                      [student_prices(plan, rates, k) for k in range(1, count + 1)])
 
 
 def making_seconds(plan: Plan, rates: Rates) -> float:
@@ -171,9 +181,10 @@ def report_seconds(plan: Plan, rates: Rates) -> float:
         return 0.0
     teacher = rates.inference(plan.teacher_model(),
                               plan.teacher_size(), 3)
-    student = inference_rate(rates, planned_student(plan))
-    models = 1 + (plan.value("iterations") if "iterations" in plan.values else 2)
-    per_image = CORRUPTED * (1 / teacher + (models - 1) / student) + making_seconds(plan, rates)
+    students = plan.value("iterations") if "iterations" in plan.values else 2
+    per_image = CORRUPTED * (1 / teacher + sum(
+        1 / inference_rate(rates, planned_student(plan, k)) for k in range(1, students + 1))) \
+        + making_seconds(plan, rates)
     images = plan.value("corruption_images") or facts.test
     share = REPORT_SHARE * 60 * plan.budget_minutes
     if images * per_image > share and not plan.user_set("corruption_images"):

@@ -128,7 +128,9 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     the run's finished steps (the previous student's own), else from the plan's measurement
     of the bare step (``time_model.student_rate``)."""
     layout = SelfTrainLayout(run, config.teacher_run)
-    student = StudentShape.of(config.student_config(k, "pending"))
+    students = [StudentShape.of(config.student_config(j, "pending"))
+                for j in range(k, max(k, config.iterations) + 1)]  # each priced as itself
+    student = students[0]
     facts = info.get("facts", {})
     last = k if labeled else k - 1  # the last labeling done
     if last:
@@ -144,39 +146,44 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     rates = Rates(config.device, config.precision)
     views = 2 if config.pseudo_label_config().flip else 1
     decode = _decode_seconds(config, run, last, rates, views=views, facts=facts)
-    prices = time_model.StudentPrices.of(
-        pile=pile, labeled=labeled_images,
-        train_rate=speed or time_model.student_rate(rates, student, bool(facts.get("streams"))),
-        infer_rate=time_model.inference_rate(rates, student),
-        unlabeled_ratio=student.unlabeled_ratio,
-        evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
-                                              student.epochs),
-        views=views, decode=decode, streams=bool(facts.get("streams")),
-        onnx_speedup=_onnx_speedup(config, rates, labeled_images * views))
-    if speed is not None:  # the previous student's own speed, its decoding included
-        prices = dataclasses.replace(
-            prices, per_pass=time_model.trained_per_pass(pile, student.unlabeled_ratio) / speed)
+
+    def prices_of(shape: StudentShape) -> time_model.StudentPrices:
+        streams = bool(facts.get("streams"))
+        prices = time_model.StudentPrices.of(
+            pile=pile, labeled=labeled_images,
+            train_rate=time_model.student_rate(rates, shape, streams),
+            infer_rate=time_model.inference_rate(rates, shape),
+            unlabeled_ratio=shape.unlabeled_ratio,
+            evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
+                                                  shape.epochs),
+            views=views, decode=decode, streams=streams,
+            onnx_speedup=_onnx_speedup(config, rates, labeled_images * views))
+        if speed is not None and (shape.model, shape.image_size) == (
+                student.model, student.image_size):  # the previous student's own speed,
+            prices = dataclasses.replace(  # its decoding included
+                prices, per_pass=time_model.trained_per_pass(pile, shape.unlabeled_ratio) / speed)
+        return prices
+
+    every = [prices_of(shape) for shape in students]
+    prices = every[0]
     if rates.spent:  # measured before the clock is read
         timings.add(run, run / PLAN_KEY, rates.spent)
     left = (timings.Budget(info["budget_minutes"]).usable - sum(timings.read(run).values())
             - info["seconds"].get(REPORT_KEY, 0.0)
             - (0.0 if labeled else _first_labeling(config, rates, images=labeled_images,
-                                                  views=views, decode=decode, k=k,
-                                                  prices=prices)))
-    passes = round(time_model.fit_passes(left, k, max(k, config.iterations), prices)[0], 2)
+                                                  views=views, decode=decode, k=k)))
+    passes = round(time_model.fit_passes(left, k, every)[0], 2)
     trained = time_model.trained_per_pass(pile, student.unlabeled_ratio)
     return passes, prices.fixed + passes * prices.per_pass, trained / prices.per_pass, \
         prices.fixed
 
 
-def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: float, k: int,
-                    prices) -> float:
-    """Iteration ``k``'s labeling, not yet made: the teacher's for the first, else a
-    student's (``prices.labeling``)."""
-    if k > 1:
-        return prices.labeling
-    teacher = config.teacher_config()
-    return time_model.labeling_seconds(images, views, time_model.inference_rate(rates, teacher),
+def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: float,
+                    k: int) -> float:
+    """Iteration ``k``'s labeling, not yet made: by the teacher for the first, else by
+    student k - 1."""
+    labeler = config.teacher_config() if k == 1 else config.student_config(k - 1, "pending")
+    return time_model.labeling_seconds(images, views, time_model.inference_rate(rates, labeler),
                                        decode, _onnx_speedup(config, rates, images * views))
 
 

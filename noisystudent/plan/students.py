@@ -114,7 +114,7 @@ def choose_lengths(plan: Plan, rates: Rates | None) -> None:
     plan.seconds[TEACHER_KEY] = teacher
     for k in range(1, count + 1):
         plan.seconds[labels_key(k)] = labeling_seconds(plan, rates, k)
-        plan.seconds[student_key(k)] = student_seconds(plan, rates, passes[k - 1])
+        plan.seconds[student_key(k)] = student_seconds(plan, rates, passes[k - 1], k)
     plan.seconds[CORRUPTIONS_KEY] = corruptions_seconds(plan, rates)
     plan.seconds[REPORT_KEY] = report - plan.seconds[CORRUPTIONS_KEY]
     plan.seconds[PLAN_KEY] = timing_seconds(rates)

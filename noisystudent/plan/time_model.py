@@ -10,8 +10,9 @@ used by the plan before the run (``prices.py``) and by the re-planning before ea
   STUDENT_STEP (``student_rate``).
 - The students share the time left 3:4, the first against each later one (they learn from
   better labels), each at least LEAST_PASSES (``shares``), after the labelings still to come
-  and each student's fixed part (``fit_passes``, on a ``StudentPrices``); the plan aims at
-  AIM of the budget (``timings.Budget.usable``).
+  and each student's fixed part (``fit_passes``, on each student's own ``StudentPrices``:
+  the students of a run may be different models); the plan aims at AIM of the budget
+  (``timings.Budget.usable``).
 
 The first plan calls ``fit_passes`` with what the budget leaves after the teacher and the
 first labeling it plans; each re-plan calls it with what the budget leaves after the steps
@@ -104,12 +105,6 @@ def shares(first: int, last: int) -> list[float]:
     return [FIRST_STUDENT if k == 1 else LATER_STUDENT for k in range(first, last + 1)]
 
 
-def passes_in(seconds_left: float, weights: list[float], per_pass: float) -> list[float]:
-    """Each student's passes from its share of ``seconds_left`` at ``per_pass`` seconds a
-    pass, at least LEAST_PASSES."""
-    return [max(LEAST_PASSES, seconds_left * w / sum(weights) / per_pass) for w in weights]
-
-
 @dataclass(frozen=True)
 class StudentPrices:
     """What a student costs, in seconds: a pass over its pile (training, and decoding where
@@ -145,8 +140,11 @@ def labeling_seconds(images: int, views: int, infer_rate: float, decode: float,
     return STEP_OVERHEAD + images * (views / infer_rate + decode)
 
 
-def fit_passes(left: float, first: int, last: int, prices: StudentPrices) -> list[float]:
-    """Passes of students ``first`` to ``last`` sharing ``left`` seconds with their fixed
-    parts and the labelings between them (student k labels for student k + 1)."""
-    left -= (last - first) * prices.labeling + (last - first + 1) * prices.fixed
-    return passes_in(left, shares(first, last), prices.per_pass)
+def fit_passes(left: float, first: int, prices: list[StudentPrices]) -> list[float]:
+    """Passes of students ``first`` to ``first + len(prices) - 1`` (``prices``: each one's
+    own) sharing ``left`` seconds (``shares``) after their fixed parts and the labelings
+    between them (student k labels for student k + 1); each at least LEAST_PASSES."""
+    left -= sum(p.labeling for p in prices[:-1]) + sum(p.fixed for p in prices)
+    weights = shares(first, first + len(prices) - 1)
+    return [max(LEAST_PASSES, left * w / sum(weights) / p.per_pass)
+            for p, w in zip(prices, weights)]

@@ -21,7 +21,7 @@ from noisystudent.labels.directory import read_summary
 from . import time_model
 from .notes import annotated_yaml
 from .rates import Rates
-from .recipes import MIN_CORRUPTION_IMAGES, MIN_PASSES, SCRATCH_STUDENT
+from .recipes import ENOUGH_PASSES, MIN_CORRUPTION_IMAGES, MIN_PASSES, SCRATCH_STUDENT
 from .students import warmup_epochs
 from .time_model import StudentShape
 from .values import Plan
@@ -67,8 +67,11 @@ def replan_student(config, run: Path, k: int) -> dict[str, float] | None:
                     "and one short of %g must lead its teacher to be kept", k, passes, least,
                     least)
     info["seconds"][student_key(k)] = seconds
-    # What its pace must reach for the student to be trusted as planned (keep.py).
+    # What its pace must reach for the student to be trusted as planned (keep.py), and past
+    # what a from-scratch student gains nothing more, however many more the plan gave it.
     info.setdefault("least_passes", {})[student_key(k)] = _min_passes(config, k)
+    if _scratch(config, k):
+        info.setdefault("enough_passes", {})[student_key(k)] = ENOUGH_PASSES
     runs.write_json(run / PLAN_JSON, info)
     log.info("plan: student %d gets %.2f passes, %.1f min of training at %.0f images/s (and "
              "%.1f of evaluation)", k, passes, (seconds - fixed) / 60, speed, fixed / 60)
@@ -104,9 +107,12 @@ def worth_another(config, run: Path, k: int) -> bool:
     return False
 
 
+def _scratch(config, k: int) -> bool:
+    return config.student_config(k, "pending").pretrained == "none"
+
+
 def _min_passes(config, k: int) -> float:
-    scratch = config.student_config(k, "pending").pretrained == "none"
-    return MIN_PASSES["scratch" if scratch else "pretrained"]
+    return MIN_PASSES["scratch" if _scratch(config, k) else "pretrained"]
 
 
 def _drop(run: Path, info: dict, k: int, passes: float, least: float) -> None:

@@ -36,6 +36,9 @@ class FixedRates(plan.Rates):
     def inference(self, model, size, in_chans, options=None):
         return 4 * self.training(model, size, in_chans, 1)
 
+    def onnx_speedup(self, runtime, images, labeler=None):
+        return super().onnx_speedup(runtime, images)  # the dtype's low, not this machine's cache
+
 
 @pytest.mark.parametrize("text, minutes", [("45m", 45), ("2h", 120), ("1h30m", 90),
                                            ("90s", 1.5), ("20", 20), (15, 15), ("2.5h", 150)])
@@ -336,6 +339,40 @@ def test_the_report_shrinks_its_corruption_test_when_time_ran_short(tmp_path):
     assert plan.replan_report(config, tmp_path) is config  # the user's own size stays
 
 
+def test_on_a_slow_hour_the_report_is_priced_at_the_pace_the_fixed_steps_ran(tmp_path):
+    """The teacher and the labelings are fixed work, as the report is: where they ran slower
+    than priced, the report is priced as slow (a student's minutes are fitted, not priced);
+    where they ran faster, the plan's price stays."""
+    config = SelfTrainConfig(budget=10, corruption_images=1000)
+    runs.write_json(tmp_path / "plan.json", {
+        "budget_minutes": 10, "planned": ["corruption_images"],
+        "seconds": {"iter0-teacher": 100.0, "iter1/student": 300.0, "report": 60.0}})
+    runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 200.0, "iter1/student": 340.0})
+    assert plan.replan_report(config, tmp_path).corruption_images == 500  # 60 s of 120 left
+    runs.write_json(tmp_path / "timings.json", {"iter0-teacher": 50.0, "iter1/student": 490.0})
+    assert plan.replan_report(config, tmp_path) is config  # 60 s left, as priced
+
+
+def test_on_a_slow_hour_the_last_student_leaves_the_report_its_slower_minutes(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))
+    minutes = {}
+    for teacher_took in (60.0, 120.0):  # priced at 60 s: on time, then twice as slow
+        config = _finished_iteration_1(tmp_path, student_seconds=100.0)
+        info = runs.read_json(tmp_path / "plan.json")
+        info["seconds"] = {"iter0-teacher": 60.0, "report": 30.0}
+        runs.write_json(tmp_path / "plan.json", info)
+        runs.write_json(tmp_path / "iter2" / "pseudo-labels" / "summary.json",
+                        {"selected": 20_000, "unlabeled_images": 20_000})
+        used = runs.read_json(tmp_path / "timings.json")
+        runs.write_json(tmp_path / "timings.json", {**used, "iter0-teacher": teacher_took,
+                                                    "iter2/pseudo-labels": 40.0})
+        minutes[teacher_took] = plan.replan_student(config, tmp_path, 2)["minutes"]
+    # 60 s more spent, and the report priced at the teacher's pace: 60 s instead of 30 (the
+    # passes are rounded to 0.01, about 1.3 s of a pass here)
+    assert minutes[60.0] - minutes[120.0] == pytest.approx((60 + 30) / 60, abs=0.025)
+
+
 def _finished_iteration_1(run, student_seconds: float) -> SelfTrainConfig:
     """A run with a 10 min budget whose teacher, labeling and student 1 are done."""
     config = SelfTrainConfig(budget=10, iterations=2, student={
@@ -375,6 +412,32 @@ def test_a_finished_students_speed_is_the_next_plans_rate(tmp_path, monkeypatch)
         200.0 / time_model.STUDENT_STEP["in memory"])
     assert again.inference(*asked) == 900.0
 
+
+def test_a_labeling_through_onnx_runtime_teaches_the_next_plan_its_speed(tmp_path, monkeypatch):
+    """The dtype's measured low prices ONNX Runtime until a labeling here measured it: then
+    the labeler's own speedup over its cached PyTorch rate (a Zen 5 labeled at 3.5x bf16's
+    rate, priced at 1.6x)."""
+    monkeypatch.setenv("NOISYSTUDENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(rates, "measure", lambda *a, **k: (100.0, 400.0))
+    monkeypatch.setattr(rates.labeling, "usable", lambda *a: True)  # ONNX Runtime labels here
+    config = SelfTrainConfig(budget=10, teacher={"model": "tf_efficientnet_lite0",
+                                                 "image_size": 64}, pseudo_label={"flip": True})
+    labeler = ("tf_efficientnet_lite0", 64, 3, {})
+    low = rates.labeling.SPEEDUP[rates.labeling.dtype_name(plan.Rates().labeling_device()[1])]
+    assert plan.Rates().onnx_speedup("auto", 50_000, labeler) == low
+    assert plan.Rates().inference(*labeler) == 400.0  # measured and cached
+    summary = tmp_path / "run" / "iter1" / "pseudo-labels" / "summary.json"
+    runs.write_json(summary, {"unlabeled_images": 10_000, "runtime": "torch",
+                              "labeling_seconds": 60.0})
+    plan.remember_labeling(config, tmp_path / "run", 1)  # PyTorch labeled: nothing to learn
+    assert plan.Rates().onnx_speedup("auto", 50_000, labeler) == low
+    runs.write_json(summary, {"unlabeled_images": 10_000, "runtime": "onnxruntime",
+                              "labeling_seconds": replan.EXPORT_SECONDS + 20.0})
+    plan.remember_labeling(config, tmp_path / "run", 1)
+    # 20,000 views (the mirror too) in 20 s after the export: 1,000 a second, 2.5x PyTorch's
+    assert plan.Rates().onnx_speedup("auto", 50_000, labeler) == pytest.approx(2.5)
+    assert plan.Rates().inference(*labeler) == 400.0  # the PyTorch rate stays
+    assert plan.Rates().onnx_speedup("auto", 50_000, ("cifar_airbench_s", 28, 1, {})) == low
 
 def test_an_iteration_the_budget_cannot_pay_for_is_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr(replan, "Rates", lambda *args, **kwargs: FixedRates(RATES))

@@ -23,11 +23,18 @@ user set, which the plan never changes. A run with a budget plans again as it go
 
 from .notes import annotated_yaml
 from .rates import Rates
-from .replan import remember_speed, replan_report, replan_student, save, worth_another
+from .replan import (
+    remember_labeling,
+    remember_speed,
+    replan_report,
+    replan_student,
+    save,
+    worth_another,
+)
 from .rules import make_plan, planned_config
 from .survey import DataFacts
 from .values import Plan
 
 __all__ = ["DataFacts", "Plan", "Rates", "annotated_yaml", "make_plan", "planned_config",
-           "remember_speed", "replan_report", "replan_student", "save",
+           "remember_labeling", "remember_speed", "replan_report", "replan_student", "save",
            "worth_another"]

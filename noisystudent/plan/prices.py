@@ -26,6 +26,7 @@ from .time_model import (
     evaluated_images,
     fit_passes,
     inference_rate,
+    labeler,
     step_seconds,
     student_rate,
 )
@@ -99,14 +100,15 @@ def pile_seconds(plan: Plan, rates: Rates, size: int, flip: bool = False,
     """The teacher labeling the pile at ``size`` px (twice over: ``flip``), its decoding
     included."""
     views = 2 if flip else 1
-    infer = rates.inference(model or plan.teacher_model(), size, 3)
-    return seconds_to_label(plan.facts.pile, views, infer, plan.facts.decode,
-                            onnx_speedup(plan, rates, plan.facts.pile * views))
+    teacher = (model or plan.teacher_model(), size, 3, None)
+    return seconds_to_label(plan.facts.pile, views, rates.inference(*teacher), plan.facts.decode,
+                            onnx_speedup(plan, rates, plan.facts.pile * views, teacher))
 
 
-def onnx_speedup(plan: Plan, rates: Rates, images: int) -> float:
-    """Where ONNX Runtime labels ``images`` views, its speed over PyTorch's (else 0)."""
-    return rates.onnx_speedup(plan.value("pseudo_label.runtime"), images)
+def onnx_speedup(plan: Plan, rates: Rates, images: int, labeler: tuple) -> float:
+    """Where ONNX Runtime labels ``images`` views with ``labeler`` (model, size, channels,
+    options), its speed over PyTorch's (else 0)."""
+    return rates.onnx_speedup(plan.value("pseudo_label.runtime"), images, labeler)
 
 
 def planned_student(plan: Plan, k: int = 1) -> StudentShape:
@@ -134,7 +136,7 @@ def student_prices(plan: Plan, rates: Rates, k: int = 1) -> StudentPrices:
         infer_rate=inference_rate(rates, student), unlabeled_ratio=student.unlabeled_ratio,
         evaluated=evaluated_images(facts.test, facts.val, student.epochs), views=views,
         decode=facts.decode, streams=facts.streams,
-        onnx_speedup=onnx_speedup(plan, rates, facts.pile * views))
+        onnx_speedup=onnx_speedup(plan, rates, facts.pile * views, labeler(student)))
 
 
 def labeling_seconds(plan: Plan, rates: Rates, k: int) -> float:

@@ -13,7 +13,13 @@ import statistics
 from pathlib import Path
 
 from noisystudent.core import runs, timings
-from noisystudent.core.layout import PLAN_KEY, REPORT_KEY, SelfTrainLayout, student_key
+from noisystudent.core.layout import (
+    PLAN_KEY,
+    REPORT_KEY,
+    STUDENT_DIR,
+    SelfTrainLayout,
+    student_key,
+)
 from noisystudent.core.settings_io import to_dict
 from noisystudent.deploy.labeling import EXPORT_SECONDS
 from noisystudent.labels.directory import read_summary
@@ -30,6 +36,10 @@ log = logging.getLogger(__name__)
 
 # A student whose labels are made is dropped only under this share of its minimum passes.
 DROP_UNDER = 0.5
+# The most the report's price is scaled by the run's pace (``_report_seconds``).
+MAX_PACE = 3.0
+# A labeling timed in fewer seconds than this teaches the plan nothing about its speed.
+MIN_TIMED_SECONDS = 5.0
 
 PLAN_YAML, PLAN_JSON = runs.PLAN_FILES
 
@@ -163,7 +173,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
             evaluated=time_model.evaluated_images(facts.get("test", 0), facts.get("val", 0),
                                                   shape.epochs),
             views=views, decode=decode, streams=streams,
-            onnx_speedup=_onnx_speedup(config, rates, labeled_images * views))
+            onnx_speedup=_onnx_speedup(config, rates, labeled_images * views, shape))
         if speed is not None and (shape.model, shape.image_size) == (
                 student.model, student.image_size):  # the previous student's own speed,
             prices = dataclasses.replace(  # its decoding included
@@ -175,7 +185,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     if rates.spent:  # measured before the clock is read
         timings.add(run, run / PLAN_KEY, rates.spent)
     left = (timings.Budget(info["budget_minutes"]).usable - sum(timings.read(run).values())
-            - info["seconds"].get(REPORT_KEY, 0.0)
+            - _report_seconds(info, run)
             - (0.0 if labeled else _first_labeling(config, rates, images=labeled_images,
                                                   views=views, decode=decode, k=k)))
     passes = round(time_model.fit_passes(left, k, every)[0], 2)
@@ -190,11 +200,14 @@ def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: fl
     student k - 1."""
     labeler = config.teacher_config() if k == 1 else config.student_config(k - 1, "pending")
     return time_model.labeling_seconds(images, views, time_model.inference_rate(rates, labeler),
-                                       decode, _onnx_speedup(config, rates, images * views))
+                                       decode, _onnx_speedup(config, rates, images * views,
+                                                             labeler))
 
 
-def _onnx_speedup(config, rates: Rates, images: int) -> float:
-    return rates.onnx_speedup(config.pseudo_label.runtime, images)
+def _onnx_speedup(config, rates: Rates, images: int, labeler) -> float:
+    """ONNX Runtime's speed over PyTorch's where it labels ``images`` views by ``labeler`` (a
+    StudentShape, or a stage's config), else 0."""
+    return rates.onnx_speedup(config.pseudo_label.runtime, images, time_model.labeler(labeler))
 
 
 def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
@@ -214,7 +227,7 @@ def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
     rate = time_model.inference_rate(rates, labeler)
     if summary.get("runtime") == "onnxruntime":  # its export, then its own speed
         took -= EXPORT_SECONDS
-        rate *= _onnx_speedup(config, rates, images * views) or 1.0
+        rate *= _onnx_speedup(config, rates, images * views, labeler) or 1.0
     return max(0.0, took / images - views / rate)
 
 
@@ -222,7 +235,7 @@ def replan_report(config, run: Path):
     """The config the report runs with: under a budget whose plan chose the corruption test's
     size, fewer corrupted images (or none) when the students left less time than planned."""
     info = timings.planned(run)
-    planned = info.get("seconds", {}).get(REPORT_KEY)
+    planned = _report_seconds(info, run)
     if not info.get("budget_minutes") or not planned or not config.corruptions or \
             "corruption_images" not in info.get("planned", ()):
         return config
@@ -235,6 +248,20 @@ def replan_report(config, run: Path):
     if images < MIN_CORRUPTION_IMAGES:
         return config.model_copy(update={"corruptions": False})
     return config.model_copy(update={"corruption_images": images})
+
+
+def _report_seconds(info: dict, run: Path) -> float:
+    """The report's planned seconds at the pace the run's steps of fixed work (the teacher,
+    the labelings, the corrupted images) ran against their plan, where that was slower: the
+    report is fixed work too, and on a slow hour it took 3.0 of its 1.8 planned minutes and
+    the run 101% of its budget (Xeon, 2026-12-07). A faster pace keeps the plan's seconds:
+    the steps' estimates are off both ways by more than the report's share."""
+    planned, spent = info.get("seconds", {}), timings.read(run)
+    fixed = [key for key in planned if key in spent and not key.endswith("/" + STUDENT_DIR)
+             and key not in (PLAN_KEY, REPORT_KEY)]  # a student's minutes are fitted, not priced
+    priced = sum(planned[key] for key in fixed)
+    pace = sum(spent[key] for key in fixed) / priced if priced > 0 else 1.0
+    return planned.get(REPORT_KEY, 0.0) * min(MAX_PACE, max(1.0, pace))
 
 
 def remember_speed(config, run: Path, k: int) -> None:
@@ -251,6 +278,26 @@ def remember_speed(config, run: Path, k: int) -> None:
             student.model, student.image_size, student.in_chans, student.model_options, bare):
         log.info("plan: %s @%d px trained at %.0f images/s here (a bare step of %.0f), "
                  "cached for the next plan", student.model, student.image_size, speed, bare)
+
+
+def remember_labeling(config, run: Path, k: int) -> None:
+    """Where ONNX Runtime made iteration ``k``'s labels, its speed over its labeler's
+    PyTorch inference rate as this machine's speedup for that model (``Rates.observed_onnx``):
+    the next plan here prices its labelings at it."""
+    summary = read_summary(SelfTrainLayout(run, config.teacher_run).pseudo_labels(k))
+    images = summary.get("unlabeled_images") or 0
+    facts = timings.planned(run).get("facts", {})
+    decode = facts.get("decode", 0.0) if facts.get("streams") else 0.0
+    seconds = (summary.get("labeling_seconds") or 0.0) - EXPORT_SECONDS - images * decode
+    if summary.get("runtime") != "onnxruntime" or not images or seconds < MIN_TIMED_SECONDS:
+        return
+    labeler = config.teacher_config() if k == 1 else config.student_config(k - 1, "pending")
+    views = 2 if config.pseudo_label_config().flip else 1
+    speedup = Rates(config.device, config.precision).observed_onnx(
+        time_model.labeler(labeler), images * views / seconds)
+    if speedup:
+        log.info("plan: ONNX Runtime labeled %.1fx as fast as PyTorch's measured rate here, "
+                 "cached for the next plan", speedup)
 
 
 def _observed_speed(step: Path, student: StudentShape) -> float | None:

@@ -96,7 +96,13 @@ def student_rate(rates, student: StudentShape, streams: bool = False) -> float:
 
 def inference_rate(rates, model) -> float:
     """Images/s ``model`` (a StudentShape, or a stage's config) labels and evaluates at."""
-    return rates.inference(model.model, model.image_size, model.in_chans, model.model_options)
+    return rates.inference(*labeler(model))
+
+
+def labeler(model) -> tuple:
+    """(model, size, channels, options) of ``model`` (a StudentShape, or a stage's config):
+    what its rates are cached under (``Rates``)."""
+    return model.model, model.image_size, model.in_chans, model.model_options
 
 
 def shares(first: int, last: int) -> list[float]:

@@ -109,6 +109,8 @@ def self_train(config: SelfTrainConfig | None, out: str | Path, *, resume: bool 
                                  quiet=quiet)
         log_step(labels, to_dict(config.pseudo_label_config()),
                  read_summary(labels), config=config)
+        if distributed.is_main():  # its speed: what the next plan here prices labelings at
+            plan.remember_labeling(config, run, k)
         # 3. A noised student learns the labeled and pseudo-labeled images.
         student = layout.student(k)
         log.info("3. iteration %d: noised student in %s", k, student)

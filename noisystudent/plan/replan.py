@@ -160,7 +160,7 @@ def _fitted_student(config, run: Path, k: int, info: dict, *,
     # bought nothing but a noisy number (one core of a Xeon: 1,034 and 1,791 images/s for one
     # model in two runs) that dropped students whose labels were made.
     rates = Rates(config.device, config.precision)
-    views = 2 if config.pseudo_label_config().flip else 1
+    views = _views(config)
     decode = _decode_seconds(config, run, last, rates, views=views, facts=facts)
 
     def prices_of(shape: StudentShape) -> time_model.StudentPrices:
@@ -198,10 +198,21 @@ def _first_labeling(config, rates: Rates, *, images: int, views: int, decode: fl
                     k: int) -> float:
     """Iteration ``k``'s labeling, not yet made: by the teacher for the first, else by
     student k - 1."""
-    labeler = config.teacher_config() if k == 1 else config.student_config(k - 1, "pending")
+    labeler = _labeler(config, k)
     return time_model.labeling_seconds(images, views, time_model.inference_rate(rates, labeler),
                                        decode, _onnx_speedup(config, rates, images * views,
                                                              labeler))
+
+
+def _labeler(config, k: int):
+    """The config of the model that makes iteration ``k``'s labels: the teacher for the
+    first, else student k - 1."""
+    return config.teacher_config() if k == 1 else config.student_config(k - 1, "pending")
+
+
+def _views(config) -> int:
+    """The views a labeling infers per image: the mirror too, where the labels average it."""
+    return 2 if config.pseudo_label_config().flip else 1
 
 
 def _onnx_speedup(config, rates: Rates, images: int, labeler) -> float:
@@ -218,8 +229,7 @@ def _decode_seconds(config, run: Path, last: int, rates: Rates, *, views: int,
     if not last:
         return facts.get("decode", 0.0) if facts.get("streams") else 0.0
     layout = SelfTrainLayout(run, config.teacher_run)
-    labeler = config.teacher_config() if last == 1 else config.student_config(last - 1,
-                                                                              "pending")
+    labeler = _labeler(config, last)
     summary = read_summary(layout.pseudo_labels(last))
     images = summary["unlabeled_images"] or 1
     took = timings.read(run).get(timings.step_name(run, layout.pseudo_labels(last))) or 0.0
@@ -291,8 +301,8 @@ def remember_labeling(config, run: Path, k: int) -> None:
     seconds = (summary.get("labeling_seconds") or 0.0) - EXPORT_SECONDS - images * decode
     if summary.get("runtime") != "onnxruntime" or not images or seconds < MIN_TIMED_SECONDS:
         return
-    labeler = config.teacher_config() if k == 1 else config.student_config(k - 1, "pending")
-    views = 2 if config.pseudo_label_config().flip else 1
+    labeler = _labeler(config, k)
+    views = _views(config)
     speedup = Rates(config.device, config.precision).observed_onnx(
         time_model.labeler(labeler), images * views / seconds)
     if speedup:
